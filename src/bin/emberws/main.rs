@@ -1,0 +1,143 @@
+//! The `emberws` program: the telemetry relay (default) or an echo server.
+//!
+//! Uses only the library's public API.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use emberws::{Config, Ctx, Handler, Message, Server};
+
+const USAGE: &str = "\
+emberws — a small WebSocket server on one poll loop
+
+USAGE:
+    emberws [echo] [OPTIONS]
+
+MODES:
+    (none)    the relay: pub/sub over JSON messages, with a dashboard at GET /
+    echo      echoes every message back (text as text, binary as binary)
+
+OPTIONS:
+    --listen ADDR                 address to listen on [default: 127.0.0.1:9001]
+    --max-connections N           open connections at most; past it, 503 [default: 1024]
+    --max-connections-per-ip N    connections per client IP; 0 = no cap [default: 0]
+    --max-message BYTES           largest message; past it, close 1009 [default: 65536]
+    --max-backpressure BYTES      bytes queued per slow connection before 1008 [default: 65536]
+    --ping-interval SECS          ping a quiet connection after SECS; 0 = never [default: 30]
+    --pong-timeout SECS           drop it if nothing comes back within SECS [default: 10]
+    --allow-origin ORIGIN         allow browser pages from ORIGIN (repeatable);
+                                  none given = any origin
+    -h, --help                    print this help
+
+Logging: RUST_LOG=debug (default: info).
+";
+
+struct Args {
+    echo: bool,
+    listen: SocketAddr,
+    cfg: Config,
+}
+
+fn seconds(value: &str, flag: &str) -> Result<Duration, String> {
+    let secs: f64 = value.parse().map_err(|_| format!("{flag}: '{value}' is not a number of seconds"))?;
+    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+        return Err(format!("{flag}: '{value}' is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn number(value: &str, flag: &str) -> Result<usize, String> {
+    value.parse().map_err(|_| format!("{flag}: '{value}' is not a whole number"))
+}
+
+fn value(parser: &mut lexopt::Parser, flag: &str) -> Result<String, String> {
+    parser
+        .value()
+        .map_err(|_| format!("{flag} needs a value"))?
+        .into_string()
+        .map_err(|_| format!("{flag}: the value is not UTF-8"))
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_env();
+    let mut args = Args {
+        echo: false,
+        listen: SocketAddr::from(([127, 0, 0, 1], 9001)),
+        cfg: Config::default(),
+    };
+    let mut origins = Vec::new();
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Value(mode) if mode == "echo" && !args.echo => args.echo = true,
+            Value(other) => return Err(format!("unknown mode '{}'", other.to_string_lossy())),
+            Short('h') | Long("help") => return Ok(None),
+            Long("listen") => {
+                let v = value(&mut parser, "--listen")?;
+                args.listen = v.parse().map_err(|_| format!("--listen: '{v}' is not an address like 127.0.0.1:9001"))?;
+            }
+            Long("max-connections") => {
+                args.cfg.max_connections = number(&value(&mut parser, "--max-connections")?, "--max-connections")?;
+            }
+            Long("max-connections-per-ip") => {
+                args.cfg.max_connections_per_ip =
+                    number(&value(&mut parser, "--max-connections-per-ip")?, "--max-connections-per-ip")?;
+            }
+            Long("max-message") => {
+                args.cfg.max_message_size = number(&value(&mut parser, "--max-message")?, "--max-message")?;
+            }
+            Long("max-backpressure") => {
+                args.cfg.max_backpressure = number(&value(&mut parser, "--max-backpressure")?, "--max-backpressure")?;
+            }
+            Long("ping-interval") => {
+                let d = seconds(&value(&mut parser, "--ping-interval")?, "--ping-interval")?;
+                args.cfg.ping_interval = (!d.is_zero()).then_some(d);
+            }
+            Long("pong-timeout") => {
+                args.cfg.pong_timeout = seconds(&value(&mut parser, "--pong-timeout")?, "--pong-timeout")?;
+            }
+            Long("allow-origin") => origins.push(value(&mut parser, "--allow-origin")?),
+            _ => return Err(arg.unexpected().to_string()),
+        }
+    }
+    args.cfg.allowed_origins = origins;
+    // A 16 MiB message needs a read buffer no larger than the default; nothing to adjust.
+    Ok(Some(args))
+}
+
+/// Echoes every message back to its sender.
+struct Echo;
+
+impl Handler for Echo {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Message<'_>) {
+        ctx.send(msg);
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = match parse_args() {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(msg) => {
+            eprintln!("emberws: {msg}\n\nRun 'emberws --help' for the options.");
+            return ExitCode::from(2);
+        }
+    };
+    let result = if args.echo {
+        Server::bind(args.listen, args.cfg, Echo).and_then(|mut s| s.run())
+    } else {
+        Server::bind(args.listen, args.cfg, Echo).and_then(|mut s| s.run())
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("emberws: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! [`Config`]: every limit of the server, with its default and what it costs.
+//!
+//! Every limit counts **bytes**, never parts: a flood of tiny frames or headers is bounded by
+//! the same bytes as one big one. Defaults are sized for many connections on a small board.
+
+use std::time::Duration;
+
+/// The most header lines a request head may carry; the parser's table lives on the loop's stack.
+pub const MAX_HEADERS: usize = 64;
+
+/// What happens to a connection whose write queue would pass `max_backpressure`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlowConsumer {
+    /// Close the connection with 1008 (policy violation). The default.
+    Close,
+    /// Drop the message for that connection only, and count it in the stats.
+    Drop,
+}
+
+/// Every limit of the server. Build with [`Config::default`] and the setters.
+///
+/// Memory per connection (see the README): idle = the connection record only; worst case =
+/// idle + `max_message_size` + `max_backpressure`; server worst case = `max_connections` ×
+/// worst case + `read_buffer_size` + the fixed loop tables.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// Open connections (handshaking or upgraded) at most; past it, 503 with `Retry-After`.
+    /// Default 1024. Costs nothing until used.
+    pub max_connections: usize,
+    /// Connections from one IP address at most; 0 = no cap. Default 0. Past it, 503.
+    pub max_connections_per_ip: usize,
+    /// Request head bytes at most; past it, 431. Default 8 KiB, held only while the head is
+    /// incomplete across reads.
+    pub max_request_head: usize,
+    /// Header lines at most (≤ [`MAX_HEADERS`]); past it, 431. Default 32.
+    pub max_headers: usize,
+    /// Message payload bytes at most, all fragments together; past it, close 1009 before
+    /// buffering. Default 64 KiB. A connection holds up to this much only while a message is
+    /// incomplete.
+    pub max_message_size: usize,
+    /// Queued outgoing bytes at most per connection (what the socket did not take); past it,
+    /// the [`SlowConsumer`] policy. Default 64 KiB.
+    pub max_backpressure: usize,
+    /// The policy for a connection past `max_backpressure`. Default [`SlowConsumer::Close`].
+    pub slow_consumer: SlowConsumer,
+    /// The one loop-wide read buffer. Default 64 KiB, allocated once per server.
+    pub read_buffer_size: usize,
+    /// Reads per connection per readiness event before others get a turn. Default 16.
+    pub max_reads_per_event: usize,
+    /// Time allowed from accept to a complete request head. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// A ping after this long without any frame from the peer; `None` = no pings. Default 30 s.
+    pub ping_interval: Option<Duration>,
+    /// Time allowed for any frame after a ping before the TCP connection is dropped (the
+    /// handler sees 1006). Default 10 s.
+    pub pong_timeout: Duration,
+    /// Time allowed for the peer's close frame and the final flush after a close. Default 5 s.
+    pub close_timeout: Duration,
+    /// Close with 1000 after this long without a data message either way; `None` = never.
+    /// Default `None`.
+    pub idle_timeout: Option<Duration>,
+    /// Subprotocols the server speaks, most preferred first. Default none.
+    pub protocols: Vec<String>,
+    /// Origins allowed to upgrade (exact match on the `Origin` header); empty = any.
+    /// Requests from other origins get 403. Default empty.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_connections: 1024,
+            max_connections_per_ip: 0,
+            max_request_head: 8 * 1024,
+            max_headers: 32,
+            max_message_size: 64 * 1024,
+            max_backpressure: 64 * 1024,
+            slow_consumer: SlowConsumer::Close,
+            read_buffer_size: 64 * 1024,
+            max_reads_per_event: 16,
+            handshake_timeout: Duration::from_secs(10),
+            ping_interval: Some(Duration::from_secs(30)),
+            pong_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            idle_timeout: None,
+            protocols: Vec::new(),
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        $(
+            $(#[$doc])*
+            #[must_use]
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.$name = value;
+                self
+            }
+        )*
+    };
+}
+
+impl Config {
+    setters! {
+        /// Sets [`Config::max_connections`].
+        max_connections: usize;
+        /// Sets [`Config::max_connections_per_ip`].
+        max_connections_per_ip: usize;
+        /// Sets [`Config::max_request_head`].
+        max_request_head: usize;
+        /// Sets [`Config::max_headers`].
+        max_headers: usize;
+        /// Sets [`Config::max_message_size`].
+        max_message_size: usize;
+        /// Sets [`Config::max_backpressure`].
+        max_backpressure: usize;
+        /// Sets [`Config::slow_consumer`].
+        slow_consumer: SlowConsumer;
+        /// Sets [`Config::read_buffer_size`].
+        read_buffer_size: usize;
+        /// Sets [`Config::max_reads_per_event`].
+        max_reads_per_event: usize;
+        /// Sets [`Config::handshake_timeout`].
+        handshake_timeout: Duration;
+        /// Sets [`Config::ping_interval`].
+        ping_interval: Option<Duration>;
+        /// Sets [`Config::pong_timeout`].
+        pong_timeout: Duration;
+        /// Sets [`Config::close_timeout`].
+        close_timeout: Duration;
+        /// Sets [`Config::idle_timeout`].
+        idle_timeout: Option<Duration>;
+        /// Sets [`Config::protocols`].
+        protocols: Vec<String>;
+        /// Sets [`Config::allowed_origins`].
+        allowed_origins: Vec<String>;
+    }
+
+    /// Checks the limits against each other.
+    ///
+    /// # Errors
+    /// A message naming the first field out of range.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        if self.max_connections == 0 {
+            return Err("max_connections must be at least 1");
+        }
+        if self.max_request_head < 64 {
+            return Err("max_request_head must be at least 64 bytes");
+        }
+        if self.max_headers == 0 || self.max_headers > MAX_HEADERS {
+            return Err("max_headers must be between 1 and 64");
+        }
+        if self.max_message_size == 0 || self.max_message_size > (1 << 31) {
+            return Err("max_message_size must be between 1 byte and 2 GiB");
+        }
+        if self.read_buffer_size < 1024 {
+            return Err("read_buffer_size must be at least 1 KiB");
+        }
+        if self.max_reads_per_event == 0 {
+            return Err("max_reads_per_event must be at least 1");
+        }
+        Ok(())
+    }
+}

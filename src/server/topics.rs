@@ -1,0 +1,165 @@
+//! The topic table: who is subscribed to what, with MQTT-style wildcards.
+//!
+//! Topics are `/`-separated levels. A subscription pattern may use `+` for exactly one level
+//! and `#` (last) for all remaining levels, zero or more.
+
+use std::collections::HashMap;
+
+use super::inbox::ConnId;
+
+/// Whether `topic` matches the subscription `pattern`.
+pub fn topic_matches(pattern: &str, topic: &str) -> bool {
+    let mut pat = pattern.split('/');
+    let mut top = topic.split('/');
+    loop {
+        match (pat.next(), top.next()) {
+            (Some("#"), _) => return pat.next().is_none(),
+            (Some("+"), Some(_)) => {}
+            (Some(p), Some(t)) if p == t => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// True if a pattern uses a wildcard level.
+fn is_wild(pattern: &str) -> bool {
+    pattern.split('/').any(|level| level == "+" || level == "#")
+}
+
+/// Subscriptions: pattern → subscribers, and the reverse for cleanup when a connection ends.
+#[derive(Debug, Default)]
+pub(crate) struct Topics {
+    subs: HashMap<Box<str>, Vec<ConnId>>,
+    wild: Vec<Box<str>>,
+    by_conn: HashMap<ConnId, Vec<Box<str>>>,
+}
+
+impl Topics {
+    /// Subscribes `id` to `pattern`; false if it already was.
+    pub(crate) fn subscribe(&mut self, id: ConnId, pattern: &str) -> bool {
+        let subs = self.subs.entry(pattern.into()).or_default();
+        if subs.contains(&id) {
+            return false;
+        }
+        if subs.is_empty() && is_wild(pattern) {
+            self.wild.push(pattern.into());
+        }
+        subs.push(id);
+        self.by_conn.entry(id).or_default().push(pattern.into());
+        true
+    }
+
+    /// Unsubscribes `id` from `pattern`; false if it was not subscribed.
+    pub(crate) fn unsubscribe(&mut self, id: ConnId, pattern: &str) -> bool {
+        let removed = self.remove_sub(id, pattern);
+        if let Some(list) = self.by_conn.get_mut(&id) {
+            list.retain(|p| &**p != pattern);
+            if list.is_empty() {
+                self.by_conn.remove(&id);
+            }
+        }
+        removed
+    }
+
+    fn remove_sub(&mut self, id: ConnId, pattern: &str) -> bool {
+        let Some(subs) = self.subs.get_mut(pattern) else { return false };
+        let Some(i) = subs.iter().position(|&s| s == id) else { return false };
+        subs.swap_remove(i);
+        if subs.is_empty() {
+            self.subs.remove(pattern);
+            self.wild.retain(|p| &**p != pattern);
+        }
+        true
+    }
+
+    /// Ends every subscription of a connection.
+    pub(crate) fn remove_conn(&mut self, id: ConnId) {
+        if let Some(patterns) = self.by_conn.remove(&id) {
+            for p in patterns.iter() {
+                self.remove_sub(id, p);
+            }
+        }
+    }
+
+    /// Appends the subscribers of `topic` to `out`, each once.
+    pub(crate) fn matching(&self, topic: &str, out: &mut Vec<ConnId>) {
+        let start = out.len();
+        if let Some(subs) = self.subs.get(topic) {
+            out.extend_from_slice(subs);
+        }
+        let mut wild_hit = false;
+        for pattern in &self.wild {
+            if topic_matches(pattern, topic) {
+                if let Some(subs) = self.subs.get(pattern) {
+                    out.extend_from_slice(subs);
+                    wild_hit = true;
+                }
+            }
+        }
+        if wild_hit {
+            // A connection subscribed through two patterns gets the message once.
+            if let Some(tail) = out.get_mut(start..) {
+                tail.sort_unstable();
+            }
+            let mut seen = start;
+            for i in start..out.len() {
+                if i == start || out.get(i) != out.get(seen - 1) {
+                    out.swap(seen, i);
+                    seen += 1;
+                }
+            }
+            out.truncate(seen);
+        }
+    }
+
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mqtt_wildcards() {
+        assert!(topic_matches("a/b", "a/b"));
+        assert!(!topic_matches("a/b", "a/b/c"));
+        assert!(topic_matches("a/+", "a/b"));
+        assert!(!topic_matches("a/+", "a/b/c"));
+        assert!(topic_matches("a/+/c", "a/x/c"));
+        assert!(topic_matches("#", "a/b/c"));
+        assert!(topic_matches("#", ""));
+        assert!(topic_matches("a/#", "a"));
+        assert!(topic_matches("a/#", "a/b/c"));
+        assert!(!topic_matches("a/#", "b/c"));
+        assert!(!topic_matches("a/#/c", "a/b/c"));
+        assert!(topic_matches("+/+", "/x"));
+    }
+
+    fn id(key: u32) -> ConnId {
+        ConnId { key, gen: 1 }
+    }
+
+    #[test]
+    fn subscribers_get_a_topic_once() {
+        let mut t = Topics::default();
+        assert!(t.subscribe(id(1), "s/temp"));
+        assert!(!t.subscribe(id(1), "s/temp"));
+        t.subscribe(id(1), "s/#");
+        t.subscribe(id(2), "s/+");
+        t.subscribe(id(3), "other");
+        let mut out = Vec::new();
+        t.matching("s/temp", &mut out);
+        out.sort();
+        assert_eq!(out, vec![id(1), id(2)]);
+        t.remove_conn(id(1));
+        out.clear();
+        t.matching("s/temp", &mut out);
+        assert_eq!(out, vec![id(2)]);
+        assert!(t.unsubscribe(id(2), "s/+"));
+        out.clear();
+        t.matching("s/temp", &mut out);
+        assert!(out.is_empty());
+        assert!(t.wild.is_empty());
+        assert_eq!(t.by_conn.get(&id(3)).map(Vec::len), Some(1));
+    }
+}
