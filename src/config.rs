@@ -62,6 +62,9 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// Subprotocols the server speaks, most preferred first. Default none.
     pub protocols: Vec<String>,
+    /// Topic subscriptions per connection at most. Default 64. Each costs the pattern's bytes
+    /// plus about 60 bytes of table entries.
+    pub max_subscriptions: usize,
     /// Origins allowed to upgrade (exact match on the `Origin` header); empty = any.
     /// Requests from other origins get 403. Default empty.
     pub allowed_origins: Vec<String>,
@@ -85,6 +88,7 @@ impl Default for Config {
             close_timeout: Duration::from_secs(5),
             idle_timeout: None,
             protocols: Vec::new(),
+            max_subscriptions: 64,
             allowed_origins: Vec::new(),
         }
     }
@@ -135,6 +139,8 @@ impl Config {
         idle_timeout: Option<Duration>;
         /// Sets [`Config::protocols`].
         protocols: Vec<String>;
+        /// Sets [`Config::max_subscriptions`].
+        max_subscriptions: usize;
         /// Sets [`Config::allowed_origins`].
         allowed_origins: Vec<String>;
     }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use crate::config::Config;
 use crate::conn::State;
 use crate::handler::Message;
 use crate::proto::CloseCode;
@@ -68,9 +69,15 @@ impl<'a> Ctx<'a> {
     }
 
     /// Subscribes this connection to a topic pattern (`+` and `#` wildcards allowed). False if
-    /// it was subscribed already or is not open.
+    /// it was subscribed already, is not open, or is at
+    /// [`crate::Config::max_subscriptions`].
     pub fn subscribe(&mut self, pattern: &str) -> bool {
         self.core.subscribe(self.id, pattern)
+    }
+
+    /// How many patterns this connection is subscribed to.
+    pub fn subscriptions(&self) -> usize {
+        self.core.topics.count(self.id)
     }
 
     /// Unsubscribes this connection from a pattern. False if it was not subscribed.
@@ -88,6 +95,11 @@ impl<'a> Ctx<'a> {
     /// written or queued to.
     pub fn broadcast(&mut self, msg: Message<'_>) -> usize {
         self.core.broadcast(msg)
+    }
+
+    /// The server's configuration.
+    pub fn config(&self) -> &Config {
+        self.core.config()
     }
 
     /// The server's counters.

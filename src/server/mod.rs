@@ -334,7 +334,10 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    fn shutdown(&mut self) {
+    /// Stops accepting, closes every open connection with 1001 and drops the ones still
+    /// handshaking; the loop ends when all are gone or the close timeout has passed
+    /// ([`Server::is_finished`]).
+    pub fn shutdown(&mut self) {
         if self.core.shutdown_at.is_some() {
             return;
         }
@@ -513,6 +516,10 @@ enum Buf {
 }
 
 impl Core {
+    pub(crate) fn config(&self) -> &Config {
+        &self.cfg
+    }
+
     /// Reads the clock once per wake-up.
     fn tick(&mut self) {
         self.now = Millis(u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX));
@@ -830,7 +837,7 @@ impl Core {
     }
 
     pub(crate) fn subscribe(&mut self, id: ConnId, pattern: &str) -> bool {
-        if !self.live(id).is_some_and(|s| s.conn.is_open()) {
+        if !self.live(id).is_some_and(|s| s.conn.is_open()) || self.topics.count(id) >= self.cfg.max_subscriptions {
             return false;
         }
         self.topics.subscribe(id, pattern)

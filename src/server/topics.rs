@@ -82,6 +82,11 @@ impl Topics {
         }
     }
 
+    /// Subscriptions of one connection.
+    pub(crate) fn count(&self, id: ConnId) -> usize {
+        self.by_conn.get(&id).map_or(0, Vec::len)
+    }
+
     /// Appends the subscribers of `topic` to `out`, each once.
     pub(crate) fn matching(&self, topic: &str, out: &mut Vec<ConnId>) {
         let start = out.len();

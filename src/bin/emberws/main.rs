@@ -2,11 +2,17 @@
 //!
 //! Uses only the library's public API.
 
+mod relay;
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use emberws::{Config, Ctx, Handler, Message, Server};
+use emberws::{Config, Ctx, Error, Handler, Message, Server};
+use log::info;
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
 
 const USAGE: &str = "\
 emberws — a small WebSocket server on one poll loop
@@ -115,6 +121,42 @@ impl Handler for Echo {
     }
 }
 
+const SIGNALS: Token = Token(0);
+const SERVER: Token = Token(1);
+
+/// Runs the server in this program's own mio loop, beside the signal source: SIGINT or
+/// SIGTERM starts a graceful shutdown (close 1001 to everyone, flush, exit 0).
+fn serve<H: Handler>(listen: SocketAddr, cfg: Config, handler: H) -> Result<(), Error> {
+    let mut poll = Poll::new()?;
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
+    let registry = poll.registry().try_clone()?;
+    let mut server = Server::with_registry(listen, cfg, handler, registry, SERVER)?;
+    info!("listening on ws://{}", server.local_addr());
+    let mut events = Events::with_capacity(1024);
+    while !server.is_finished() {
+        if let Err(e) = poll.poll(&mut events, server.next_timeout()) {
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e.into());
+        }
+        for event in events.iter() {
+            if event.token() == SIGNALS {
+                for signal in signals.pending() {
+                    info!("signal {signal}: shutting down");
+                    server.shutdown();
+                }
+            } else {
+                server.handle_event(event);
+            }
+        }
+        server.handle_timeouts();
+    }
+    info!("stopped");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = match parse_args() {
@@ -129,9 +171,9 @@ fn main() -> ExitCode {
         }
     };
     let result = if args.echo {
-        Server::bind(args.listen, args.cfg, Echo).and_then(|mut s| s.run())
+        serve(args.listen, args.cfg, Echo)
     } else {
-        Server::bind(args.listen, args.cfg, Echo).and_then(|mut s| s.run())
+        serve(args.listen, args.cfg, relay::Relay::default())
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

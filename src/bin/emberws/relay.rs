@@ -1,0 +1,247 @@
+//! The relay: a JSON pub/sub protocol on top of [`Handler`] and [`Ctx`], plus the dashboard
+//! page, `/healthz` and `/metrics`.
+//!
+//! Requests (text messages): `subscribe`, `unsubscribe`, `publish` (optional `id` → `ack`
+//! with `delivered`; optional `retain`), `ping`. Anything malformed gets an `error` and the
+//! connection stays open.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io::Write as _;
+
+use emberws::{Ctx, Handler, HttpRequest, Message, Response, Stats};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// The built-in dashboard, served at `GET /`.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// Topic names and patterns longer than this are refused.
+pub const MAX_TOPIC_LEN: usize = 256;
+/// Retained messages, all topics together, hold at most this many bytes.
+pub const MAX_RETAINED_BYTES: usize = 1 << 20;
+
+/// One request, borrowed from the message where the JSON has no escapes.
+#[derive(Deserialize)]
+struct Request<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    topic: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(default)]
+    retain: bool,
+}
+
+/// The relay's state: retained messages and a reused output buffer.
+#[derive(Default)]
+pub struct Relay {
+    /// Topic → the `message` frame text last published with `retain`.
+    retained: HashMap<String, String>,
+    retained_bytes: usize,
+    out: Vec<u8>,
+}
+
+/// Why a request was refused; the reason goes back in an `error` message.
+type Refusal = &'static str;
+
+impl Relay {
+    fn handle(&mut self, ctx: &mut Ctx<'_>, text: &str) -> Result<(), Refusal> {
+        let req: Request<'_> = serde_json::from_str(text).map_err(|e| {
+            if e.is_syntax() || e.is_eof() {
+                "invalid JSON"
+            } else {
+                "invalid request: needs a string \"type\" and well-typed fields"
+            }
+        })?;
+        match &*req.kind {
+            "subscribe" => {
+                let pattern = topic(&req, true)?;
+                if ctx.subscriptions() >= ctx.config().max_subscriptions {
+                    return Err("too many subscriptions");
+                }
+                ctx.subscribe(pattern);
+                self.ack(ctx, req.id, None);
+                for (t, frame) in &self.retained {
+                    if matches(pattern, t) {
+                        ctx.send(Message::Text(frame));
+                    }
+                }
+                Ok(())
+            }
+            "unsubscribe" => {
+                let pattern = topic(&req, true)?;
+                ctx.unsubscribe(pattern);
+                self.ack(ctx, req.id, None);
+                Ok(())
+            }
+            "publish" => {
+                let name = topic(&req, false)?;
+                let data = req.data.ok_or("publish needs \"data\"")?;
+                self.out.clear();
+                self.out.extend_from_slice(b"{\"type\":\"message\",\"topic\":");
+                json_string(&mut self.out, name);
+                self.out.extend_from_slice(b",\"data\":");
+                self.out.extend_from_slice(data.get().as_bytes());
+                self.out.push(b'}');
+                let frame = std::str::from_utf8(&self.out).map_err(|_| "invalid data")?;
+                let delivered = ctx.publish(name, Message::Text(frame));
+                let retained = if req.retain {
+                    let frame = frame.to_owned();
+                    self.retain(name, data.get() == "null", frame)
+                } else {
+                    Ok(())
+                };
+                self.ack(ctx, req.id, Some(delivered));
+                retained
+            }
+            "ping" => {
+                self.out.clear();
+                self.out.extend_from_slice(b"{\"type\":\"pong\"");
+                if let Some(id) = req.id {
+                    self.out.extend_from_slice(b",\"id\":");
+                    self.out.extend_from_slice(id.get().as_bytes());
+                }
+                self.out.push(b'}');
+                send_out(ctx, &self.out);
+                Ok(())
+            }
+            _ => Err("unknown \"type\": expected subscribe, unsubscribe, publish or ping"),
+        }
+    }
+
+    fn retain(&mut self, topic: &str, clear: bool, frame: String) -> Result<(), Refusal> {
+        if let Some(old) = self.retained.remove(topic) {
+            self.retained_bytes -= old.len() + topic.len();
+        }
+        if clear {
+            return Ok(());
+        }
+        let cost = frame.len() + topic.len();
+        if self.retained_bytes + cost > MAX_RETAINED_BYTES {
+            return Err("retained store full: the message was delivered but not retained");
+        }
+        self.retained_bytes += cost;
+        self.retained.insert(topic.to_owned(), frame);
+        Ok(())
+    }
+
+    fn ack(&mut self, ctx: &mut Ctx<'_>, id: Option<&RawValue>, delivered: Option<usize>) {
+        let Some(id) = id else { return };
+        self.out.clear();
+        self.out.extend_from_slice(b"{\"type\":\"ack\",\"id\":");
+        self.out.extend_from_slice(id.get().as_bytes());
+        if let Some(n) = delivered {
+            let _ = write!(self.out, ",\"delivered\":{n}");
+        }
+        self.out.push(b'}');
+        send_out(ctx, &self.out);
+    }
+}
+
+fn send_out(ctx: &mut Ctx<'_>, out: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(out) {
+        ctx.send(Message::Text(text));
+    }
+}
+
+/// The request's topic, checked: a pattern may hold `+` and `#` levels, a publish topic not.
+fn topic<'r>(req: &'r Request<'_>, pattern: bool) -> Result<&'r str, Refusal> {
+    let t = req.topic.as_deref().ok_or("needs a string \"topic\"")?;
+    if t.is_empty() || t.len() > MAX_TOPIC_LEN {
+        return Err("topic must be 1 to 256 bytes");
+    }
+    let levels = t.split('/').count();
+    for (i, level) in t.split('/').enumerate() {
+        let wild = level == "+" || level == "#";
+        if !pattern && (level.contains('+') || level.contains('#')) {
+            return Err("a publish topic cannot contain + or #");
+        }
+        if pattern && !wild && (level.contains('+') || level.contains('#')) {
+            return Err("+ and # must stand alone in a topic level");
+        }
+        if level == "#" && i + 1 != levels {
+            return Err("# must be the last topic level");
+        }
+    }
+    Ok(t)
+}
+
+/// MQTT matching of a pattern against a topic.
+fn matches(pattern: &str, topic: &str) -> bool {
+    emberws::server::topics::topic_matches(pattern, topic)
+}
+
+/// Appends `s` as a JSON string.
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn error_text(reason: &str) -> String {
+    let mut out = Vec::with_capacity(reason.len() + 32);
+    out.extend_from_slice(b"{\"type\":\"error\",\"reason\":");
+    json_string(&mut out, reason);
+    out.push(b'}');
+    String::from_utf8(out).unwrap_or_default()
+}
+
+impl Handler for Relay {
+    fn on_request(&mut self, req: &HttpRequest<'_>, stats: &Stats) -> Response {
+        if req.method() != "GET" && req.method() != "HEAD" {
+            let mut res = Response::status(405);
+            res.headers.push(("Allow", "GET".to_owned()));
+            return res;
+        }
+        match req.path() {
+            "/" | "/index.html" => Response::ok("text/html; charset=utf-8", DASHBOARD.as_bytes()),
+            "/healthz" => Response::ok("application/json", stats.to_json().into_bytes()),
+            "/metrics" => Response::ok("text/plain; version=0.0.4", stats.to_prometheus().into_bytes()),
+            _ => Response::status(404),
+        }
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Message<'_>) {
+        let result = match msg {
+            Message::Text(text) => self.handle(ctx, text),
+            Message::Binary(_) => Err("binary messages are not part of the relay protocol"),
+        };
+        if let Err(reason) = result {
+            ctx.send(Message::Text(&error_text(reason)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(json: &str) -> Request<'_> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn topics_are_checked() {
+        assert_eq!(topic(&req(r#"{"type":"x","topic":"a/+/#"}"#), true), Ok("a/+/#"));
+        assert!(topic(&req(r#"{"type":"x","topic":"a/+"}"#), false).is_err());
+        assert!(topic(&req(r#"{"type":"x","topic":"a/#/b"}"#), true).is_err());
+        assert!(topic(&req(r#"{"type":"x","topic":"a/b+"}"#), true).is_err());
+        assert!(topic(&req(r#"{"type":"x","topic":""}"#), true).is_err());
+        assert!(topic(&req(r#"{"type":"x"}"#), true).is_err());
+    }
+
+    #[test]
+    fn requests_borrow_and_keep_raw_data() {
+        let r = req(r#"{"type":"publish","topic":"s/t","data":{"v": 1.50},"id":"x"}"#);
+        assert!(matches!(r.topic, Some(Cow::Borrowed("s/t"))));
+        assert_eq!(r.data.unwrap().get(), r#"{"v": 1.50}"#);
+        assert_eq!(r.id.unwrap().get(), r#""x""#);
+    }
+
+    #[test]
+    fn error_text_escapes() {
+        assert_eq!(error_text("a \"b\""), r#"{"type":"error","reason":"a \"b\""}"#);
+    }
+}
