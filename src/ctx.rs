@@ -34,7 +34,9 @@ impl<'a> Ctx<'a> {
 
     /// This connection's state.
     pub fn state(&self) -> State {
-        self.core.slot(self.id).map_or(State::Closed, |s| s.conn.state())
+        self.core
+            .slot(self.id)
+            .map_or(State::Closed, |s| s.conn.state())
     }
 
     /// Sends a message to this connection. Returns false if it was not sent: the connection

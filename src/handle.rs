@@ -55,7 +55,11 @@ impl ServerHandle {
     /// [`Stopped`] if the server has stopped.
     pub fn publish(&self, topic: &str, msg: Message<'_>) -> Result<(), Stopped> {
         let (kind, data) = owned(msg);
-        self.command(Command::Publish { topic: topic.to_owned(), kind, data })
+        self.command(Command::Publish {
+            topic: topic.to_owned(),
+            kind,
+            data,
+        })
     }
 
     /// Sends to one connection.
@@ -81,7 +85,11 @@ impl ServerHandle {
     /// # Errors
     /// [`Stopped`] if the server has stopped.
     pub fn close(&self, id: ConnId, code: CloseCode, reason: &str) -> Result<(), Stopped> {
-        self.command(Command::Close { id, code, reason: reason.to_owned() })
+        self.command(Command::Close {
+            id,
+            code,
+            reason: reason.to_owned(),
+        })
     }
 
     /// Stops accepting, closes every connection with 1001, flushes, and ends the loop within

@@ -119,12 +119,22 @@ pub struct Response {
 impl Response {
     /// A response with an empty body.
     pub fn status(status: u16) -> Self {
-        Response { status, content_type: "", headers: Vec::new(), body: Cow::Borrowed(b"") }
+        Response {
+            status,
+            content_type: "",
+            headers: Vec::new(),
+            body: Cow::Borrowed(b""),
+        }
     }
 
     /// A 200 response with this content type and body.
     pub fn ok(content_type: &'static str, body: impl Into<Cow<'static, [u8]>>) -> Self {
-        Response { status: 200, content_type, headers: Vec::new(), body: body.into() }
+        Response {
+            status: 200,
+            content_type,
+            headers: Vec::new(),
+            body: body.into(),
+        }
     }
 }
 

@@ -16,7 +16,11 @@ impl Pool {
     /// A pool keeping at most `max_spares` free buffers of at most `keep_capacity` bytes each;
     /// larger buffers are freed on return so a rare big message does not pin its memory.
     pub fn new(max_spares: usize, keep_capacity: usize) -> Self {
-        Pool { spares: Vec::with_capacity(max_spares), max_spares, keep_capacity }
+        Pool {
+            spares: Vec::with_capacity(max_spares),
+            max_spares,
+            keep_capacity,
+        }
     }
 
     /// An empty buffer, reused when one is free.
@@ -45,7 +49,10 @@ pub fn grow_within(buf: &mut Vec<u8>, additional: usize, limit: usize) {
     if needed <= buf.capacity() {
         return;
     }
-    let target = needed.max(buf.capacity().saturating_mul(2)).max(256).min(limit.max(needed));
+    let target = needed
+        .max(buf.capacity().saturating_mul(2))
+        .max(256)
+        .min(limit.max(needed));
     buf.reserve_exact(target - buf.len());
 }
 

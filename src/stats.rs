@@ -45,14 +45,20 @@ pub struct Stats {
 
 impl Stats {
     pub(crate) fn reject(&mut self, status: u16) {
-        let i = REJECT_STATUSES.iter().position(|&s| s == status).unwrap_or(REJECT_STATUSES.len());
+        let i = REJECT_STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(REJECT_STATUSES.len());
         if let Some(n) = self.rejected.get_mut(i) {
             *n += 1;
         }
     }
 
     pub(crate) fn close(&mut self, code: u16) {
-        let i = CLOSE_CODES.iter().position(|&c| c == code).unwrap_or(CLOSE_CODES.len());
+        let i = CLOSE_CODES
+            .iter()
+            .position(|&c| c == code)
+            .unwrap_or(CLOSE_CODES.len());
         if let Some(n) = self.closes.get_mut(i) {
             *n += 1;
         }
@@ -65,13 +71,19 @@ impl Stats {
 
     /// Refusals with this status.
     pub fn rejected_with(&self, status: u16) -> u64 {
-        let i = REJECT_STATUSES.iter().position(|&s| s == status).unwrap_or(REJECT_STATUSES.len());
+        let i = REJECT_STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(REJECT_STATUSES.len());
         self.rejected.get(i).copied().unwrap_or(0)
     }
 
     /// Closes with this code.
     pub fn closes_with(&self, code: u16) -> u64 {
-        let i = CLOSE_CODES.iter().position(|&c| c == code).unwrap_or(CLOSE_CODES.len());
+        let i = CLOSE_CODES
+            .iter()
+            .position(|&c| c == code)
+            .unwrap_or(CLOSE_CODES.len());
         self.closes.get(i).copied().unwrap_or(0)
     }
 
@@ -97,12 +109,18 @@ impl Stats {
             self.timeouts
         );
         s.push_str(",\"rejected\":{");
-        let labels = REJECT_STATUSES.iter().map(|s| s.to_string()).chain(["other".to_string()]);
+        let labels = REJECT_STATUSES
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["other".to_string()]);
         for (i, (label, n)) in labels.zip(self.rejected).enumerate() {
             let _ = write!(s, "{}\"{label}\":{n}", if i > 0 { "," } else { "" });
         }
         s.push_str("},\"closes\":{");
-        let labels = CLOSE_CODES.iter().map(|s| s.to_string()).chain(["other".to_string()]);
+        let labels = CLOSE_CODES
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["other".to_string()]);
         for (i, (label, n)) in labels.zip(self.closes).enumerate() {
             let _ = write!(s, "{}\"{label}\":{n}", if i > 0 { "," } else { "" });
         }
@@ -116,26 +134,93 @@ impl Stats {
         let mut one = |name: &str, kind: &str, help: &str, value: u64| {
             let _ = writeln!(s, "# HELP emberws_{name} {help}\n# TYPE emberws_{name} {kind}\nemberws_{name} {value}");
         };
-        one("connections_open", "gauge", "Connections open now.", self.connections_open);
-        one("connections_accepted_total", "counter", "Connections upgraded.", self.accepted);
-        one("http_requests_total", "counter", "Plain HTTP requests answered.", self.http_requests);
-        one("messages_in_total", "counter", "Messages received.", self.messages_in);
-        one("messages_out_total", "counter", "Messages sent, one per recipient.", self.messages_out);
-        one("bytes_in_total", "counter", "Bytes read from sockets.", self.bytes_in);
-        one("bytes_out_total", "counter", "Bytes written to sockets.", self.bytes_out);
-        one("slow_consumer_drops_total", "counter", "Messages dropped for slow consumers.", self.slow_drops);
-        one("slow_consumer_closes_total", "counter", "Connections closed as slow consumers.", self.slow_closes);
-        one("queued_bytes", "gauge", "Bytes queued for slow sockets now.", self.queued_bytes);
-        one("queued_bytes_high_water", "gauge", "The most bytes ever queued at once.", self.queued_high_water);
-        one("timeouts_total", "counter", "Connections dropped at a deadline.", self.timeouts);
+        one(
+            "connections_open",
+            "gauge",
+            "Connections open now.",
+            self.connections_open,
+        );
+        one(
+            "connections_accepted_total",
+            "counter",
+            "Connections upgraded.",
+            self.accepted,
+        );
+        one(
+            "http_requests_total",
+            "counter",
+            "Plain HTTP requests answered.",
+            self.http_requests,
+        );
+        one(
+            "messages_in_total",
+            "counter",
+            "Messages received.",
+            self.messages_in,
+        );
+        one(
+            "messages_out_total",
+            "counter",
+            "Messages sent, one per recipient.",
+            self.messages_out,
+        );
+        one(
+            "bytes_in_total",
+            "counter",
+            "Bytes read from sockets.",
+            self.bytes_in,
+        );
+        one(
+            "bytes_out_total",
+            "counter",
+            "Bytes written to sockets.",
+            self.bytes_out,
+        );
+        one(
+            "slow_consumer_drops_total",
+            "counter",
+            "Messages dropped for slow consumers.",
+            self.slow_drops,
+        );
+        one(
+            "slow_consumer_closes_total",
+            "counter",
+            "Connections closed as slow consumers.",
+            self.slow_closes,
+        );
+        one(
+            "queued_bytes",
+            "gauge",
+            "Bytes queued for slow sockets now.",
+            self.queued_bytes,
+        );
+        one(
+            "queued_bytes_high_water",
+            "gauge",
+            "The most bytes ever queued at once.",
+            self.queued_high_water,
+        );
+        one(
+            "timeouts_total",
+            "counter",
+            "Connections dropped at a deadline.",
+            self.timeouts,
+        );
         let _ = writeln!(s, "# HELP emberws_connections_rejected_total Requests refused, by HTTP status.\n# TYPE emberws_connections_rejected_total counter");
         for (i, n) in self.rejected.iter().enumerate() {
-            let status = REJECT_STATUSES.get(i).map_or("other".to_string(), |s| s.to_string());
-            let _ = writeln!(s, "emberws_connections_rejected_total{{status=\"{status}\"}} {n}");
+            let status = REJECT_STATUSES
+                .get(i)
+                .map_or("other".to_string(), |s| s.to_string());
+            let _ = writeln!(
+                s,
+                "emberws_connections_rejected_total{{status=\"{status}\"}} {n}"
+            );
         }
         let _ = writeln!(s, "# HELP emberws_closes_total Connections closed, by close code.\n# TYPE emberws_closes_total counter");
         for (i, n) in self.closes.iter().enumerate() {
-            let code = CLOSE_CODES.get(i).map_or("other".to_string(), |c| c.to_string());
+            let code = CLOSE_CODES
+                .get(i)
+                .map_or("other".to_string(), |c| c.to_string());
             let _ = writeln!(s, "emberws_closes_total{{code=\"{code}\"}} {n}");
         }
         s

@@ -494,7 +494,10 @@ fn run_group(group: &str, cases: impl IntoIterator<Item = Case>) {
     let (mut ran, mut timeouts) = (0usize, 0usize);
     let mut failures = Vec::new();
     for case in cases {
-        if filter.as_deref().is_some_and(|f| !matches_filter(&case.id, f)) {
+        if filter
+            .as_deref()
+            .is_some_and(|f| !matches_filter(&case.id, f))
+        {
             continue;
         }
         let id = case.id.clone();
@@ -690,9 +693,8 @@ fn reserved_opcode_cases(control: bool) -> Vec<Case> {
     let (sub, base) = if control { ("4.2", 11) } else { ("4.1", 3) };
     let id = |n: u8| format!("{sub}.{n}");
     let non_strict = "a server failing before echoing the valid first message is NON-STRICT";
-    let then_reserved = |opcode: u8, payload: &[u8]| {
-        [text(HELLO), fr(true, opcode, payload), ping(b"")].concat()
-    };
+    let then_reserved =
+        |opcode: u8, payload: &[u8]| [text(HELLO), fr(true, opcode, payload), ping(b"")].concat();
     vec![
         Case::new(id(1))
             .send(fr(true, base, b""))
@@ -750,7 +752,12 @@ fn send_as(case: Case, frames: Vec<Vec<u8>>, chops: Chops) -> Case {
 
 fn fragmentation_cases() -> Vec<Case> {
     let f = |i: u8| format!("fragment{i}").into_bytes();
-    let two_fragments = || vec![fr(false, op::TEXT, &f(1)), fr(true, op::CONTINUATION, &f(2))];
+    let two_fragments = || {
+        vec![
+            fr(false, op::TEXT, &f(1)),
+            fr(true, op::CONTINUATION, &f(2)),
+        ]
+    };
     let with_ping = || {
         vec![
             fr(false, op::TEXT, &f(1)),
@@ -767,10 +774,22 @@ fn fragmentation_cases() -> Vec<Case> {
     let joined12 = [f(1), f(2)].concat();
     let mut cases = vec![
         Case::new("5.1")
-            .send([fr(false, op::PING, &f(1)), fr(true, op::CONTINUATION, &f(2))].concat())
+            .send(
+                [
+                    fr(false, op::PING, &f(1)),
+                    fr(true, op::CONTINUATION, &f(2)),
+                ]
+                .concat(),
+            )
             .fails(&[PROTOCOL_ERROR]),
         Case::new("5.2")
-            .send([fr(false, op::PONG, &f(1)), fr(true, op::CONTINUATION, &f(2))].concat())
+            .send(
+                [
+                    fr(false, op::PONG, &f(1)),
+                    fr(true, op::CONTINUATION, &f(2)),
+                ]
+                .concat(),
+            )
             .fails(&[PROTOCOL_ERROR]),
     ];
     for (n, chops) in [(3, Chops::One), (4, Chops::Frames), (5, Chops::Octets)] {
@@ -1011,9 +1030,7 @@ fn utf8_table() -> Vec<Utf8Entry> {
 #[test]
 fn utf8_table_matches_autobahn_shape() {
     let table = utf8_table();
-    let sizes = [
-        5, 11, 4, 2, 4, 3, 5, 8, 5, 10, 1, 3, 5, 5, 5, 7, 8, 34, 7,
-    ];
+    let sizes = [5, 11, 4, 2, 4, 3, 5, 8, 5, 10, 1, 3, 5, 5, 5, 7, 8, 34, 7];
     let mut expected_ids = Vec::new();
     for (g, &n) in sizes.iter().enumerate() {
         expected_ids.extend((1..=n).map(|j| format!("6.{}.{j}", g + 5)));
@@ -1081,15 +1098,7 @@ fn basic_close_cases() -> Vec<Case> {
             .close_sent(&[NORMAL], false),
         // Informational in Autobahn; this suite demands its "OK" outcome.
         Case::new("7.1.6")
-            .send(
-                [
-                    text(&big),
-                    text(hello_world),
-                    close(NORMAL, b""),
-                    ping(b""),
-                ]
-                .concat(),
-            )
+            .send([text(&big), text(hello_world), close(NORMAL, b""), ping(b"")].concat())
             .expect(Ev::Text(big.clone()))
             .expect(Ev::Text(hello_world.to_vec()))
             .close_sent(&[NORMAL], false),
@@ -1230,16 +1239,26 @@ fn case_9_2_large_binary_messages() {
 fn fragmented_message_cases(binary: bool) -> impl Iterator<Item = Case> {
     let sub = if binary { "9.4" } else { "9.3" };
     let fill = if binary { 0xFE } else { b'*' };
-    [64, 256, KIB, 4 * KIB, 16 * KIB, 64 * KIB, 256 * KIB, MIB, 4 * MIB]
-        .into_iter()
-        .enumerate()
-        .map(move |(i, size)| {
-            let payload = vec![fill; 4 * MIB];
-            Case::new(format!("{sub}.{}", i + 1))
-                .send(fragmented(binary, &payload, size))
-                .expect(echo(binary, &payload))
-                .timed()
-        })
+    [
+        64,
+        256,
+        KIB,
+        4 * KIB,
+        16 * KIB,
+        64 * KIB,
+        256 * KIB,
+        MIB,
+        4 * MIB,
+    ]
+    .into_iter()
+    .enumerate()
+    .map(move |(i, size)| {
+        let payload = vec![fill; 4 * MIB];
+        Case::new(format!("{sub}.{}", i + 1))
+            .send(fragmented(binary, &payload, size))
+            .expect(echo(binary, &payload))
+            .timed()
+    })
 }
 
 #[test]
@@ -1288,10 +1307,9 @@ fn round_trip_cases(binary: bool) -> impl Iterator<Item = Case> {
         .map(move |(i, len)| {
             let payload = vec![fill; len];
             let frame = data(binary, &payload);
-            (0..1000).fold(
-                Case::new(format!("{sub}.{}", i + 1)).timed(),
-                |case, _| case.send(frame.clone()).expect(echo(binary, &payload)),
-            )
+            (0..1000).fold(Case::new(format!("{sub}.{}", i + 1)).timed(), |case, _| {
+                case.send(frame.clone()).expect(echo(binary, &payload))
+            })
         })
 }
 

@@ -16,8 +16,12 @@ type Client = WebSocket<TcpStream>;
 
 fn connect(server: &TestServer) -> Client {
     let stream = TcpStream::connect(server.addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    stream.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let (ws, response) = tungstenite::client(server.url(), stream).expect("handshake");
     assert_eq!(response.status(), 101);
     ws
@@ -77,12 +81,32 @@ fn reassembles_fragmented_messages_with_interleaved_ping() {
     let server = spawn_server(Config::default(), Echo);
     let mut ws = connect(&server);
     let parts: [&[u8]; 3] = [b"frag", "mé".as_bytes(), b"nted"];
-    ws.send(Message::Frame(Frame::message(parts[0].to_vec(), OpCode::Data(Data::Text), false))).unwrap();
+    ws.send(Message::Frame(Frame::message(
+        parts[0].to_vec(),
+        OpCode::Data(Data::Text),
+        false,
+    )))
+    .unwrap();
     // A text message split inside a two-byte character, with a ping in the middle.
-    ws.send(Message::Frame(Frame::message(parts[1][..2].to_vec(), OpCode::Data(Data::Continue), false))).unwrap();
+    ws.send(Message::Frame(Frame::message(
+        parts[1][..2].to_vec(),
+        OpCode::Data(Data::Continue),
+        false,
+    )))
+    .unwrap();
     ws.send(Message::Ping(b"mid".to_vec().into())).unwrap();
-    ws.send(Message::Frame(Frame::message(parts[1][2..].to_vec(), OpCode::Data(Data::Continue), false))).unwrap();
-    ws.send(Message::Frame(Frame::message(parts[2].to_vec(), OpCode::Data(Data::Continue), true))).unwrap();
+    ws.send(Message::Frame(Frame::message(
+        parts[1][2..].to_vec(),
+        OpCode::Data(Data::Continue),
+        false,
+    )))
+    .unwrap();
+    ws.send(Message::Frame(Frame::message(
+        parts[2].to_vec(),
+        OpCode::Data(Data::Continue),
+        true,
+    )))
+    .unwrap();
     let mut got_pong = false;
     loop {
         match ws.read().unwrap() {
@@ -97,14 +121,18 @@ fn reassembles_fragmented_messages_with_interleaved_ping() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert!(got_pong, "the ping inside the message was not answered before the message");
+    assert!(
+        got_pong,
+        "the ping inside the message was not answered before the message"
+    );
 }
 
 #[test]
 fn answers_ping_with_same_payload_and_ignores_unsolicited_pong() {
     let server = spawn_server(Config::default(), Echo);
     let mut ws = connect(&server);
-    ws.send(Message::Pong(b"unsolicited".to_vec().into())).unwrap();
+    ws.send(Message::Pong(b"unsolicited".to_vec().into()))
+        .unwrap();
     ws.send(Message::Ping(pattern(125).into())).unwrap();
     match ws.read().unwrap() {
         Message::Pong(p) => assert_eq!(&p[..], &pattern(125)[..]),
@@ -117,7 +145,11 @@ fn answers_ping_with_same_payload_and_ignores_unsolicited_pong() {
 fn client_initiated_close_is_echoed_and_server_closes_tcp() {
     let server = spawn_server(Config::default(), Echo);
     let mut ws = connect(&server);
-    ws.close(Some(CloseFrame { code: 4001.into(), reason: "bye".into() })).unwrap();
+    ws.close(Some(CloseFrame {
+        code: 4001.into(),
+        reason: "bye".into(),
+    }))
+    .unwrap();
     let mut echoed = None;
     loop {
         match ws.read() {
@@ -135,7 +167,10 @@ struct Closer;
 
 impl Handler for Closer {
     fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Msg<'_>) {
-        let code: u16 = std::str::from_utf8(msg.as_bytes()).unwrap().parse().unwrap();
+        let code: u16 = std::str::from_utf8(msg.as_bytes())
+            .unwrap()
+            .parse()
+            .unwrap();
         ctx.close(CloseCode(code), "as asked");
     }
 }

@@ -9,7 +9,10 @@
 //!
 //! Failure is sticky: once the connection has decided on a close code it parses nothing more,
 //! and every later call agrees.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod deadlines;
 pub mod write_queue;
@@ -89,7 +92,11 @@ pub struct CloseFrame {
 
 impl CloseFrame {
     fn new(code: CloseCode, reason: &str) -> Self {
-        let mut frame = CloseFrame { code, reason: [0; MAX_REASON_LEN], reason_len: 0 };
+        let mut frame = CloseFrame {
+            code,
+            reason: [0; MAX_REASON_LEN],
+            reason_len: 0,
+        };
         let n = reason.len().min(MAX_REASON_LEN);
         if let (Some(dst), Some(src)) = (frame.reason.get_mut(..n), reason.as_bytes().get(..n)) {
             dst.copy_from_slice(src);
@@ -105,7 +112,10 @@ impl CloseFrame {
 
     /// The reason (validated UTF-8 when parsed).
     pub fn reason(&self) -> &str {
-        let bytes = self.reason.get(..usize::from(self.reason_len)).unwrap_or_default();
+        let bytes = self
+            .reason
+            .get(..usize::from(self.reason_len))
+            .unwrap_or_default();
         core::str::from_utf8(bytes).unwrap_or_default()
     }
 }
@@ -142,14 +152,24 @@ pub enum Finish {
 #[derive(Clone, Copy, Debug)]
 enum Rx {
     /// Waiting for a frame header; `bytes[..len]` hold a header split across reads.
-    Header { bytes: [u8; FrameHeader::MAX_LEN], len: u8 },
+    Header {
+        bytes: [u8; FrameHeader::MAX_LEN],
+        len: u8,
+    },
     /// Inside the payload of `header`; `done` bytes of it consumed.
-    Payload { header: FrameHeader, kind: FrameKind, done: u64 },
+    Payload {
+        header: FrameHeader,
+        kind: FrameKind,
+        done: u64,
+    },
     /// Failed or closed: everything read is dropped.
     Discard,
 }
 
-const RX_START: Rx = Rx::Header { bytes: [0; FrameHeader::MAX_LEN], len: 0 };
+const RX_START: Rx = Rx::Header {
+    bytes: [0; FrameHeader::MAX_LEN],
+    len: 0,
+};
 
 /// One WebSocket connection's protocol state, buffers, queue and deadlines.
 #[derive(Debug)]
@@ -323,7 +343,8 @@ impl Conn {
                         FrameHeader::parse(input, Role::Server)
                     } else {
                         let n = input.len().min(FrameHeader::MAX_LEN - have);
-                        if let (Some(dst), Some(src)) = (bytes.get_mut(have..have + n), input.get(..n))
+                        if let (Some(dst), Some(src)) =
+                            (bytes.get_mut(have..have + n), input.get(..n))
                         {
                             dst.copy_from_slice(src);
                         }
@@ -340,14 +361,16 @@ impl Conn {
                                 dst.copy_from_slice(src);
                             }
                             take(input, n);
-                            self.rx = Rx::Header { bytes, len: (have + n) as u8 };
+                            self.rx = Rx::Header {
+                                bytes,
+                                len: (have + n) as u8,
+                            };
                             return None;
                         }
                         Ok(Status::Complete((header, header_len))) => {
                             take(input, header_len.saturating_sub(have));
                             self.rx = RX_START;
-                            if let Some(ev) = self.start_frame(header, input, out, pool, cfg, now)
-                            {
+                            if let Some(ev) = self.start_frame(header, input, out, pool, cfg, now) {
                                 return Some(ev);
                             }
                         }
@@ -360,7 +383,11 @@ impl Conn {
                     unmask(piece, header.mask.unwrap_or_default(), done);
                     let done = done + n as u64;
                     let end = done == header.payload_len;
-                    self.rx = if end { RX_START } else { Rx::Payload { header, kind, done } };
+                    self.rx = if end {
+                        RX_START
+                    } else {
+                        Rx::Payload { header, kind, done }
+                    };
                     if let Some(ev) = self.on_piece(header, kind, piece, end, out, pool, cfg, now) {
                         return Some(ev);
                     }
@@ -389,7 +416,12 @@ impl Conn {
             // Bounded: a data frame is at most max_message_size, a control frame 125 bytes.
             let piece = take(input, header.payload_len as usize);
             unmask(piece, header.mask.unwrap_or_default(), 0);
-            let single = header.fin && kind == FrameKind::Data { kind: data_kind(&header), first: true };
+            let single = header.fin
+                && kind
+                    == FrameKind::Data {
+                        kind: data_kind(&header),
+                        first: true,
+                    };
             if single && !self.close_sent {
                 // Zero copy: a whole unfragmented message in the read buffer.
                 let data_kind = data_kind(&header);
@@ -409,7 +441,11 @@ impl Conn {
             let buf = self.buf.get_or_insert_with(|| pool.take());
             pool::grow_within(buf, header.payload_len as usize, cfg.max_message_size);
         }
-        self.rx = Rx::Payload { header, kind, done: 0 };
+        self.rx = Rx::Payload {
+            header,
+            kind,
+            done: 0,
+        };
         None
     }
 
@@ -465,7 +501,14 @@ impl Conn {
                     return None;
                 }
                 let start = buf.len() - len;
-                let ev = self.on_control(op, buf.get(start..).unwrap_or_default(), out, pool, cfg, now);
+                let ev = self.on_control(
+                    op,
+                    buf.get(start..).unwrap_or_default(),
+                    out,
+                    pool,
+                    cfg,
+                    now,
+                );
                 buf.truncate(start);
                 if buf.is_empty() && !self.asm.in_message() {
                     pool.put(buf);
@@ -513,7 +556,12 @@ impl Conn {
                     Some((code, _)) => close::encode_payload(code, "", &mut payload),
                     None => 0,
                 };
-                self.write_frame(out, false, OpCode::Close, payload.get(..n).unwrap_or_default());
+                self.write_frame(
+                    out,
+                    false,
+                    OpCode::Close,
+                    payload.get(..n).unwrap_or_default(),
+                );
                 self.close_sent = true;
                 self.enter_closing(cfg, now);
                 Some(Event::Closed(CloseFrame::new(code, reason)))
@@ -558,7 +606,12 @@ impl Conn {
     fn send_close(&mut self, out: &mut Vec<u8>, code: CloseCode, reason: &str) {
         let mut payload = [0u8; 125];
         let n = close::encode_payload(code, reason, &mut payload);
-        self.write_frame(out, false, OpCode::Close, payload.get(..n).unwrap_or_default());
+        self.write_frame(
+            out,
+            false,
+            OpCode::Close,
+            payload.get(..n).unwrap_or_default(),
+        );
         self.close_sent = true;
     }
 

@@ -29,9 +29,15 @@ impl Chunk {
     }
 }
 
-/// A FIFO of chunks with the offset already written of the first. Empty, it holds no heap.
+/// A FIFO of chunks with the offset already written of the first. Empty, it is one null
+/// pointer and holds no heap: an idle connection pays 8 bytes for its queue.
 #[derive(Debug, Default)]
 pub struct WriteQueue {
+    inner: Option<Box<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
     chunks: VecDeque<Chunk>,
     offset: usize,
     len: usize,
@@ -45,12 +51,16 @@ impl WriteQueue {
 
     /// Bytes queued and not yet written.
     pub fn len(&self) -> usize {
-        self.len
+        self.inner.as_ref().map_or(0, |q| q.len)
     }
 
     /// True when nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
+    }
+
+    fn inner(&mut self) -> &mut Inner {
+        self.inner.get_or_insert_with(Box::default)
     }
 
     /// Queues a copy of `bytes` at the end, appending to the last owned chunk when it has room.
@@ -58,15 +68,16 @@ impl WriteQueue {
         if bytes.is_empty() {
             return;
         }
-        self.len += bytes.len();
-        if let Some(Chunk::Owned(last)) = self.chunks.back_mut() {
+        let q = self.inner();
+        q.len += bytes.len();
+        if let Some(Chunk::Owned(last)) = q.chunks.back_mut() {
             // Only the first chunk is partly written, so appending never moves written bytes.
             if last.capacity() - last.len() >= bytes.len() {
                 last.extend_from_slice(bytes);
                 return;
             }
         }
-        self.chunks.push_back(Chunk::Owned(bytes.to_vec()));
+        q.chunks.push_back(Chunk::Owned(bytes.to_vec()));
     }
 
     /// Queues a shared frame at the end without copying it; `skip` bytes of it were written
@@ -76,16 +87,17 @@ impl WriteQueue {
         if n == 0 {
             return;
         }
-        if skip > 0 && !self.chunks.is_empty() {
+        if skip > 0 && !self.is_empty() {
             // Never the case in the loop; keep the bytes right anyway.
             self.push(frame.get(skip..).unwrap_or_default());
             return;
         }
+        let q = self.inner();
         if skip > 0 {
-            self.offset = skip;
+            q.offset = skip;
         }
-        self.len += n;
-        self.chunks.push_back(Chunk::Shared(frame));
+        q.len += n;
+        q.chunks.push_back(Chunk::Shared(frame));
     }
 
     /// Queues a control frame ahead of every chunk not yet begun, so a pong is not stuck
@@ -95,28 +107,43 @@ impl WriteQueue {
         if bytes.is_empty() {
             return;
         }
-        let at = usize::from(self.offset > 0).min(self.chunks.len());
-        self.len += bytes.len();
-        self.chunks.insert(at, Chunk::Owned(bytes.to_vec()));
+        let q = self.inner();
+        let at = usize::from(q.offset > 0).min(q.chunks.len());
+        q.len += bytes.len();
+        q.chunks.insert(at, Chunk::Owned(bytes.to_vec()));
     }
 
     /// Drops every chunk not yet begun; the one being written stays so the frame on the wire
     /// is completed. Returns the bytes dropped.
     pub fn drop_unstarted(&mut self) -> usize {
-        let keep = usize::from(self.offset > 0).min(self.chunks.len());
-        let before = self.len;
-        self.chunks.truncate(keep);
-        self.len = self.chunks.front().map_or(0, |c| c.bytes().len() - self.offset);
-        before - self.len
+        let Some(q) = self.inner.as_mut() else {
+            return 0;
+        };
+        let keep = usize::from(q.offset > 0).min(q.chunks.len());
+        let before = q.len;
+        q.chunks.truncate(keep);
+        q.len = q.chunks.front().map_or(0, |c| c.bytes().len() - q.offset);
+        let dropped = before - q.len;
+        if q.len == 0 {
+            self.inner = None;
+        }
+        dropped
     }
 
     /// Fills `out` with the queued bytes in order; returns how many slices it filled.
     pub fn io_slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
+        let Some(q) = self.inner.as_ref() else {
+            return 0;
+        };
         let mut n = 0;
-        for (i, chunk) in self.chunks.iter().enumerate() {
+        for (i, chunk) in q.chunks.iter().enumerate() {
             let Some(slot) = out.get_mut(n) else { break };
             let bytes = chunk.bytes();
-            let bytes = if i == 0 { bytes.get(self.offset..).unwrap_or_default() } else { bytes };
+            let bytes = if i == 0 {
+                bytes.get(q.offset..).unwrap_or_default()
+            } else {
+                bytes
+            };
             *slot = IoSlice::new(bytes);
             n += 1;
         }
@@ -126,23 +153,23 @@ impl WriteQueue {
     /// Marks `written` bytes as sent, dropping finished chunks (the last reference to a
     /// shared frame frees it).
     pub fn advance(&mut self, mut written: usize) {
-        written = written.min(self.len);
-        self.len -= written;
+        let Some(q) = self.inner.as_mut() else { return };
+        written = written.min(q.len);
+        q.len -= written;
         while written > 0 {
-            let Some(front) = self.chunks.front() else { break };
-            let left = front.bytes().len() - self.offset;
+            let Some(front) = q.chunks.front() else { break };
+            let left = front.bytes().len() - q.offset;
             if written < left {
-                self.offset += written;
+                q.offset += written;
                 return;
             }
             written -= left;
-            self.offset = 0;
-            self.chunks.pop_front();
+            q.offset = 0;
+            q.chunks.pop_front();
         }
-        if self.chunks.is_empty() {
-            // Give the ring's memory back: an idle connection holds no heap.
-            self.chunks = VecDeque::new();
-            self.offset = 0;
+        if q.chunks.is_empty() {
+            // Give the memory back: an idle connection holds no heap.
+            self.inner = None;
         }
     }
 }
@@ -169,7 +196,7 @@ mod tests {
         assert_eq!(drain(&q), b"efgh");
         q.advance(4);
         assert!(q.is_empty());
-        assert_eq!(q.chunks.capacity(), 0);
+        assert!(q.inner.is_none());
     }
 
     #[test]
@@ -203,10 +230,14 @@ mod tests {
         let mut a = WriteQueue::new();
         let mut b = WriteQueue::new();
         a.push_shared(frame.clone(), 0);
+        // Partly written already: still shared, from an offset.
         b.push_shared(frame.clone(), 1);
-        assert_eq!(Rc::strong_count(&frame), 2);
+        assert_eq!(Rc::strong_count(&frame), 3);
         assert_eq!(drain(&b), b"yz");
         a.advance(3);
+        assert_eq!(Rc::strong_count(&frame), 2);
+        b.advance(2);
         assert_eq!(Rc::strong_count(&frame), 1);
+        assert!(a.inner.is_none() && b.inner.is_none());
     }
 }

@@ -117,7 +117,10 @@ mod tests {
     #[test]
     fn parses_empty_code_and_reason() {
         assert_eq!(parse_payload(b""), Ok(None));
-        assert_eq!(parse_payload(&[0x03, 0xe8]), Ok(Some((CloseCode::NORMAL, ""))));
+        assert_eq!(
+            parse_payload(&[0x03, 0xe8]),
+            Ok(Some((CloseCode::NORMAL, "")))
+        );
         assert_eq!(
             parse_payload(b"\x0f\xa0bye \xc3\xa9"),
             Ok(Some((CloseCode(4000), "bye é")))
@@ -126,7 +129,10 @@ mod tests {
 
     #[test]
     fn rejects_one_byte_bad_code_and_bad_utf8() {
-        assert_eq!(parse_payload(&[0x03]), Err(ProtocolError::InvalidClosePayload));
+        assert_eq!(
+            parse_payload(&[0x03]),
+            Err(ProtocolError::InvalidClosePayload)
+        );
         assert_eq!(
             parse_payload(&[0x03, 0xed]),
             Err(ProtocolError::InvalidCloseCode(1005))

@@ -100,7 +100,9 @@ impl Assembler {
     /// invalid, before the rest of the message arrives (RFC 6455 §8.1).
     pub fn on_data(&mut self, piece: &[u8]) -> Result<(), ProtocolError> {
         if self.kind == Some(DataKind::Text) {
-            self.utf8.push(piece).map_err(|_| ProtocolError::InvalidUtf8)?;
+            self.utf8
+                .push(piece)
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         Ok(())
     }
@@ -127,14 +129,25 @@ mod tests {
     use super::*;
 
     fn hdr(fin: bool, opcode: OpCode, len: u64) -> FrameHeader {
-        FrameHeader { fin, opcode, mask: Some([1, 2, 3, 4]), payload_len: len }
+        FrameHeader {
+            fin,
+            opcode,
+            mask: Some([1, 2, 3, 4]),
+            payload_len: len,
+        }
     }
 
     #[test]
     fn single_frame_message() {
         let mut a = Assembler::new();
         let k = a.on_header(&hdr(true, OpCode::Text, 5), 10).unwrap();
-        assert_eq!(k, FrameKind::Data { kind: DataKind::Text, first: true });
+        assert_eq!(
+            k,
+            FrameKind::Data {
+                kind: DataKind::Text,
+                first: true
+            }
+        );
         a.on_data(b"hello").unwrap();
         assert_eq!(a.on_frame_end(true), Ok(Some(DataKind::Text)));
         assert!(!a.in_message());
@@ -147,8 +160,16 @@ mod tests {
         assert_eq!(a.on_frame_end(false), Ok(None));
         let ping = a.on_header(&hdr(true, OpCode::Ping, 2), 10).unwrap();
         assert_eq!(ping, FrameKind::Control(OpCode::Ping));
-        let k = a.on_header(&hdr(true, OpCode::Continuation, 3), 10).unwrap();
-        assert_eq!(k, FrameKind::Data { kind: DataKind::Binary, first: false });
+        let k = a
+            .on_header(&hdr(true, OpCode::Continuation, 3), 10)
+            .unwrap();
+        assert_eq!(
+            k,
+            FrameKind::Data {
+                kind: DataKind::Binary,
+                first: false
+            }
+        );
         assert_eq!(a.message_len(), 6);
         assert_eq!(a.on_frame_end(true), Ok(Some(DataKind::Binary)));
     }
@@ -171,7 +192,8 @@ mod tests {
     fn size_is_checked_from_headers_across_fragments() {
         let mut a = Assembler::new();
         a.on_header(&hdr(false, OpCode::Binary, 6), 10).unwrap();
-        a.on_header(&hdr(false, OpCode::Continuation, 4), 10).unwrap();
+        a.on_header(&hdr(false, OpCode::Continuation, 4), 10)
+            .unwrap();
         assert_eq!(
             a.on_header(&hdr(true, OpCode::Continuation, 1), 10),
             Err(ProtocolError::MessageTooBig)
@@ -190,7 +212,8 @@ mod tests {
         a.on_data(b"\xce").unwrap();
         a.on_data(b"\xba").unwrap();
         a.on_frame_end(false).unwrap();
-        a.on_header(&hdr(true, OpCode::Continuation, 10), 100).unwrap();
+        a.on_header(&hdr(true, OpCode::Continuation, 10), 100)
+            .unwrap();
         assert_eq!(a.on_data(b"\xed\xa0"), Err(ProtocolError::InvalidUtf8));
 
         let mut b = Assembler::new();

@@ -23,10 +23,25 @@ impl core::fmt::Display for ConnId {
 
 /// What another thread asks of the loop.
 pub(crate) enum Command {
-    Publish { topic: String, kind: DataKind, data: Vec<u8> },
-    Send { id: ConnId, kind: DataKind, data: Vec<u8> },
-    Broadcast { kind: DataKind, data: Vec<u8> },
-    Close { id: ConnId, code: CloseCode, reason: String },
+    Publish {
+        topic: String,
+        kind: DataKind,
+        data: Vec<u8>,
+    },
+    Send {
+        id: ConnId,
+        kind: DataKind,
+        data: Vec<u8>,
+    },
+    Broadcast {
+        kind: DataKind,
+        data: Vec<u8>,
+    },
+    Close {
+        id: ConnId,
+        code: CloseCode,
+        reason: String,
+    },
     Stats(SyncSender<Stats>),
     Shutdown,
 }

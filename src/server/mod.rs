@@ -52,8 +52,12 @@ pub(crate) struct Slot {
     /// Answer the request head with this status instead of upgrading (over a limit).
     refuse: Option<u16>,
     writable: bool,
-    scheduled: Option<Millis>,
+    /// The deadline entered in the timer wheel; [`NOT_SCHEDULED`] for none.
+    scheduled: Millis,
 }
+
+/// `Slot::scheduled` when nothing is in the wheel (an `Option` would cost 8 more bytes).
+const NOT_SCHEDULED: Millis = Millis(u64::MAX);
 
 /// A close to report to the handler once the current callback has returned.
 struct Report {
@@ -142,7 +146,12 @@ impl<H: Handler> Server<H> {
         let (tx, rx) = mpsc::channel();
         let rbuf = vec![0u8; cfg.read_buffer_size];
         let core = Core {
-            pool: Pool::new(32, cfg.max_message_size.min(64 * 1024).max(cfg.max_request_head)),
+            pool: Pool::new(
+                32,
+                cfg.max_message_size
+                    .min(64 * 1024)
+                    .max(cfg.max_request_head),
+            ),
             cfg,
             conns: Slab::new(),
             out: Vec::with_capacity(OUT_FLUSH_AT),
@@ -196,6 +205,31 @@ impl<H: Handler> Server<H> {
         &self.core.stats
     }
 
+    /// Publishes to every subscriber of `topic` from outside a callback (an embedding
+    /// application's own event). Returns the subscribers it was written or queued to.
+    pub fn publish(&mut self, topic: &str, msg: Message<'_>) -> usize {
+        self.core.tick();
+        let n = self.core.publish(topic, msg);
+        self.drain_reports();
+        n
+    }
+
+    /// Sends to every open connection from outside a callback. Returns how many it reached.
+    pub fn broadcast(&mut self, msg: Message<'_>) -> usize {
+        self.core.tick();
+        let n = self.core.broadcast(msg);
+        self.drain_reports();
+        n
+    }
+
+    /// Sends to one connection from outside a callback. False if it was not sent.
+    pub fn send(&mut self, id: ConnId, msg: Message<'_>) -> bool {
+        self.core.tick();
+        let sent = self.core.send(id, msg);
+        self.drain_reports();
+        sent
+    }
+
     /// True once a shutdown has finished: no connection is left.
     pub fn is_finished(&self) -> bool {
         self.core.shutdown_at.is_some() && self.core.conns.is_empty()
@@ -207,7 +241,10 @@ impl<H: Handler> Server<H> {
     /// [`Error::Io`] if polling fails; [`Error::Config`] for a server made with
     /// [`Server::with_registry`], whose loop belongs to the application.
     pub fn run(&mut self) -> Result<(), Error> {
-        let mut poll = self.poll.take().ok_or(Error::Config("the server has no poll of its own"))?;
+        let mut poll = self
+            .poll
+            .take()
+            .ok_or(Error::Config("the server has no poll of its own"))?;
         let mut events = Events::with_capacity(1024);
         info!("listening on ws://{}", self.local_addr);
         let result = loop {
@@ -252,7 +289,9 @@ impl<H: Handler> Server<H> {
     /// connection; one with more to read is served again on the next turn.
     pub fn handle_event(&mut self, event: &mio::event::Event) -> bool {
         let token = event.token().0;
-        let Some(offset) = token.checked_sub(self.core.token_base) else { return false };
+        let Some(offset) = token.checked_sub(self.core.token_base) else {
+            return false;
+        };
         self.core.tick();
         match offset {
             0 => self.accept(),
@@ -297,7 +336,9 @@ impl<H: Handler> Server<H> {
     }
 
     fn accept(&mut self) {
-        let Some(listener) = self.listener.as_mut() else { return };
+        let Some(listener) = self.listener.as_mut() else {
+            return;
+        };
         loop {
             match listener.accept() {
                 Ok((sock, peer)) => self.core.admit(sock, peer),
@@ -341,17 +382,26 @@ impl<H: Handler> Server<H> {
         if self.core.shutdown_at.is_some() {
             return;
         }
-        info!("shutting down: closing {} connections with 1001", self.core.conns.len());
+        info!(
+            "shutting down: closing {} connections with 1001",
+            self.core.conns.len()
+        );
         if let Some(mut listener) = self.listener.take() {
             let _ = self.core.registry.deregister(&mut listener);
         }
         self.core.shutdown_at = Some(self.core.now.after(self.core.cfg.close_timeout));
         let keys: Vec<usize> = self.core.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            let Some(slot) = self.core.conns.get(key) else { continue };
+            let Some(slot) = self.core.conns.get(key) else {
+                continue;
+            };
             if slot.conn.is_open() {
-                let id = ConnId { key: key as u32, gen: slot.gen };
-                self.core.close(id, CloseCode::GOING_AWAY, "server shutting down");
+                let id = ConnId {
+                    key: key as u32,
+                    gen: slot.gen,
+                };
+                self.core
+                    .close(id, CloseCode::GOING_AWAY, "server shutting down");
             } else if slot.conn.state() == crate::conn::State::Connecting {
                 self.core.remove(key);
             }
@@ -367,7 +417,9 @@ impl<H: Handler> Server<H> {
                 self.core.ready_again.push(key);
                 break;
             }
-            let Some(slot) = self.core.conns.get_mut(key) else { break };
+            let Some(slot) = self.core.conns.get_mut(key) else {
+                break;
+            };
             match io::read(&mut slot.sock, &mut self.rbuf) {
                 io::ReadOutcome::Data(n) => {
                     reads += 1;
@@ -394,12 +446,25 @@ impl<H: Handler> Server<H> {
 
     /// Hands `n` freshly read bytes to the connection and its events to the handler.
     fn process(&mut self, key: usize, n: usize) {
-        let Server { handler, core, rbuf, .. } = self;
+        let Server {
+            handler,
+            core,
+            rbuf,
+            ..
+        } = self;
         let mut input: &mut [u8] = rbuf.get_mut(..n).unwrap_or_default();
-        loop {
-            let Some(slot) = core.conns.get_mut(key) else { break };
-            let id = ConnId { key: key as u32, gen: slot.gen };
-            let event = slot.conn.read_event(&mut input, &mut core.out, &mut core.pool, &core.cfg, core.now);
+        while let Some(slot) = core.conns.get_mut(key) {
+            let id = ConnId {
+                key: key as u32,
+                gen: slot.gen,
+            };
+            let event = slot.conn.read_event(
+                &mut input,
+                &mut core.out,
+                &mut core.pool,
+                &core.cfg,
+                core.now,
+            );
             let Some(event) = event else { break };
             match event {
                 Event::Head(data) => {
@@ -452,7 +517,9 @@ fn drain_reports<H: Handler>(handler: &mut H, core: &mut Core) {
 
 /// Answers a complete request head: upgrade, HTTP answer, or refusal.
 fn on_head<H: Handler>(handler: &mut H, core: &mut Core, key: usize, head: &[u8]) {
-    let Some(slot) = core.conns.get(key) else { return };
+    let Some(slot) = core.conns.get(key) else {
+        return;
+    };
     let (peer, refuse, gen) = (slot.peer, slot.refuse, slot.gen);
     let mut table = [Header::EMPTY; MAX_HEADERS];
     let limit = core.cfg.max_headers.min(MAX_HEADERS);
@@ -468,12 +535,22 @@ fn on_head<H: Handler>(handler: &mut H, core: &mut Core, key: usize, head: &[u8]
     if !req.is_upgrade() {
         let res = handler.on_request(&view, &core.stats);
         core.stats.http_requests += 1;
-        let headers: Vec<(&str, &str)> = res.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        response::http_response(&mut core.out, res.status, &headers, res.content_type, &res.body);
+        let headers: Vec<(&str, &str)> =
+            res.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        response::http_response(
+            &mut core.out,
+            res.status,
+            &headers,
+            res.content_type,
+            &res.body,
+        );
         if let Some(slot) = core.conns.get_mut(key) {
             slot.conn.answered_http(&mut core.pool, &core.cfg, core.now);
         }
-        debug!("[{key}] HTTP {} {} -> {}", req.method, req.target, res.status);
+        debug!(
+            "[{key}] HTTP {} {} -> {}",
+            req.method, req.target, res.status
+        );
         return;
     }
     let key_bytes = match req.validate_upgrade() {
@@ -486,7 +563,9 @@ fn on_head<H: Handler>(handler: &mut H, core: &mut Core, key: usize, head: &[u8]
     // Browsers always send Origin; clients that are not browsers may omit it, and an
     // allow-list guards against cross-site pages, so a missing Origin is let through.
     if let Some(origin) = req.origin() {
-        if !core.cfg.allowed_origins.is_empty() && !core.cfg.allowed_origins.iter().any(|o| o == origin) {
+        if !core.cfg.allowed_origins.is_empty()
+            && !core.cfg.allowed_origins.iter().any(|o| o == origin)
+        {
             debug!("[{key}] origin {origin:?} not allowed");
             return core.refuse(key, HandshakeError::ForbiddenOrigin.status());
         }
@@ -499,11 +578,17 @@ fn on_head<H: Handler>(handler: &mut H, core: &mut Core, key: usize, head: &[u8]
             response::select_protocol(&prefs, req.protocols())
         }
     };
-    let Some(slot) = core.conns.get_mut(key) else { return };
-    slot.conn.accept(&mut core.out, key_bytes, protocol, core.now);
+    let Some(slot) = core.conns.get_mut(key) else {
+        return;
+    };
+    slot.conn
+        .accept(&mut core.out, key_bytes, protocol, core.now);
     core.stats.accepted += 1;
     core.upgraded += 1;
-    let id = ConnId { key: key as u32, gen };
+    let id = ConnId {
+        key: key as u32,
+        gen,
+    };
     debug!("[{id}] open: {} {} from {peer}", req.method, req.target);
     handler.on_open(&mut Ctx::new(core, id));
 }
@@ -530,13 +615,16 @@ impl Core {
     }
 
     fn live(&mut self, id: ConnId) -> Option<&mut Slot> {
-        self.conns.get_mut(id.key as usize).filter(|s| s.gen == id.gen)
+        self.conns
+            .get_mut(id.key as usize)
+            .filter(|s| s.gen == id.gen)
     }
 
     fn admit(&mut self, mut sock: TcpStream, peer: SocketAddr) {
         let over = self.upgraded_or_connecting() >= self.cfg.max_connections;
         let per_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
-        let ip_over = self.cfg.max_connections_per_ip > 0 && per_ip as usize >= self.cfg.max_connections_per_ip;
+        let ip_over = self.cfg.max_connections_per_ip > 0
+            && per_ip as usize >= self.cfg.max_connections_per_ip;
         // Refused connections still get their 503 after their head is read, but only a few
         // at a time: past that, they are closed at once.
         let spare = (self.cfg.max_connections / 8).clamp(8, 1024);
@@ -549,7 +637,11 @@ impl Core {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let token = Token(self.token_base + 2 + key);
-        if self.registry.register(&mut sock, token, Interest::READABLE).is_err() {
+        if self
+            .registry
+            .register(&mut sock, token, Interest::READABLE)
+            .is_err()
+        {
             return;
         }
         let _ = sock.set_nodelay(true);
@@ -562,7 +654,7 @@ impl Core {
             gen,
             refuse,
             writable: false,
-            scheduled: None,
+            scheduled: NOT_SCHEDULED,
         });
         if refuse.is_none() {
             *self.per_ip.entry(peer.ip()).or_default() += 1;
@@ -573,12 +665,18 @@ impl Core {
     }
 
     fn upgraded_or_connecting(&self) -> usize {
-        self.conns.iter().filter(|(_, s)| s.refuse.is_none()).count().min(self.conns.len())
+        self.conns
+            .iter()
+            .filter(|(_, s)| s.refuse.is_none())
+            .count()
+            .min(self.conns.len())
     }
 
     /// Answers the request with an HTTP error status, then shuts the connection down.
     fn refuse(&mut self, key: usize, status: u16) {
-        let Some(slot) = self.conns.get_mut(key) else { return };
+        let Some(slot) = self.conns.get_mut(key) else {
+            return;
+        };
         self.stats.reject(status);
         response::error(&mut self.out, status);
         slot.conn.answered_http(&mut self.pool, &self.cfg, self.now);
@@ -586,7 +684,11 @@ impl Core {
     }
 
     fn report(&mut self, id: ConnId, code: CloseCode, reason: &str) {
-        self.reports.push_back(Report { id, code, reason: reason.to_owned() });
+        self.reports.push_back(Report {
+            id,
+            code,
+            reason: reason.to_owned(),
+        });
     }
 
     /// Writes a connection's new frames: after the queue, directly when it is empty; keeps
@@ -636,7 +738,9 @@ impl Core {
 
     /// On writable readiness: writes the queue until empty or the socket is full.
     fn write_queued(&mut self, key: usize) {
-        let Some(slot) = self.conns.get_mut(key) else { return };
+        let Some(slot) = self.conns.get_mut(key) else {
+            return;
+        };
         let before = slot.conn.queue().len();
         let result = io::write_queue(&mut slot.sock, slot.conn.queue_mut());
         let after = slot.conn.queue().len();
@@ -650,14 +754,23 @@ impl Core {
     /// After I/O on a connection: the slow-consumer policy, shutdown or close when finished,
     /// writable interest only while bytes are queued, and its next deadline.
     fn settle(&mut self, key: usize) {
-        let Some(slot) = self.conns.get_mut(key) else { return };
-        let id = ConnId { key: key as u32, gen: slot.gen };
+        let Some(slot) = self.conns.get_mut(key) else {
+            return;
+        };
+        let id = ConnId {
+            key: key as u32,
+            gen: slot.gen,
+        };
         if self.cfg.slow_consumer == SlowConsumer::Close
             && slot.conn.queue().len() > self.cfg.max_backpressure
             && slot.conn.is_open()
         {
             let before = slot.conn.queue().len();
-            if slot.conn.close_slow(&mut self.tmp, &self.cfg, self.now).is_some() {
+            if slot
+                .conn
+                .close_slow(&mut self.tmp, &self.cfg, self.now)
+                .is_some()
+            {
                 self.stats.slow_closes += 1;
                 self.stats.queued(before, slot.conn.queue().len());
                 debug!("[{id}] slow consumer: closing with 1008");
@@ -665,7 +778,9 @@ impl Core {
                 self.flush(key, Buf::Tmp);
             }
         }
-        let Some(slot) = self.conns.get_mut(key) else { return };
+        let Some(slot) = self.conns.get_mut(key) else {
+            return;
+        };
         match slot.conn.finish() {
             Finish::Keep => {}
             Finish::ShutdownWrite => {
@@ -680,28 +795,45 @@ impl Core {
         }
         let wants = slot.conn.wants_write();
         if wants != slot.writable {
-            let interest = if wants { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            let interest = if wants {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
             let token = Token(self.token_base + 2 + key);
-            if self.registry.reregister(&mut slot.sock, token, interest).is_ok() {
+            if self
+                .registry
+                .reregister(&mut slot.sock, token, interest)
+                .is_ok()
+            {
                 slot.writable = wants;
             }
         }
         if let Some(at) = slot.conn.next_deadline(&self.cfg) {
-            if slot.scheduled.is_none_or(|s| at < s) {
-                slot.scheduled = Some(at);
-                self.timers.insert(Entry { at, key: key as u32, gen: slot.gen });
+            if at < slot.scheduled {
+                slot.scheduled = at;
+                self.timers.insert(Entry {
+                    at,
+                    key: key as u32,
+                    gen: slot.gen,
+                });
             }
         }
     }
 
     fn on_timer(&mut self, entry: Entry) {
         let key = entry.key as usize;
-        let Some(slot) = self.conns.get_mut(key) else { return };
-        if slot.gen != entry.gen || slot.scheduled != Some(entry.at) {
+        let Some(slot) = self.conns.get_mut(key) else {
+            return;
+        };
+        if slot.gen != entry.gen || slot.scheduled != entry.at {
             return; // superseded by an earlier entry
         }
-        slot.scheduled = None;
-        let id = ConnId { key: entry.key, gen: slot.gen };
+        slot.scheduled = NOT_SCHEDULED;
+        let id = ConnId {
+            key: entry.key,
+            gen: slot.gen,
+        };
         match slot.conn.on_deadline(&mut self.tmp, &self.cfg, self.now) {
             DeadlineAction::Drop(why) => {
                 debug!("[{id}] {}: dropping", why.as_str());
@@ -726,7 +858,10 @@ impl Core {
             return;
         }
         let mut slot = self.conns.remove(key);
-        let id = ConnId { key: key as u32, gen: slot.gen };
+        let id = ConnId {
+            key: key as u32,
+            gen: slot.gen,
+        };
         if let Some(code) = slot.conn.on_closed(&mut self.pool) {
             debug!("[{id}] connection lost");
             self.report(id, code, "");
@@ -756,7 +891,9 @@ impl Core {
     pub(crate) fn send(&mut self, id: ConnId, msg: Message<'_>) -> bool {
         let key = id.key as usize;
         let now = self.now;
-        let Some(slot) = self.conns.get_mut(key).filter(|s| s.gen == id.gen) else { return false };
+        let Some(slot) = self.conns.get_mut(key).filter(|s| s.gen == id.gen) else {
+            return false;
+        };
         if !slot.conn.is_open() {
             return false;
         }
@@ -784,7 +921,9 @@ impl Core {
     /// queued (sharing `shared` with other recipients) if not, or refused by the
     /// slow-consumer policy.
     fn deliver(&mut self, key: usize, frame: &[u8], shared: &mut Option<Rc<[u8]>>) -> bool {
-        let Some(slot) = self.conns.get_mut(key) else { return false };
+        let Some(slot) = self.conns.get_mut(key) else {
+            return false;
+        };
         if !slot.conn.is_open() {
             return false;
         }
@@ -837,7 +976,9 @@ impl Core {
     }
 
     pub(crate) fn subscribe(&mut self, id: ConnId, pattern: &str) -> bool {
-        if !self.live(id).is_some_and(|s| s.conn.is_open()) || self.topics.count(id) >= self.cfg.max_subscriptions {
+        if !self.live(id).is_some_and(|s| s.conn.is_open())
+            || self.topics.count(id) >= self.cfg.max_subscriptions
+        {
             return false;
         }
         self.topics.subscribe(id, pattern)
@@ -857,7 +998,13 @@ impl Core {
     pub(crate) fn broadcast(&mut self, msg: Message<'_>) -> usize {
         let mut targets = std::mem::take(&mut self.targets);
         targets.extend(
-            self.conns.iter().filter(|(_, s)| s.conn.is_open()).map(|(k, s)| ConnId { key: k as u32, gen: s.gen }),
+            self.conns
+                .iter()
+                .filter(|(_, s)| s.conn.is_open())
+                .map(|(k, s)| ConnId {
+                    key: k as u32,
+                    gen: s.gen,
+                }),
         );
         let n = self.deliver_all(&targets, msg);
         targets.clear();
@@ -887,8 +1034,14 @@ impl Core {
     pub(crate) fn close(&mut self, id: ConnId, code: CloseCode, reason: &str) {
         let key = id.key as usize;
         let now = self.now;
-        let which = if self.current == Some(key) { Buf::Out } else { Buf::Tmp };
-        let Some(slot) = self.conns.get_mut(key).filter(|s| s.gen == id.gen) else { return };
+        let which = if self.current == Some(key) {
+            Buf::Out
+        } else {
+            Buf::Tmp
+        };
+        let Some(slot) = self.conns.get_mut(key).filter(|s| s.gen == id.gen) else {
+            return;
+        };
         let buf = match which {
             Buf::Out => &mut self.out,
             Buf::Tmp => &mut self.tmp,
@@ -917,4 +1070,22 @@ fn encode_frame(out: &mut Vec<u8>, header: &FrameHeader, payload: &[u8]) {
     let n = header.encode(&mut head);
     out.extend_from_slice(head.get(..n).unwrap_or_default());
     out.extend_from_slice(payload);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The idle cost per connection of the README's memory formula.
+    #[test]
+    fn idle_connection_record_stays_small() {
+        // A slab entry is the slot or a free-list link, whichever is larger, plus a tag.
+        let slot = std::mem::size_of::<Slot>() + 8;
+        println!(
+            "Conn {} B, Slot {} B",
+            std::mem::size_of::<Conn>(),
+            std::mem::size_of::<Slot>()
+        );
+        assert!(slot <= 256, "a slab entry is {slot} bytes");
+    }
 }

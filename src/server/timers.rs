@@ -28,7 +28,12 @@ pub struct TimerWheel {
 impl TimerWheel {
     /// A wheel of `slots` buckets of `tick_ms` each (one turn = `slots × tick_ms`).
     pub fn new(slots: usize, tick_ms: u64) -> Self {
-        TimerWheel { slots: (0..slots.max(1)).map(|_| Vec::new()).collect(), tick: tick_ms.max(1), cur: 0, len: 0 }
+        TimerWheel {
+            slots: (0..slots.max(1)).map(|_| Vec::new()).collect(),
+            tick: tick_ms.max(1),
+            cur: 0,
+            len: 0,
+        }
     }
 
     /// Entries scheduled.
@@ -61,7 +66,9 @@ impl TimerWheel {
         let n = self.slots.len() as u64;
         let steps = (now_tick - self.cur).min(n - 1);
         for t in self.cur..=self.cur + steps {
-            let Some(slot) = self.slots.get_mut((t % n) as usize) else { continue };
+            let Some(slot) = self.slots.get_mut((t % n) as usize) else {
+                continue;
+            };
             let before = slot.len();
             slot.retain(|e| {
                 if e.at <= now {
@@ -84,8 +91,14 @@ impl TimerWheel {
         }
         let n = self.slots.len() as u64;
         for t in self.cur..self.cur + n {
-            let Some(slot) = self.slots.get((t % n) as usize) else { continue };
-            let soonest = slot.iter().filter(|e| e.at.0 / self.tick <= t).map(|e| e.at).min();
+            let Some(slot) = self.slots.get((t % n) as usize) else {
+                continue;
+            };
+            let soonest = slot
+                .iter()
+                .filter(|e| e.at.0 / self.tick <= t)
+                .map(|e| e.at)
+                .min();
             if soonest.is_some() {
                 return soonest;
             }
@@ -99,7 +112,11 @@ mod tests {
     use super::*;
 
     fn e(at: u64, key: u32) -> Entry {
-        Entry { at: Millis(at), key, gen: 0 }
+        Entry {
+            at: Millis(at),
+            key,
+            gen: 0,
+        }
     }
 
     #[test]

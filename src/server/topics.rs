@@ -63,8 +63,12 @@ impl Topics {
     }
 
     fn remove_sub(&mut self, id: ConnId, pattern: &str) -> bool {
-        let Some(subs) = self.subs.get_mut(pattern) else { return false };
-        let Some(i) = subs.iter().position(|&s| s == id) else { return false };
+        let Some(subs) = self.subs.get_mut(pattern) else {
+            return false;
+        };
+        let Some(i) = subs.iter().position(|&s| s == id) else {
+            return false;
+        };
         subs.swap_remove(i);
         if subs.is_empty() {
             self.subs.remove(pattern);
@@ -117,7 +121,6 @@ impl Topics {
             out.truncate(seen);
         }
     }
-
 }
 
 #[cfg(test)]

@@ -241,6 +241,9 @@ mod tests {
             Some(Ok("[::1]:80".parse().unwrap()))
         );
         assert_eq!(parse_listen_line("starting"), None);
-        assert_eq!(parse_listen_line("listening on ws://nonsense"), Some(Err(())));
+        assert_eq!(
+            parse_listen_line("listening on ws://nonsense"),
+            Some(Err(()))
+        );
     }
 }

@@ -59,7 +59,11 @@ pub fn spawn_server<H: Handler + Send + 'static>(cfg: Config, handler: H) -> Tes
         server.run().expect("server loop failed");
     });
     let (addr, handle) = rx.recv().expect("server thread did not start");
-    TestServer { addr, handle, thread: Some(thread) }
+    TestServer {
+        addr,
+        handle,
+        thread: Some(thread),
+    }
 }
 
 /// Echoes every message back: the handler of most tests.

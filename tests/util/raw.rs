@@ -172,7 +172,9 @@ pub fn close_payload(code: u16, reason: &[u8]) -> Vec<u8> {
 
 /// The `Sec-WebSocket-Accept` value for `key`.
 pub fn accept_key(key: &str) -> String {
-    let digest = sha1_smol::Sha1::from(format!("{key}{WS_GUID}")).digest().bytes();
+    let digest = sha1_smol::Sha1::from(format!("{key}{WS_GUID}"))
+        .digest()
+        .bytes();
     base64::engine::general_purpose::STANDARD.encode(digest)
 }
 
@@ -451,7 +453,13 @@ impl RawClient {
 
     /// Sends a masked close frame with `code` and `reason`.
     pub fn send_close(&mut self, code: u16, reason: &[u8]) -> io::Result<()> {
-        self.send(&frame(true, 0, op::CLOSE, &close_payload(code, reason), true))
+        self.send(&frame(
+            true,
+            0,
+            op::CLOSE,
+            &close_payload(code, reason),
+            true,
+        ))
     }
 
     /// Half-closes the connection for writing (sends FIN).
@@ -483,11 +491,12 @@ impl RawClient {
         let b1 = self.buf[self.start + 1];
         let masked = b1 & 0x80 != 0;
         let len7 = b1 & 0x7F;
-        let header_len = 2 + match len7 {
-            126 => 2,
-            127 => 8,
-            _ => 0,
-        } + if masked { 4 } else { 0 };
+        let header_len =
+            2 + match len7 {
+                126 => 2,
+                127 => 8,
+                _ => 0,
+            } + if masked { 4 } else { 0 };
         if !self.fill(header_len)? {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -499,17 +508,23 @@ impl RawClient {
             126 => {
                 let l = u64::from(u16::from_be_bytes([h[2], h[3]]));
                 if l < 126 {
-                    return Err(invalid(format!("server frame length {l} not minimally encoded")));
+                    return Err(invalid(format!(
+                        "server frame length {l} not minimally encoded"
+                    )));
                 }
                 l
             }
             127 => {
                 let l = u64::from_be_bytes([h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9]]);
                 if l >> 63 != 0 {
-                    return Err(invalid("server frame length has the most significant bit set"));
+                    return Err(invalid(
+                        "server frame length has the most significant bit set",
+                    ));
                 }
                 if l <= u64::from(u16::MAX) {
-                    return Err(invalid(format!("server frame length {l} not minimally encoded")));
+                    return Err(invalid(format!(
+                        "server frame length {l} not minimally encoded"
+                    )));
                 }
                 l
             }
@@ -562,12 +577,17 @@ impl RawClient {
                 return Ok(Event::Eof);
             };
             if frame.rsv != 0 {
-                return Err(invalid(format!("server frame with RSV bits {}: {frame:?}", frame.rsv)));
+                return Err(invalid(format!(
+                    "server frame with RSV bits {}: {frame:?}",
+                    frame.rsv
+                )));
             }
             match frame.opcode {
                 op::CONTINUATION => {
                     let Some((binary, mut payload)) = self.partial.take() else {
-                        return Err(invalid("server sent a continuation frame with no message open"));
+                        return Err(invalid(
+                            "server sent a continuation frame with no message open",
+                        ));
                     };
                     payload.extend_from_slice(&frame.payload);
                     if frame.fin {
@@ -612,7 +632,11 @@ impl RawClient {
                         }
                     };
                 }
-                other => return Err(invalid(format!("server frame with reserved opcode {other}"))),
+                other => {
+                    return Err(invalid(format!(
+                        "server frame with reserved opcode {other}"
+                    )))
+                }
             }
         }
     }
@@ -789,9 +813,9 @@ impl RawClient {
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         format!(
-                            "no data from the server within {} s ({filled} of {n} payload bytes read)",
-                            IO_TIMEOUT.as_secs()
-                        ),
+                        "no data from the server within {} s ({filled} of {n} payload bytes read)",
+                        IO_TIMEOUT.as_secs()
+                    ),
                     ))
                 }
                 Err(e) => return Err(e),
@@ -830,7 +854,11 @@ fn write_chunked(
     chunk: usize,
     pause: Duration,
 ) -> io::Result<()> {
-    let chunk = if chunk == 0 { bytes.len().max(1) } else { chunk };
+    let chunk = if chunk == 0 {
+        bytes.len().max(1)
+    } else {
+        chunk
+    };
     for piece in bytes.chunks(chunk) {
         stream.write_all(piece)?;
         if !pause.is_zero() {
@@ -905,7 +933,14 @@ impl BackgroundWriter {
     /// sleeping `pause` after each.
     pub fn send_chunked(&mut self, bytes: Vec<u8>, chunk: usize, pause: Duration) {
         if let Some(jobs) = &self.jobs {
-            if jobs.send(WriteJob { bytes, chunk, pause }).is_ok() {
+            if jobs
+                .send(WriteJob {
+                    bytes,
+                    chunk,
+                    pause,
+                })
+                .is_ok()
+            {
                 self.pending += 1;
             }
         }
@@ -915,9 +950,10 @@ impl BackgroundWriter {
     pub fn wait_idle(&mut self) -> io::Result<()> {
         let mut first = Ok(());
         while self.pending > 0 {
-            let result = self.results.recv().unwrap_or_else(|_| {
-                Err(io::Error::other("the writer thread ended unexpectedly"))
-            });
+            let result = self
+                .results
+                .recv()
+                .unwrap_or_else(|_| Err(io::Error::other("the writer thread ended unexpectedly")));
             self.pending -= 1;
             if first.is_ok() {
                 first = result;
@@ -962,7 +998,11 @@ impl HttpResponse {
         let status = parts.next().and_then(|s| s.parse::<u16>().ok());
         let status = match status {
             Some(s) if version.starts_with("HTTP/1.") => s,
-            _ => return Err(invalid(format!("malformed HTTP status line {status_line:?}"))),
+            _ => {
+                return Err(invalid(format!(
+                    "malformed HTTP status line {status_line:?}"
+                )))
+            }
         };
         let headers = lines
             .filter(|l| !l.is_empty())
@@ -1032,7 +1072,10 @@ mod tests {
     fn header_encodings_are_minimal() {
         assert_eq!(frame_header(true, 0, op::TEXT, 0, None), vec![0x81, 0x00]);
         assert_eq!(frame_header(true, 0, op::TEXT, 125, None), vec![0x81, 125]);
-        assert_eq!(frame_header(false, 4, op::BINARY, 126, None), vec![0x42, 126, 0, 126]);
+        assert_eq!(
+            frame_header(false, 4, op::BINARY, 126, None),
+            vec![0x42, 126, 0, 126]
+        );
         assert_eq!(
             frame_header(true, 0, op::BINARY, 65536, Some([1, 2, 3, 4])),
             vec![0x82, 0xFF, 0, 0, 0, 0, 0, 1, 0, 0, 1, 2, 3, 4]

@@ -46,15 +46,19 @@ struct Args {
 }
 
 fn seconds(value: &str, flag: &str) -> Result<Duration, String> {
-    let secs: f64 = value.parse().map_err(|_| format!("{flag}: '{value}' is not a number of seconds"))?;
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+    let secs: f64 = value
+        .parse()
+        .map_err(|_| format!("{flag}: '{value}' is not a number of seconds"))?;
+    if !(0.0..=1e9).contains(&secs) {
         return Err(format!("{flag}: '{value}' is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
 }
 
 fn number(value: &str, flag: &str) -> Result<usize, String> {
-    value.parse().map_err(|_| format!("{flag}: '{value}' is not a whole number"))
+    value
+        .parse()
+        .map_err(|_| format!("{flag}: '{value}' is not a whole number"))
 }
 
 fn value(parser: &mut lexopt::Parser, flag: &str) -> Result<String, String> {
@@ -81,27 +85,39 @@ fn parse_args() -> Result<Option<Args>, String> {
             Short('h') | Long("help") => return Ok(None),
             Long("listen") => {
                 let v = value(&mut parser, "--listen")?;
-                args.listen = v.parse().map_err(|_| format!("--listen: '{v}' is not an address like 127.0.0.1:9001"))?;
+                args.listen = v.parse().map_err(|_| {
+                    format!("--listen: '{v}' is not an address like 127.0.0.1:9001")
+                })?;
             }
             Long("max-connections") => {
-                args.cfg.max_connections = number(&value(&mut parser, "--max-connections")?, "--max-connections")?;
+                args.cfg.max_connections = number(
+                    &value(&mut parser, "--max-connections")?,
+                    "--max-connections",
+                )?;
             }
             Long("max-connections-per-ip") => {
-                args.cfg.max_connections_per_ip =
-                    number(&value(&mut parser, "--max-connections-per-ip")?, "--max-connections-per-ip")?;
+                args.cfg.max_connections_per_ip = number(
+                    &value(&mut parser, "--max-connections-per-ip")?,
+                    "--max-connections-per-ip",
+                )?;
             }
             Long("max-message") => {
-                args.cfg.max_message_size = number(&value(&mut parser, "--max-message")?, "--max-message")?;
+                args.cfg.max_message_size =
+                    number(&value(&mut parser, "--max-message")?, "--max-message")?;
             }
             Long("max-backpressure") => {
-                args.cfg.max_backpressure = number(&value(&mut parser, "--max-backpressure")?, "--max-backpressure")?;
+                args.cfg.max_backpressure = number(
+                    &value(&mut parser, "--max-backpressure")?,
+                    "--max-backpressure",
+                )?;
             }
             Long("ping-interval") => {
                 let d = seconds(&value(&mut parser, "--ping-interval")?, "--ping-interval")?;
                 args.cfg.ping_interval = (!d.is_zero()).then_some(d);
             }
             Long("pong-timeout") => {
-                args.cfg.pong_timeout = seconds(&value(&mut parser, "--pong-timeout")?, "--pong-timeout")?;
+                args.cfg.pong_timeout =
+                    seconds(&value(&mut parser, "--pong-timeout")?, "--pong-timeout")?;
             }
             Long("allow-origin") => origins.push(value(&mut parser, "--allow-origin")?),
             _ => return Err(arg.unexpected().to_string()),
@@ -129,7 +145,8 @@ const SERVER: Token = Token(1);
 fn serve<H: Handler>(listen: SocketAddr, cfg: Config, handler: H) -> Result<(), Error> {
     let mut poll = Poll::new()?;
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)?;
     let registry = poll.registry().try_clone()?;
     let mut server = Server::with_registry(listen, cfg, handler, registry, SERVER)?;
     info!("listening on ws://{}", server.local_addr());

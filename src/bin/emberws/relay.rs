@@ -82,7 +82,8 @@ impl Relay {
                 let name = topic(&req, false)?;
                 let data = req.data.ok_or("publish needs \"data\"")?;
                 self.out.clear();
-                self.out.extend_from_slice(b"{\"type\":\"message\",\"topic\":");
+                self.out
+                    .extend_from_slice(b"{\"type\":\"message\",\"topic\":");
                 json_string(&mut self.out, name);
                 self.out.extend_from_slice(b",\"data\":");
                 self.out.extend_from_slice(data.get().as_bytes());
@@ -198,7 +199,10 @@ impl Handler for Relay {
         match req.path() {
             "/" | "/index.html" => Response::ok("text/html; charset=utf-8", DASHBOARD.as_bytes()),
             "/healthz" => Response::ok("application/json", stats.to_json().into_bytes()),
-            "/metrics" => Response::ok("text/plain; version=0.0.4", stats.to_prometheus().into_bytes()),
+            "/metrics" => Response::ok(
+                "text/plain; version=0.0.4",
+                stats.to_prometheus().into_bytes(),
+            ),
             _ => Response::status(404),
         }
     }
@@ -224,7 +228,10 @@ mod tests {
 
     #[test]
     fn topics_are_checked() {
-        assert_eq!(topic(&req(r#"{"type":"x","topic":"a/+/#"}"#), true), Ok("a/+/#"));
+        assert_eq!(
+            topic(&req(r#"{"type":"x","topic":"a/+/#"}"#), true),
+            Ok("a/+/#")
+        );
         assert!(topic(&req(r#"{"type":"x","topic":"a/+"}"#), false).is_err());
         assert!(topic(&req(r#"{"type":"x","topic":"a/#/b"}"#), true).is_err());
         assert!(topic(&req(r#"{"type":"x","topic":"a/b+"}"#), true).is_err());
@@ -242,6 +249,9 @@ mod tests {
 
     #[test]
     fn error_text_escapes() {
-        assert_eq!(error_text("a \"b\""), r#"{"type":"error","reason":"a \"b\""}"#);
+        assert_eq!(
+            error_text("a \"b\""),
+            r#"{"type":"error","reason":"a \"b\""}"#
+        );
     }
 }

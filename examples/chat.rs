@@ -1,0 +1,76 @@
+//! Chat rooms on topics. Clients send `{"type":"join","room":R}` and
+//! `{"type":"chat","room":R,"text":T}`; the room hears `{"type":"user-joined",...}` and the chat.
+//!
+//! `cargo run --example chat` then connect to ws://127.0.0.1:9004/.
+
+use std::collections::HashMap;
+
+use emberws::{CloseCode, Config, ConnId, Ctx, Handler, Message, Server};
+use serde_json::{json, Value};
+
+#[derive(Default)]
+struct Chat {
+    /// The rooms each user joined, to tell them when the user leaves.
+    rooms: HashMap<ConnId, Vec<String>>,
+}
+
+fn room_topic(room: &str) -> String {
+    format!("room/{room}")
+}
+
+impl Chat {
+    fn handle(&mut self, ctx: &mut Ctx<'_>, text: &str) -> Result<(), &'static str> {
+        let req: Value = serde_json::from_str(text).map_err(|_| "invalid JSON")?;
+        let room = req["room"]
+            .as_str()
+            .filter(|r| !r.is_empty() && !r.contains(['+', '#', '/']));
+        let user = ctx.id().to_string();
+        match req["type"].as_str() {
+            Some("join") => {
+                let room = room.ok_or("join needs a room")?;
+                ctx.subscribe(&room_topic(room));
+                self.rooms
+                    .entry(ctx.id())
+                    .or_default()
+                    .push(room.to_owned());
+                let note = json!({"type": "user-joined", "room": room, "user": user});
+                ctx.publish(&room_topic(room), Message::Text(&note.to_string()));
+                Ok(())
+            }
+            Some("chat") => {
+                let room = room.ok_or("chat needs a room")?;
+                let text = req["text"].as_str().ok_or("chat needs a text")?;
+                let msg = json!({"type": "chat", "room": room, "user": user, "text": text});
+                ctx.publish(&room_topic(room), Message::Text(&msg.to_string()));
+                Ok(())
+            }
+            _ => Err("type must be join or chat"),
+        }
+    }
+}
+
+impl Handler for Chat {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Message<'_>) {
+        let Message::Text(text) = msg else {
+            ctx.close(CloseCode::UNSUPPORTED, "text only");
+            return;
+        };
+        if let Err(reason) = self.handle(ctx, text) {
+            ctx.send_text(&json!({"type": "error", "reason": reason}).to_string());
+        }
+    }
+
+    fn on_close(&mut self, ctx: &mut Ctx<'_>, _code: CloseCode, _reason: &str) {
+        for room in self.rooms.remove(&ctx.id()).unwrap_or_default() {
+            let note = json!({"type": "user-left", "room": room, "user": ctx.id().to_string()});
+            ctx.publish(&room_topic(&room), Message::Text(&note.to_string()));
+        }
+    }
+}
+
+fn main() -> Result<(), emberws::Error> {
+    let addr = "127.0.0.1:9004".parse().expect("a valid address");
+    let mut server = Server::bind(addr, Config::default(), Chat::default())?;
+    println!("chat: ws://{}/", server.local_addr());
+    server.run()
+}
