@@ -39,8 +39,10 @@ pub struct Config {
     /// buffering. Default 64 KiB. A connection holds up to this much only while a message is
     /// incomplete.
     pub max_message_size: usize,
-    /// Queued outgoing bytes at most per connection (what the socket did not take); past it,
-    /// the [`SlowConsumer`] policy. Default 64 KiB.
+    /// Queued outgoing bytes per connection (what its socket did not take). A message is
+    /// queued behind others only while the total stays within this; past it, the
+    /// [`SlowConsumer`] policy. A message always fits an empty queue, so a connection holds
+    /// at most `max_backpressure` or one message, whichever is larger. Default 64 KiB.
     pub max_backpressure: usize,
     /// The policy for a connection past `max_backpressure`. Default [`SlowConsumer::Close`].
     pub slow_consumer: SlowConsumer,

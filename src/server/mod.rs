@@ -89,7 +89,8 @@ pub(crate) struct Core {
     pub(crate) topics: Topics,
     reports: VecDeque<Report>,
     per_ip: HashMap<IpAddr, u32>,
-    upgraded: usize,
+    /// Connections counted against `max_connections`: all but the ones being refused.
+    admitted: usize,
     ready_again: Vec<usize>,
     shutdown_at: Option<Millis>,
 }
@@ -169,7 +170,7 @@ impl<H: Handler> Server<H> {
             topics: Topics::default(),
             reports: VecDeque::new(),
             per_ip: HashMap::new(),
-            upgraded: 0,
+            admitted: 0,
             ready_again: Vec::new(),
             shutdown_at: None,
         };
@@ -489,7 +490,7 @@ impl<H: Handler> Server<H> {
                 }
             }
             drain_reports(handler, core);
-            if core.out.len() >= OUT_FLUSH_AT {
+            if core.out.len() >= core.flush_at() {
                 core.flush(key, Buf::Out);
             }
         }
@@ -584,7 +585,6 @@ fn on_head<H: Handler>(handler: &mut H, core: &mut Core, key: usize, head: &[u8]
     slot.conn
         .accept(&mut core.out, key_bytes, protocol, core.now);
     core.stats.accepted += 1;
-    core.upgraded += 1;
     let id = ConnId {
         key: key as u32,
         gen,
@@ -605,6 +605,13 @@ impl Core {
         &self.cfg
     }
 
+    /// How much of the current connection's frames may wait in `out`: what the socket does
+    /// not take of it becomes the queue, which must stay within `max_backpressure` plus one
+    /// message.
+    fn flush_at(&self) -> usize {
+        self.cfg.max_backpressure.clamp(1, OUT_FLUSH_AT)
+    }
+
     /// Reads the clock once per wake-up.
     fn tick(&mut self) {
         self.now = Millis(u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX));
@@ -621,7 +628,7 @@ impl Core {
     }
 
     fn admit(&mut self, mut sock: TcpStream, peer: SocketAddr) {
-        let over = self.upgraded_or_connecting() >= self.cfg.max_connections;
+        let over = self.admitted >= self.cfg.max_connections;
         let per_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
         let ip_over = self.cfg.max_connections_per_ip > 0
             && per_ip as usize >= self.cfg.max_connections_per_ip;
@@ -658,18 +665,11 @@ impl Core {
         });
         if refuse.is_none() {
             *self.per_ip.entry(peer.ip()).or_default() += 1;
+            self.admitted += 1;
         }
         self.stats.connections_open += 1;
         trace!("[{key}.{gen}] accepted from {peer}");
         self.settle(key);
-    }
-
-    fn upgraded_or_connecting(&self) -> usize {
-        self.conns
-            .iter()
-            .filter(|(_, s)| s.refuse.is_none())
-            .count()
-            .min(self.conns.len())
     }
 
     /// Answers the request with an HTTP error status, then shuts the connection down.
@@ -761,23 +761,6 @@ impl Core {
             key: key as u32,
             gen: slot.gen,
         };
-        if self.cfg.slow_consumer == SlowConsumer::Close
-            && slot.conn.queue().len() > self.cfg.max_backpressure
-            && slot.conn.is_open()
-        {
-            let before = slot.conn.queue().len();
-            if slot
-                .conn
-                .close_slow(&mut self.tmp, &self.cfg, self.now)
-                .is_some()
-            {
-                self.stats.slow_closes += 1;
-                self.stats.queued(before, slot.conn.queue().len());
-                debug!("[{id}] slow consumer: closing with 1008");
-                self.report(id, CloseCode::POLICY, "slow consumer");
-                self.flush(key, Buf::Tmp);
-            }
-        }
         let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
@@ -869,15 +852,13 @@ impl Core {
         let queued = slot.conn.queue().len();
         self.stats.queued(queued, 0);
         if slot.refuse.is_none() {
+            self.admitted -= 1;
             if let Some(n) = self.per_ip.get_mut(&slot.peer.ip()) {
                 *n -= 1;
                 if *n == 0 {
                     self.per_ip.remove(&slot.peer.ip());
                 }
             }
-        }
-        if slot.conn.state() != crate::conn::State::Connecting && slot.refuse.is_none() {
-            self.upgraded = self.upgraded.saturating_sub(1);
         }
         self.topics.remove_conn(id);
         self.stats.connections_open = self.stats.connections_open.saturating_sub(1);
@@ -903,7 +884,7 @@ impl Core {
             encode_frame(&mut self.out, &header, msg.as_bytes());
             slot.conn.note_message(now);
             self.stats.messages_out += 1;
-            if self.out.len() >= OUT_FLUSH_AT {
+            if self.out.len() >= self.flush_at() {
                 self.flush(key, Buf::Out);
                 self.settle(key);
             }
@@ -952,11 +933,7 @@ impl Core {
                     return false;
                 }
                 SlowConsumer::Close => {
-                    // Over the limit: settle applies the close.
-                    let rc = shared.get_or_insert_with(|| Rc::from(frame)).clone();
-                    slot.conn.queue_mut().push_shared(rc, 0);
-                    self.stats.queued(0, frame.len());
-                    self.settle(key);
+                    self.close_slow(key);
                     return false;
                 }
             }
@@ -1028,6 +1005,36 @@ impl Core {
         frame.clear();
         self.tmp = frame;
         n
+    }
+
+    /// The slow-consumer close: frames not yet begun are dropped and a 1008 close follows
+    /// the one on the wire.
+    fn close_slow(&mut self, key: usize) {
+        let now = self.now;
+        let current = self.current == Some(key);
+        let Some(slot) = self.conns.get_mut(key) else {
+            return;
+        };
+        let id = ConnId {
+            key: key as u32,
+            gen: slot.gen,
+        };
+        let before = slot.conn.queue().len();
+        let buf = if current {
+            &mut self.out
+        } else {
+            &mut self.tmp
+        };
+        if slot.conn.close_slow(buf, &self.cfg, now).is_some() {
+            self.stats.slow_closes += 1;
+            self.stats.queued(before, slot.conn.queue().len());
+            debug!("[{id}] slow consumer: closing with 1008");
+            self.report(id, CloseCode::POLICY, "slow consumer");
+            if !current {
+                self.flush(key, Buf::Tmp);
+                self.settle(key);
+            }
+        }
     }
 
     /// Starts a server-initiated close; reported to the handler at once.

@@ -91,8 +91,14 @@ impl Relay {
                 let frame = std::str::from_utf8(&self.out).map_err(|_| "invalid data")?;
                 let delivered = ctx.publish(name, Message::Text(frame));
                 let retained = if req.retain {
-                    let frame = frame.to_owned();
-                    self.retain(name, data.get() == "null", frame)
+                    let frame = std::mem::take(&mut self.out);
+                    let result = self.retain(
+                        name,
+                        data.get() == "null",
+                        std::str::from_utf8(&frame).unwrap_or_default(),
+                    );
+                    self.out = frame;
+                    result
                 } else {
                     Ok(())
                 };
@@ -114,19 +120,31 @@ impl Relay {
         }
     }
 
-    fn retain(&mut self, topic: &str, clear: bool, frame: String) -> Result<(), Refusal> {
-        if let Some(old) = self.retained.remove(topic) {
-            self.retained_bytes -= old.len() + topic.len();
-        }
+    fn retain(&mut self, topic: &str, clear: bool, frame: &str) -> Result<(), Refusal> {
+        let old_cost = self
+            .retained
+            .get(topic)
+            .map_or(0, |f| f.len() + topic.len());
         if clear {
+            self.retained.remove(topic);
+            self.retained_bytes -= old_cost;
             return Ok(());
         }
         let cost = frame.len() + topic.len();
-        if self.retained_bytes + cost > MAX_RETAINED_BYTES {
+        if self.retained_bytes - old_cost + cost > MAX_RETAINED_BYTES {
             return Err("retained store full: the message was delivered but not retained");
         }
-        self.retained_bytes += cost;
-        self.retained.insert(topic.to_owned(), frame);
+        self.retained_bytes = self.retained_bytes - old_cost + cost;
+        match self.retained.get_mut(topic) {
+            // A sensor re-publishing its retained reading reuses the stored string.
+            Some(stored) => {
+                stored.clear();
+                stored.push_str(frame);
+            }
+            None => {
+                self.retained.insert(topic.to_owned(), frame.to_owned());
+            }
+        }
         Ok(())
     }
 
