@@ -45,8 +45,9 @@
 mod util;
 
 use std::fmt;
-use std::io;
-use std::net::SocketAddr;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use util::binary::ServerProcess;
@@ -342,20 +343,33 @@ fn so_far(received: &[Ev]) -> String {
     }
 }
 
-/// Runs one case on a fresh connection; `Ok` is Autobahn's OK/OK.
-fn run_case(addr: SocketAddr, case: Case) -> Result<(), Failure> {
-    let Case {
-        id: _,
-        steps,
-        close,
-        timed: _,
-        note: _,
-    } = case;
+/// Runs one case on a fresh connection; `Ok` is Autobahn's OK/OK. `eof_wait` is how
+/// long the server gets to close TCP after the close frames ([`EOF_WAIT`]).
+fn run_case(addr: SocketAddr, case: Case, eof_wait: Duration) -> Result<(), Failure> {
+    let Case { steps, close, .. } = case;
     let mut client =
         RawClient::connect(addr).map_err(|e| io_failure("opening handshake failed", &e))?;
     let mut writer = client
         .background_writer()
         .map_err(|e| io_failure("cannot clone the socket", &e))?;
+    let verdict = drive(&mut client, &mut writer, steps, close, eof_wait);
+    if verdict.is_err() {
+        // The case has failed already: unblock a writer stuck on a server that stopped
+        // reading, instead of waiting for its write timeout.
+        let _ = client.stream().shutdown(std::net::Shutdown::Both);
+    }
+    drop(writer);
+    verdict
+}
+
+/// The body of [`run_case`]: sends, receives and judges.
+fn drive(
+    client: &mut RawClient,
+    writer: &mut raw::BackgroundWriter,
+    steps: Vec<Step>,
+    close: Close,
+    eof_wait: Duration,
+) -> Result<(), Failure> {
     let mut received: Vec<Ev> = Vec::new();
 
     for step in steps {
@@ -466,7 +480,7 @@ fn run_case(addr: SocketAddr, case: Case) -> Result<(), Failure> {
         let answer = code.map_or_else(Vec::new, |c| raw::close_payload(c, b""));
         writer.send(fr(true, op::CLOSE, &answer));
     }
-    client.wait_for_eof(EOF_WAIT).map_err(|e| {
+    client.wait_for_eof(eof_wait).map_err(|e| {
         io_failure(
             "after the close frames (the server must close the TCP connection; \
              Autobahn: FAILED BY CLIENT / UNCLEAN)",
@@ -510,7 +524,7 @@ fn run_group(group: &str, cases: impl IntoIterator<Item = Case>) {
         ran += 1;
         let (timed, note) = (case.timed, case.note);
         let started = Instant::now();
-        match run_case(addr, case) {
+        match run_case(addr, case, EOF_WAIT) {
             Ok(()) if timed => println!(
                 "case {id}: OK in {:.3} s (informational)",
                 started.elapsed().as_secs_f64()
@@ -1346,4 +1360,205 @@ fn case_10_1_auto_fragmentation() {
             .expect(Ev::Text(payload))
             .timed()],
     );
+}
+
+// =====================================================================================
+// Self-tests of the verdict, against scripted fake servers (no emberws involved)
+// =====================================================================================
+
+/// A one-connection fake server: it completes the opening handshake, then runs
+/// `script` on the socket. Frames it writes are unmasked, as a server's must be.
+fn fake_server(
+    script: impl FnOnce(&mut TcpStream) + Send + 'static,
+) -> (SocketAddr, thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a fake server");
+    let addr = listener.local_addr().expect("fake server address");
+    let handle = thread::spawn(move || {
+        let (mut sock, _) = listener.accept().expect("accept");
+        sock.set_read_timeout(Some(raw::IO_TIMEOUT))
+            .expect("timeout");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(sock.read(&mut byte).expect("read the request"), 1);
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).expect("ASCII request");
+        let key = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("sec-websocket-key")
+                    .then(|| value.trim().to_string())
+            })
+            .expect("a Sec-WebSocket-Key");
+        let response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\n\r\n",
+            raw::accept_key(&key)
+        );
+        sock.write_all(response.as_bytes())
+            .expect("write the response");
+        script(&mut sock);
+    });
+    (addr, handle)
+}
+
+fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    raw::frame(true, 0, opcode, payload, false)
+}
+
+/// Blocks until the client has sent something (its frames), and discards it.
+fn await_client_bytes(sock: &mut TcpStream) {
+    let mut buf = [0u8; 4096];
+    let _ = sock.read(&mut buf);
+}
+
+/// Runs `case` against a fake server and returns the failure message, if any.
+fn verdict_against(
+    case: Case,
+    script: impl FnOnce(&mut TcpStream) + Send + 'static,
+) -> Option<String> {
+    let (addr, server) = fake_server(script);
+    let outcome = run_case(addr, case, Duration::from_millis(500));
+    server.join().expect("the fake server panicked");
+    outcome.err().map(|f| f.msg)
+}
+
+fn assert_fails_with(case_name: &str, outcome: Option<String>, needle: &str) {
+    match outcome {
+        Some(msg) => assert!(
+            msg.contains(needle),
+            "{case_name}: the failure should mention {needle:?}, got: {msg}"
+        ),
+        None => panic!("{case_name}: the verdict accepted a misbehaving server"),
+    }
+}
+
+#[test]
+fn verdict_accepts_a_well_behaved_server() {
+    let outcome = verdict_against(
+        Case::new("self-test")
+            .send(text(HELLO))
+            .expect(Ev::Text(HELLO.to_vec())),
+        |sock| {
+            await_client_bytes(sock);
+            sock.write_all(&server_frame(op::TEXT, HELLO)).unwrap();
+            await_client_bytes(sock); // our close
+            let reply = server_frame(op::CLOSE, &raw::close_payload(NORMAL, b""));
+            sock.write_all(&reply).unwrap();
+        },
+    );
+    assert_eq!(outcome, None);
+}
+
+#[test]
+fn verdict_rejects_a_server_that_leaves_tcp_open() {
+    let outcome = verdict_against(Case::new("self-test"), |sock| {
+        await_client_bytes(sock);
+        let reply = server_frame(op::CLOSE, &raw::close_payload(NORMAL, b""));
+        sock.write_all(&reply).unwrap();
+        thread::sleep(Duration::from_millis(1500)); // keeps the connection open
+    });
+    assert_fails_with("lingering server", outcome, "FAILED BY CLIENT");
+}
+
+#[test]
+fn verdict_rejects_a_wrong_close_code() {
+    let outcome = verdict_against(
+        Case::new("self-test")
+            .send(fr_rsv(1, op::TEXT, HELLO))
+            .fails(&[PROTOCOL_ERROR]),
+        |sock| {
+            await_client_bytes(sock);
+            let close = server_frame(op::CLOSE, &raw::close_payload(NORMAL, b""));
+            sock.write_all(&close).unwrap();
+        },
+    );
+    assert_fails_with("wrong code", outcome, "server close code 1000");
+}
+
+#[test]
+fn verdict_rejects_an_answer_after_a_protocol_violation() {
+    // Like 3.2: the pong after the bad frame must not come.
+    let outcome = verdict_against(
+        Case::new("self-test")
+            .send([text(HELLO), fr_rsv(2, op::TEXT, HELLO), ping(b"")].concat())
+            .expect(Ev::Text(HELLO.to_vec()))
+            .fails(&[PROTOCOL_ERROR]),
+        |sock| {
+            await_client_bytes(sock);
+            let mut out = server_frame(op::TEXT, HELLO);
+            out.extend(server_frame(op::PONG, b""));
+            out.extend(server_frame(
+                op::CLOSE,
+                &raw::close_payload(PROTOCOL_ERROR, b""),
+            ));
+            sock.write_all(&out).unwrap();
+        },
+    );
+    assert_fails_with("late pong", outcome, "unexpected pong");
+}
+
+#[test]
+fn verdict_rejects_non_strict_failing_before_the_echo() {
+    // Autobahn's NON-STRICT for 3.2: the valid first message was never echoed.
+    let outcome = verdict_against(
+        Case::new("self-test")
+            .send([text(HELLO), fr_rsv(2, op::TEXT, HELLO)].concat())
+            .expect(Ev::Text(HELLO.to_vec()))
+            .fails(&[PROTOCOL_ERROR]),
+        |sock| {
+            await_client_bytes(sock);
+            let close = server_frame(op::CLOSE, &raw::close_payload(PROTOCOL_ERROR, b""));
+            sock.write_all(&close).unwrap();
+        },
+    );
+    assert_fails_with("non-strict", outcome, "got close frame (code 1002");
+}
+
+#[test]
+fn verdict_rejects_a_drop_without_close_frame() {
+    let outcome = verdict_against(
+        Case::new("self-test")
+            .send(ping(&[0xFE; 126]))
+            .fails(&[PROTOCOL_ERROR]),
+        await_client_bytes,
+    );
+    assert_fails_with("silent drop", outcome, "without a close frame");
+}
+
+#[test]
+fn verdict_rejects_an_early_reaction_in_a_quiet_window() {
+    let outcome = verdict_against(
+        Case::new("self-test")
+            .send(text(HELLO))
+            .quiet("the next part was sent")
+            .fails(&[INVALID_PAYLOAD]),
+        |sock| {
+            await_client_bytes(sock);
+            let close = server_frame(op::CLOSE, &raw::close_payload(INVALID_PAYLOAD, b""));
+            sock.write_all(&close).unwrap();
+        },
+    );
+    assert_fails_with(
+        "early reaction",
+        outcome,
+        "reacted before the next part was sent",
+    );
+}
+
+#[test]
+fn verdict_rejects_a_masked_server_frame() {
+    let outcome = verdict_against(
+        Case::new("self-test")
+            .send(ping(b"x"))
+            .expect(Ev::Pong(b"x".to_vec())),
+        |sock| {
+            await_client_bytes(sock);
+            sock.write_all(&raw::frame(true, 0, op::PONG, b"x", true))
+                .unwrap();
+        },
+    );
+    assert_fails_with("masked frame", outcome, "masked frame");
 }

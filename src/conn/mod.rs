@@ -281,12 +281,15 @@ impl Conn {
             // Zero copy: the whole head came in one read.
             if let Some(end) = find_head_end(input, 0) {
                 if end > max {
-                    return Some(self.bad_head(input, pool));
+                    return Some(self.bad_head(input, pool, HandshakeError::HeadTooLarge));
                 }
                 return Some(Event::Head(Data::Borrowed(take(input, end))));
             }
             if input.len() >= max {
-                return Some(self.bad_head(input, pool));
+                return Some(self.bad_head(input, pool, HandshakeError::HeadTooLarge));
+            }
+            if has_bare_lf(input, 0) {
+                return Some(self.bad_head(input, pool, HandshakeError::Malformed));
             }
             let mut buf = pool.take();
             pool::grow_within(&mut buf, input.len(), max);
@@ -306,18 +309,26 @@ impl Conn {
             return Some(Event::Head(Data::Pooled(head)));
         }
         if buf.len() >= max {
-            return Some(self.bad_head(input, pool));
+            return Some(self.bad_head(input, pool, HandshakeError::HeadTooLarge));
+        }
+        if has_bare_lf(buf, prev) {
+            return Some(self.bad_head(input, pool, HandshakeError::Malformed));
         }
         take(input, n);
         None
     }
 
-    fn bad_head<'b>(&mut self, input: &mut &'b mut [u8], pool: &mut Pool) -> Event<'b> {
+    fn bad_head<'b>(
+        &mut self,
+        input: &mut &'b mut [u8],
+        pool: &mut Pool,
+        e: HandshakeError,
+    ) -> Event<'b> {
         take(input, usize::MAX);
         if let Some(buf) = self.buf.take() {
             pool.put(buf);
         }
-        Event::BadHead(HandshakeError::HeadTooLarge)
+        Event::BadHead(e)
     }
 
     fn read_frames<'b>(
@@ -510,11 +521,12 @@ impl Conn {
                     now,
                 );
                 buf.truncate(start);
-                if buf.is_empty() && !self.asm.in_message() {
-                    pool.put(buf);
-                } else if self.buf.is_none() {
+                let keep = !buf.is_empty() && !matches!(self.rx, Rx::Discard);
+                if keep && self.buf.is_none() {
+                    // Message bytes wait for the rest of the message.
                     self.buf = Some(buf);
                 } else {
+                    // Nothing to keep, or the control frame ended the connection.
                     pool.put(buf);
                 }
                 ev
@@ -777,6 +789,18 @@ fn data_kind(header: &FrameHeader) -> DataKind {
     }
 }
 
+/// True if `buf[from..]` holds a line feed without a carriage return before it. RFC 9112
+/// §2.2 lets a server accept a bare LF as a line end; this one answers 400 at once instead of
+/// waiting for a `\r\n\r\n` that will never come.
+fn has_bare_lf(buf: &[u8], from: usize) -> bool {
+    let start = from.saturating_sub(1);
+    buf.get(start..)
+        .unwrap_or_default()
+        .windows(2)
+        .any(|w| matches!(w, [prev, b'\n'] if *prev != b'\r'))
+        || (start == 0 && buf.first() == Some(&b'\n'))
+}
+
 /// Splits the first `n` bytes (at most all) off the cursor, for the caller to keep.
 fn take<'b>(input: &mut &'b mut [u8], n: usize) -> &'b mut [u8] {
     let all = core::mem::take(input);
@@ -784,3 +808,6 @@ fn take<'b>(input: &mut &'b mut [u8], n: usize) -> &'b mut [u8] {
     *input = rest;
     head
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,582 @@
+//! The one mio loop that drives every client connection: opening them at a bounded pace,
+//! handshakes, reads, writes, pings, closes, and the counts of what went wrong.
+//!
+//! Each mode supplies an `App` that sees opened connections and complete messages; the fleet
+//! answers pings and close frames itself.
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use mio::event::Event as MioEvent;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Registry, Token};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::conn::{Conn, State};
+use crate::frame::op;
+use crate::handshake::{self, Refusal};
+use crate::hist::Histogram;
+use crate::json::Obj;
+use crate::reader::Event;
+use crate::target::Target;
+
+pub use crate::conn::Writer;
+
+/// What a mode does with its connections.
+pub trait App {
+    /// The upgrade completed; `wr` may queue the first messages.
+    fn on_open(&mut self, _id: usize, _wr: &mut Writer, _now: u64) {}
+    /// A complete message arrived (see `reader::Event::Message` for `head`).
+    fn on_message(&mut self, id: usize, wr: &mut Writer, now: u64, text: bool, head: &[u8], len: u64);
+}
+
+/// An `App` that ignores messages (connect mode, and the close phase).
+pub struct Ignore;
+
+impl App for Ignore {
+    fn on_message(&mut self, _: usize, _: &mut Writer, _: u64, _: bool, _: &[u8], _: u64) {}
+}
+
+/// Monotonic nanoseconds since the run started.
+#[derive(Clone, Copy)]
+pub struct Clock(Instant);
+
+impl Clock {
+    pub fn now(&self) -> u64 {
+        self.0.elapsed().as_nanos() as u64
+    }
+}
+
+/// How connections are opened.
+pub struct OpenPlan {
+    pub target: Target,
+    pub sources: Vec<IpAddr>,
+    pub in_flight: usize,
+    /// New connections per second at most; 0 = as fast as the in-flight bound allows.
+    pub rate_limit: f64,
+    pub handshake_timeout: Duration,
+    pub read_capacity: usize,
+}
+
+/// Failures, by kind.
+#[derive(Default)]
+pub struct Errors {
+    pub connect: u64,
+    pub timeout: u64,
+    pub status: Vec<(u16, u64)>,
+    pub bad_upgrade: u64,
+    pub malformed_response: u64,
+    pub dropped_in_handshake: u64,
+    pub protocol: u64,
+    /// TCP closed or reset without a close handshake (a 1006 in browser terms).
+    pub dropped: u64,
+    /// Close frames the server started, by code (1005: no code).
+    pub server_close: Vec<(u16, u64)>,
+    pub close_timeout: u64,
+    noted: u32,
+}
+
+impl Errors {
+    pub fn total(&self) -> u64 {
+        let by_code = |v: &[(u16, u64)]| v.iter().map(|&(_, n)| n).sum::<u64>();
+        self.connect
+            + self.timeout
+            + by_code(&self.status)
+            + self.bad_upgrade
+            + self.malformed_response
+            + self.dropped_in_handshake
+            + self.protocol
+            + self.dropped
+            + by_code(&self.server_close)
+            + self.close_timeout
+    }
+
+    pub fn handshake_failures(&self) -> u64 {
+        self.connect
+            + self.timeout
+            + self.status.iter().map(|&(_, n)| n).sum::<u64>()
+            + self.bad_upgrade
+            + self.malformed_response
+            + self.dropped_in_handshake
+    }
+
+    /// Prints the first few failures in full; the rest are only counted.
+    fn note(&mut self, id: usize, what: std::fmt::Arguments<'_>) {
+        if self.noted < 10 {
+            eprintln!("load: [{id}] {what}");
+            self.noted += 1;
+            if self.noted == 10 {
+                eprintln!("load: (further errors are only counted)");
+            }
+        }
+    }
+
+    pub fn json(&self, extra: &[(&str, u64)]) -> Obj {
+        let by_code = |v: &[(u16, u64)]| {
+            v.iter().fold(Obj::new(), |o, &(code, n)| o.u(&code.to_string(), n))
+        };
+        let mut o = Obj::new()
+            .u("total", self.total() + extra.iter().map(|&(_, n)| n).sum::<u64>())
+            .u("connect", self.connect)
+            .u("handshake_timeout", self.timeout)
+            .o("http_status", by_code(&self.status))
+            .u("bad_upgrade", self.bad_upgrade)
+            .u("malformed_response", self.malformed_response)
+            .u("dropped_in_handshake", self.dropped_in_handshake)
+            .u("protocol", self.protocol)
+            .u("dropped", self.dropped)
+            .o("server_close", by_code(&self.server_close))
+            .u("close_timeout", self.close_timeout);
+        for &(k, v) in extra {
+            o = o.u(k, v);
+        }
+        o
+    }
+}
+
+fn bump(v: &mut Vec<(u16, u64)>, code: u16) {
+    match v.iter_mut().find(|(c, _)| *c == code) {
+        Some((_, n)) => *n += 1,
+        None => v.push((code, 1)),
+    }
+}
+
+/// Counts that are not failures.
+pub struct Stats {
+    pub opened: u64,
+    pub first_start: Option<u64>,
+    pub last_open: u64,
+    pub handshake: Histogram,
+    pub pings: u64,
+    pub clean_closes: u64,
+}
+
+pub struct Fleet {
+    poll: Poll,
+    events: Events,
+    pub core: Core,
+}
+
+/// Everything but the poll, so events can be handled while the event list is borrowed.
+pub struct Core {
+    pub conns: Vec<Conn>,
+    pub clock: Clock,
+    pub errors: Errors,
+    pub stats: Stats,
+    plan: OpenPlan,
+    /// Connections `next..goal` are still to be started.
+    next: usize,
+    goal: usize,
+    in_flight: usize,
+    /// Started connections in start order, for the handshake timeout (removed lazily).
+    started: VecDeque<usize>,
+    open_began: u64,
+}
+
+impl Fleet {
+    /// `count` connections, none started yet.
+    pub fn new(plan: OpenPlan, count: usize, clock: Clock) -> io::Result<Self> {
+        let mut rng = Rng::seeded();
+        let conns = (0..count)
+            .map(|_| {
+                let r = rng.next().to_le_bytes();
+                let mask = [r[0], r[1], r[2], r[3]];
+                let mut nonce = [0; 16];
+                nonce[..8].copy_from_slice(&rng.next().to_le_bytes());
+                nonce[8..].copy_from_slice(&rng.next().to_le_bytes());
+                Conn::new(plan.read_capacity, mask, handshake::key(nonce))
+            })
+            .collect();
+        Ok(Self {
+            poll: Poll::new()?,
+            events: Events::with_capacity(1024),
+            core: Core {
+                conns,
+                clock,
+                errors: Errors::default(),
+                stats: Stats {
+                    opened: 0,
+                    first_start: None,
+                    last_open: 0,
+                    handshake: Histogram::new(),
+                    pings: 0,
+                    clean_closes: 0,
+                },
+                plan,
+                next: 0,
+                goal: 0,
+                in_flight: 0,
+                started: VecDeque::new(),
+                open_began: 0,
+            },
+        })
+    }
+
+    /// Starts opening connections `0..goal` (cumulative: a later call opens more).
+    pub fn open(&mut self, goal: usize) {
+        let c = &mut self.core;
+        c.goal = goal.min(c.conns.len());
+        c.open_began = c.clock.now();
+    }
+
+    /// True once every connection asked for has opened or failed.
+    pub fn opening_done(&self) -> bool {
+        self.core.next >= self.core.goal && self.core.in_flight == 0
+    }
+
+    /// Waits for events at most `timeout`, and handles them.
+    ///
+    /// # Errors
+    /// Only a failure of `epoll` itself.
+    pub fn turn(&mut self, timeout: Duration, app: &mut impl App) -> io::Result<()> {
+        let registry = self.poll.registry();
+        self.core.start_more(registry);
+        let timeout = if self.opening_done() { timeout } else { timeout.min(Duration::from_millis(5)) };
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            r => r?,
+        }
+        let now = self.core.clock.now();
+        let registry = self.poll.registry();
+        for event in self.events.iter() {
+            self.core.on_event(registry, event, now, app);
+        }
+        self.core.expire_handshakes(registry, now);
+        Ok(())
+    }
+
+    /// Sends what connection `id` has queued (after an `App` queued output outside a callback).
+    pub fn flush(&mut self, id: usize) {
+        let registry = self.poll.registry();
+        self.core.flush(registry, id);
+    }
+
+    /// Starts the close handshake (code 1000) on every open connection, and waits until each
+    /// is closed or `timeout` has passed; the rest are dropped and counted.
+    ///
+    /// # Errors
+    /// Only a failure of `epoll` itself.
+    pub fn close_all(&mut self, timeout: Duration, app: &mut impl App) -> io::Result<()> {
+        self.core.goal = self.core.next; // start nothing new
+        for id in 0..self.core.conns.len() {
+            let c = &mut self.core.conns[id];
+            if c.state == State::Open {
+                c.wr.push_close(Some(1000));
+                c.close_sent = true;
+                c.state = State::Closing;
+                self.flush(id);
+            }
+        }
+        let deadline = self.core.clock.now() + timeout.as_nanos() as u64;
+        while self.core.live() > 0 {
+            let now = self.core.clock.now();
+            if now >= deadline {
+                break;
+            }
+            self.turn(Duration::from_nanos(deadline - now), app)?;
+        }
+        let registry = self.poll.registry();
+        for id in 0..self.core.conns.len() {
+            if self.core.conns[id].stream.is_some() {
+                self.core.errors.close_timeout += 1;
+                self.core.drop_conn(registry, id);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Core {
+    /// Connections with a socket.
+    pub fn live(&self) -> usize {
+        self.conns.iter().filter(|c| c.stream.is_some()).count()
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.conns.iter().filter(|c| c.is_open()).count()
+    }
+
+    /// Handshakes per second over the opening phase.
+    pub fn handshake_rate(&self) -> Option<f64> {
+        let first = self.stats.first_start?;
+        let span = self.stats.last_open.checked_sub(first)? as f64 / 1e9;
+        (span > 0.0).then(|| self.stats.opened as f64 / span)
+    }
+
+    fn start_more(&mut self, registry: &Registry) {
+        let now = self.clock.now();
+        let allowed = if self.plan.rate_limit > 0.0 {
+            let secs = now.saturating_sub(self.open_began) as f64 / 1e9;
+            (secs * self.plan.rate_limit) as usize + 1
+        } else {
+            usize::MAX
+        };
+        let mut begun = 0;
+        while self.next < self.goal && self.in_flight < self.plan.in_flight && begun < allowed {
+            let id = self.next;
+            self.next += 1;
+            begun += 1;
+            self.start(registry, id, now);
+        }
+        // The rate limit counts from the phase start; carry on where it left off.
+        if self.plan.rate_limit > 0.0 && begun > 0 {
+            self.open_began += (begun as f64 / self.plan.rate_limit * 1e9) as u64;
+            self.open_began = self.open_began.min(now);
+        }
+    }
+
+    fn start(&mut self, registry: &Registry, id: usize, now: u64) {
+        self.stats.first_start.get_or_insert(now);
+        let sources = &self.plan.sources;
+        let source = (!sources.is_empty()).then(|| sources[id % sources.len()]);
+        let stream = connect(self.plan.target.addr, source).and_then(|mut s| {
+            registry.register(&mut s, Token(id), Interest::READABLE | Interest::WRITABLE)?;
+            Ok(s)
+        });
+        let c = &mut self.conns[id];
+        match stream {
+            Ok(s) => {
+                c.stream = Some(s);
+                c.state = State::Connecting;
+                c.since = now;
+                let t = &self.plan.target;
+                let mut req = Vec::with_capacity(256);
+                handshake::push_request(&mut req, &t.host, &t.path, &c.key);
+                c.wr.push_raw(&req);
+                self.in_flight += 1;
+                self.started.push_back(id);
+            }
+            Err(e) => {
+                c.state = State::Closed;
+                self.errors.connect += 1;
+                self.errors.note(id, format_args!("connect from {source:?}: {e}"));
+            }
+        }
+    }
+
+    fn expire_handshakes(&mut self, registry: &Registry, now: u64) {
+        let limit = self.plan.handshake_timeout.as_nanos() as u64;
+        while let Some(&id) = self.started.front() {
+            let c = &self.conns[id];
+            if !matches!(c.state, State::Connecting | State::Handshaking) {
+                self.started.pop_front();
+            } else if now.saturating_sub(c.since) >= limit {
+                self.started.pop_front();
+                self.errors.timeout += 1;
+                self.errors.note(id, format_args!("handshake timed out ({:?})", c.state));
+                self.fail_handshake(registry, id);
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn fail_handshake(&mut self, registry: &Registry, id: usize) {
+        self.in_flight -= 1;
+        self.drop_conn(registry, id);
+    }
+
+    fn drop_conn(&mut self, registry: &Registry, id: usize) {
+        let c = &mut self.conns[id];
+        if let Some(mut s) = c.stream.take() {
+            let _ = registry.deregister(&mut s);
+        }
+        c.state = State::Closed;
+    }
+
+    fn on_event(&mut self, registry: &Registry, event: &MioEvent, now: u64, app: &mut impl App) {
+        let id = event.token().0;
+        let Some(c) = self.conns.get_mut(id) else { return };
+        if c.state == State::Connecting {
+            let Some(stream) = c.stream.as_ref() else { return };
+            // mio: a connect completes when the socket turns writable and has a peer.
+            let outcome = match stream.take_error() {
+                Ok(Some(e)) | Err(e) => Err(e),
+                Ok(None) => match stream.peer_addr() {
+                    Ok(_) => Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+                    Err(e) => Err(e),
+                },
+            };
+            match outcome {
+                Ok(true) => c.state = State::Handshaking,
+                Ok(false) => return,
+                Err(e) => {
+                    self.errors.connect += 1;
+                    self.errors.note(id, format_args!("connect: {e}"));
+                    self.fail_handshake(registry, id);
+                    return;
+                }
+            }
+        }
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            self.read(registry, id, now, app);
+        }
+        self.flush(registry, id);
+    }
+
+    fn flush(&mut self, registry: &Registry, id: usize) {
+        let c = &mut self.conns[id];
+        if c.state == State::Connecting || !c.wr.has_pending() {
+            return;
+        }
+        let Some(stream) = c.stream.as_mut() else { return };
+        if let Err(e) = c.wr.flush(stream) {
+            self.broken(registry, id, &e);
+        }
+    }
+
+    /// Reads until the socket is drained, handling what arrives.
+    fn read(&mut self, registry: &Registry, id: usize, now: u64, app: &mut impl App) {
+        loop {
+            let c = &mut self.conns[id];
+            let Some(stream) = c.stream.as_mut() else { return };
+            let spare = c.rd.spare();
+            let want = spare.len();
+            match stream.read(spare) {
+                Ok(0) => return self.eof(registry, id),
+                Ok(n) => {
+                    c.rd.filled(n);
+                    self.process(registry, id, now, app);
+                    // epoll(7): a short read on a stream socket means it is drained, and new
+                    // data will raise a new edge; this saves the read that only says EAGAIN.
+                    if n < want {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.broken(registry, id, &e),
+            }
+        }
+    }
+
+    fn process(&mut self, registry: &Registry, id: usize, now: u64, app: &mut impl App) {
+        let c = &mut self.conns[id];
+        if c.state == State::Handshaking {
+            match handshake::parse_response(c.rd.pending(), &c.key) {
+                Ok(None) if c.rd.is_full() => {
+                    self.errors.malformed_response += 1;
+                    self.errors.note(id, format_args!("response head larger than the read buffer"));
+                    return self.fail_handshake(registry, id);
+                }
+                Ok(None) => return,
+                Ok(Some(head)) => {
+                    c.rd.consume(head);
+                    c.state = State::Open;
+                    self.in_flight -= 1;
+                    self.stats.opened += 1;
+                    self.stats.last_open = now;
+                    self.stats.handshake.record(now.saturating_sub(c.since));
+                    app.on_open(id, &mut c.wr, now);
+                }
+                Err(refusal) => {
+                    match refusal {
+                        Refusal::Status(code) => bump(&mut self.errors.status, code),
+                        Refusal::BadUpgrade => self.errors.bad_upgrade += 1,
+                        Refusal::Malformed => self.errors.malformed_response += 1,
+                    }
+                    let head = String::from_utf8_lossy(c.rd.pending());
+                    let line = head.lines().next().unwrap_or("").to_owned();
+                    self.errors.note(id, format_args!("upgrade refused: {refusal:?}: {line}"));
+                    return self.fail_handshake(registry, id);
+                }
+            }
+        }
+        let Conn { rd, wr, state, close_sent, close_received, .. } = c;
+        let (errors, stats) = (&mut self.errors, &mut self.stats);
+        let result = rd.drain(|ev| match ev {
+            Event::Message { text, head, len } => app.on_message(id, wr, now, text, head, len),
+            Event::Ping(payload) => {
+                stats.pings += 1;
+                if !*close_sent {
+                    wr.push_frame(op::PONG, payload);
+                }
+            }
+            Event::Pong => {}
+            Event::Close { code } => {
+                *close_received = true;
+                *state = State::Closing;
+                if !*close_sent {
+                    // The server started the close: unexpected in every mode. Echo its code.
+                    bump(&mut errors.server_close, code.unwrap_or(1005));
+                    errors.note(id, format_args!("server sent close {code:?}"));
+                    wr.push_close(code);
+                    *close_sent = true;
+                }
+            }
+        });
+        if let Err(e) = result {
+            self.errors.protocol += 1;
+            self.errors.note(id, format_args!("protocol error from the server: {e}"));
+            self.drop_conn(registry, id);
+        }
+    }
+
+    fn eof(&mut self, registry: &Registry, id: usize) {
+        let c = &self.conns[id];
+        match c.state {
+            State::Connecting | State::Handshaking => {
+                self.errors.dropped_in_handshake += 1;
+                self.errors.note(id, format_args!("closed by the server during the handshake"));
+                return self.fail_handshake(registry, id);
+            }
+            State::Closing if c.close_received => self.stats.clean_closes += 1,
+            _ => {
+                self.errors.dropped += 1;
+                self.errors.note(id, format_args!("closed without a close frame ({:?})", c.state));
+            }
+        }
+        self.drop_conn(registry, id);
+    }
+
+    fn broken(&mut self, registry: &Registry, id: usize, e: &io::Error) {
+        let state = self.conns[id].state;
+        self.errors.note(id, format_args!("I/O error ({state:?}): {e}"));
+        if matches!(state, State::Connecting | State::Handshaking) {
+            self.errors.dropped_in_handshake += 1;
+            self.fail_handshake(registry, id);
+        } else {
+            self.errors.dropped += 1;
+            self.drop_conn(registry, id);
+        }
+    }
+}
+
+/// A non-blocking TCP connect, from `source` if given, with Nagle off (small frames must not
+/// wait for an ACK).
+fn connect(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let s = Socket::new(Domain::for_address(target), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_nonblocking(true)?;
+    s.set_tcp_nodelay(true)?;
+    if let Some(ip) = source {
+        s.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    match s.connect(&target.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(s.into()))
+}
+
+/// xorshift64*: mask keys and handshake nonces. A load generator needs variety, not secrecy.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn seeded() -> Self {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Self((t ^ u64::from(std::process::id()).rotate_left(32)) | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}

@@ -1,0 +1,157 @@
+// The dashboard page in headless Chromium against the real relay binary.
+// Usage: node tests/browser/dashboard.mjs path/to/emberws
+// Checks what a person would see: the connection state, live values per topic, the chart,
+// a typed subscription pattern, and reconnection after the server goes away and comes back.
+import { spawn } from 'node:child_process';
+import { chromium } from 'playwright-core';
+import WebSocket from 'ws';
+
+const binary = process.argv[2] ?? 'target/release/emberws';
+const WAIT = 30_000;
+let passed = 0;
+let failed = 0;
+
+function startRelay(listen) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(binary, ['--listen', listen], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let seen = '';
+    const timer = setTimeout(() => reject(new Error(`relay did not start: ${seen}`)), WAIT);
+    child.stderr.on('data', (chunk) => {
+      seen += chunk;
+      const m = /listening on ws:\/\/(\S+)/.exec(seen);
+      if (m && !child.addr) {
+        child.addr = m[1];
+        clearTimeout(timer);
+        resolve(child);
+      }
+    });
+    child.on('exit', (code) => reject(new Error(`relay exited with ${code}: ${seen}`)));
+  });
+}
+
+function stopRelay(child) {
+  return new Promise((resolve) => {
+    child.removeAllListeners('exit');
+    child.on('exit', resolve);
+    child.kill('SIGTERM');
+  });
+}
+
+function publisher(addr) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://${addr}/`);
+    ws.on('open', () => resolve(ws));
+    ws.on('error', reject);
+  });
+}
+
+function publish(ws, topic, data) {
+  ws.send(JSON.stringify({ type: 'publish', topic, data }));
+}
+
+async function check(name, fn) {
+  try {
+    await fn();
+    passed += 1;
+    console.log(`ok   ${name}`);
+  } catch (e) {
+    failed += 1;
+    console.log(`FAIL ${name}: ${e.message}`);
+  }
+}
+
+const relay = await startRelay('127.0.0.1:0');
+const addr = relay.addr;
+let restarted = null;
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  args: [
+    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  ],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1100, height: 800 } });
+  const pageErrors = [];
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  await page.goto(`http://${addr}/`);
+  const pub = await publisher(addr);
+
+  await check('the page connects and says so', async () => {
+    await page.waitForFunction(() => /open/i.test(document.querySelector('#state')?.textContent ?? ''), null, { timeout: WAIT });
+  });
+
+  await check('a published number shows as the topic\'s latest value', async () => {
+    // The page subscribes to # on open; publish until its subscription is in place.
+    const deadline = Date.now() + WAIT;
+    let value = 20;
+    for (;;) {
+      value += 0.5;
+      publish(pub, 'sensors/temp', value);
+      const shown = await page.locator('#topics [data-topic="sensors/temp"] .value').textContent({ timeout: 1000 }).catch(() => null);
+      if (shown && shown.includes(String(value))) break;
+      if (Date.now() > deadline) throw new Error(`value ${value} never shown (saw ${shown})`);
+    }
+  });
+
+  await check('objects show and numeric fields are charted', async () => {
+    for (let i = 0; i < 20; i++) publish(pub, 'sensors/env', { celsius: 20 + i, humidity: 40 + (i % 5) });
+    await page.waitForFunction(() => /humidity/.test(document.querySelector('#topics [data-topic="sensors/env"] .value')?.textContent ?? ''), null, { timeout: WAIT });
+    await page.waitForFunction(() => {
+      const c = document.querySelector('#chart');
+      if (!c || !c.width || !c.height) return false;
+      const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      for (let i = 3; i < px.length; i += 4) if (px[i] !== 0) return true;
+      return false;
+    }, null, { timeout: WAIT });
+  });
+
+  await check('a typed pattern replaces the subscription', async () => {
+    await page.fill('#pattern', 'other/+');
+    await page.click('#subscribe');
+    const deadline = Date.now() + WAIT;
+    for (;;) {
+      publish(pub, 'other/x', 'hello');
+      const shown = await page.locator('#topics [data-topic="other/x"] .value').textContent({ timeout: 1000 }).catch(() => null);
+      if (shown && shown.includes('hello')) break;
+      if (Date.now() > deadline) throw new Error('other/x never shown');
+    }
+    const before = await page.locator('#topics [data-topic="sensors/temp"] .value').textContent().catch(() => null);
+    publish(pub, 'sensors/temp', 99.25);
+    publish(pub, 'other/x', 'after');
+    await page.waitForFunction(() => /after/.test(document.querySelector('#topics [data-topic="other/x"] .value')?.textContent ?? ''), null, { timeout: WAIT });
+    const after = await page.locator('#topics [data-topic="sensors/temp"] .value').textContent().catch(() => null);
+    if (after && after.includes('99.25')) throw new Error(`unsubscribed topic still updated (${before} -> ${after})`);
+  });
+
+  pub.close();
+  await check('the page notices the server going away', async () => {
+    await stopRelay(relay);
+    await page.waitForFunction(() => !/^\s*open/i.test(document.querySelector('#state')?.textContent ?? ''), null, { timeout: WAIT });
+  });
+
+  await check('and reconnects when it is back', async () => {
+    restarted = await startRelay(addr);
+    await page.waitForFunction(() => /^\s*open/i.test(document.querySelector('#state')?.textContent ?? ''), null, { timeout: 60_000 });
+    const pub2 = await publisher(addr);
+    const deadline = Date.now() + WAIT;
+    for (;;) {
+      publish(pub2, 'other/y', 'again');
+      const shown = await page.locator('#topics [data-topic="other/y"] .value').textContent({ timeout: 1000 }).catch(() => null);
+      if (shown && shown.includes('again')) break;
+      if (Date.now() > deadline) throw new Error('no message after reconnecting');
+    }
+    pub2.close();
+  });
+
+  await check('no script errors on the page', async () => {
+    if (pageErrors.length) throw new Error(pageErrors.join('; '));
+  });
+  await page.screenshot({ path: 'target/dashboard.png' }).catch(() => {});
+} finally {
+  await browser.close();
+  if (restarted) await stopRelay(restarted);
+  relay.kill('SIGKILL');
+}
+console.log(`dashboard: ${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
