@@ -627,8 +627,10 @@ impl Conn {
         self.close_sent = true;
     }
 
-    /// Writes a whole frame: to `out` while nothing is queued (the loop writes `out` first),
-    /// else to the queue; `urgent` control frames go ahead of queued data.
+    /// Writes a whole frame: to `out` while nothing is queued, else to the queue; `urgent`
+    /// control frames go ahead of queued data. Order holds because the loop, too, adds to
+    /// `out` only while the queue is empty, and moves what the socket did not take of `out`
+    /// into the queue.
     fn write_frame(&mut self, out: &mut Vec<u8>, urgent: bool, opcode: OpCode, payload: &[u8]) {
         let header = FrameHeader::new(true, opcode, payload.len() as u64);
         let mut head = [0u8; FrameHeader::MAX_LEN];
