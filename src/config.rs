@@ -25,6 +25,9 @@ pub enum SlowConsumer {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Config {
+    /// Pending connections the kernel queues before `accept` (the listen backlog, capped by
+    /// `net.core.somaxconn`). Default 1024. Kernel memory only.
+    pub listen_backlog: u32,
     /// Open connections (handshaking or upgraded) at most; past it, 503 with `Retry-After`.
     /// Default 1024. Costs nothing until used.
     pub max_connections: usize,
@@ -75,6 +78,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            listen_backlog: 1024,
             max_connections: 1024,
             max_connections_per_ip: 0,
             max_request_head: 8 * 1024,
@@ -111,6 +115,8 @@ macro_rules! setters {
 
 impl Config {
     setters! {
+        /// Sets [`Config::listen_backlog`].
+        listen_backlog: u32;
         /// Sets [`Config::max_connections`].
         max_connections: usize;
         /// Sets [`Config::max_connections_per_ip`].

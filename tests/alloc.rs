@@ -68,8 +68,12 @@ fn spawn_counted() -> std::net::SocketAddr {
     util::init();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut server =
-            Server::bind("127.0.0.1:0".parse().unwrap(), Config::default(), EchoOrPublish).unwrap();
+        let mut server = Server::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            Config::default(),
+            EchoOrPublish,
+        )
+        .unwrap();
         tx.send(server.local_addr()).unwrap();
         COUNTED.with(|c| c.set(true));
         server.run().unwrap();
@@ -91,7 +95,9 @@ fn round_trips(client: &mut RawClient, n: usize, sizes: &[usize]) {
     for i in 0..n {
         let size = sizes[i % sizes.len()];
         let payload = vec![b'a' + (i % 26) as u8; size];
-        client.send(&raw::client_frame(true, raw::op::TEXT, &payload)).unwrap();
+        client
+            .send(&raw::client_frame(true, raw::op::TEXT, &payload))
+            .unwrap();
         assert_eq!(message(client).len(), size);
     }
 }
@@ -109,16 +115,20 @@ fn steady_state_echo_and_publish_allocate_nothing_per_message() {
     let echo_allocs = ALLOCATIONS.load(Ordering::SeqCst) - before;
     assert_eq!(echo_allocs, 0, "{echo_allocs} allocations in 2000 echoes");
 
-    let mut subscribers: Vec<RawClient> = (0..10).map(|_| RawClient::connect(addr).unwrap()).collect();
+    let mut subscribers: Vec<RawClient> =
+        (0..10).map(|_| RawClient::connect(addr).unwrap()).collect();
     for s in &mut subscribers {
-        s.send(&raw::client_frame(true, raw::op::TEXT, b"sub")).unwrap();
+        s.send(&raw::client_frame(true, raw::op::TEXT, b"sub"))
+            .unwrap();
         assert_eq!(message(s), b"subscribed");
     }
     let mut publisher = RawClient::connect(addr).unwrap();
     let publish = |publisher: &mut RawClient, subscribers: &mut [RawClient], n: usize| {
         for i in 0..n {
             let text = format!("pub:reading {i}");
-            publisher.send(&raw::client_frame(true, raw::op::TEXT, text.as_bytes())).unwrap();
+            publisher
+                .send(&raw::client_frame(true, raw::op::TEXT, text.as_bytes()))
+                .unwrap();
             for s in subscribers.iter_mut() {
                 assert_eq!(message(s), text.as_bytes()[4..].to_vec());
             }
@@ -128,5 +138,8 @@ fn steady_state_echo_and_publish_allocate_nothing_per_message() {
     let before = ALLOCATIONS.load(Ordering::SeqCst);
     publish(&mut publisher, &mut subscribers, 1000);
     let publish_allocs = ALLOCATIONS.load(Ordering::SeqCst) - before;
-    assert_eq!(publish_allocs, 0, "{publish_allocs} allocations in 1000 publishes to 10");
+    assert_eq!(
+        publish_allocs, 0,
+        "{publish_allocs} allocations in 1000 publishes to 10"
+    );
 }

@@ -12,10 +12,11 @@
 mod util;
 
 use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use emberws::Config;
+use emberws::{Config, Ctx, Handler, Message as Msg};
 use tungstenite::Message;
 use util::raw::{self, op, Closed, Event, RawClient, IO_TIMEOUT};
 use util::{spawn_server, Echo, TestServer};
@@ -600,44 +601,107 @@ fn wait_for_open_connections(server: &TestServer, n: u64, what: &str) {
     }
 }
 
+/// Echoes, except that the text message `stall` blocks the loop until the test releases
+/// it: a way to have a client's bytes and its FIN arrive together while the server is not
+/// reading, without sleeping.
+struct Staller {
+    entered: mpsc::Sender<()>,
+    release: mpsc::Receiver<()>,
+}
+
+impl Handler for Staller {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Msg<'_>) {
+        if msg == Msg::Text("stall") {
+            let _ = self.entered.send(());
+            // Returns at once if the test ended (the sender is gone).
+            let _ = self.release.recv();
+        } else {
+            ctx.send(msg);
+        }
+    }
+}
+
+/// The test's side of a [`Staller`] server.
+struct LoopStall {
+    entered: mpsc::Receiver<()>,
+    release: mpsc::Sender<()>,
+}
+
+impl LoopStall {
+    fn server(cfg: Config) -> (TestServer, LoopStall) {
+        let (entered_tx, entered) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel();
+        let handler = Staller {
+            entered: entered_tx,
+            release: release_rx,
+        };
+        (spawn_server(cfg, handler), LoopStall { entered, release })
+    }
+
+    /// Has `staller` (an open connection) block the loop; returns once it is blocked.
+    fn stall(&self, staller: &mut RawClient) {
+        staller
+            .send(&raw::client_frame(true, op::TEXT, b"stall"))
+            .unwrap();
+        self.entered
+            .recv_timeout(IO_TIMEOUT)
+            .expect("the loop did not stall");
+    }
+
+    /// Lets the loop go on.
+    fn release(&self) {
+        self.release.send(()).expect("the server is gone");
+    }
+}
+
 #[test]
 fn releases_a_failed_connection_when_the_client_sends_more_and_closes_tcp() {
-    // Long timers, so that only the client's FIN can end the connection.
+    // Timers longer than the wait below, so that only the client's FIN can end the
+    // connection in time.
     let cfg = Config::default()
-        .close_timeout(Duration::from_secs(600))
+        .close_timeout(Duration::from_secs(40))
         .ping_interval(None);
-    let server = spawn_server(cfg, Echo);
+    let (server, stall) = LoopStall::server(cfg);
     with_bystander(server.addr, |addr| {
+        let mut staller = open(addr);
         let mut client = open(addr);
         client
             .send(&raw::frame(true, 0, op::TEXT, b"unmasked", false))
             .unwrap();
         expect_close(&mut client, 1002, "unmasked frame");
-        // More bytes and the FIN right behind them.
-        let _ = client.send(&raw::client_frame(true, op::TEXT, b"too late"));
+        // More bytes and the FIN right behind them, both there before the server reads.
+        stall.stall(&mut staller);
+        client
+            .send(&raw::client_frame(true, op::TEXT, b"too late"))
+            .unwrap();
         client.shutdown_write().unwrap();
+        stall.release();
+        // The bystander and the staller are left.
+        wait_for_open_connections(&server, 2, "after the failed client's FIN");
         drop(client);
-        // Only the bystander is left.
-        wait_for_open_connections(&server, 1, "after the failed client's FIN");
     });
 }
 
 #[test]
 fn closes_tcp_when_the_client_ends_tcp_right_after_a_frame() {
     // No pings: only the client's FIN can end the connection.
-    let server = spawn_server(Config::default().ping_interval(None), Echo);
+    let (server, stall) = LoopStall::server(Config::default().ping_interval(None));
     with_bystander(server.addr, |addr| {
+        let mut staller = open(addr);
         let mut client = open(addr);
-        // A last message and the FIN right behind it, without a close frame.
+        // A last message and the FIN right behind it, without a close frame, both there
+        // before the server reads.
+        stall.stall(&mut staller);
         client
             .send(&raw::client_frame(true, op::TEXT, b"last words"))
             .unwrap();
         client.shutdown_write().unwrap();
+        stall.release();
         expect_message(&mut client, op::TEXT, b"last words");
         expect_eof(&mut client, "after the client's FIN");
+        let stats = server.handle.stats().expect("stats");
+        assert_eq!(stats.closes_with(1006), 1, "{}", stats.to_json());
     });
-    let stats = server.handle.stats().expect("stats");
-    assert_eq!(stats.closes_with(1006), 1, "{}", stats.to_json());
 }
 
 // ---------------------------------------------------------------------------------

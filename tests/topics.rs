@@ -9,6 +9,7 @@
 
 mod util;
 
+use std::io::Write;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use emberws::{CloseCode, Config, Ctx, Handler, Message as Msg, SlowConsumer};
 use socket2::{Domain, Socket, Type};
 use tungstenite::{Message, WebSocket};
-use util::raw::{op, random_key, upgrade_request, Event, RawClient};
+use util::raw::{self, op, random_key, upgrade_request, Event, RawClient};
 use util::{spawn_server, TestServer};
 
 type Client = WebSocket<TcpStream>;
@@ -294,6 +295,16 @@ fn subscriptions_end_with_the_connection() {
 fn broadcast_reaches_every_open_connection() {
     let (server, _) = start(Config::default());
     let mut clients: Vec<Client> = (0..5).map(|_| connect(&server)).collect();
+    // A connection still in its handshake is not open: no broadcast for it.
+    let mut pending = raw::connect_tcp(server.addr).unwrap();
+    let key = raw::random_key();
+    let request = raw::upgrade_request(&server.addr.to_string(), "/", &key, &[]);
+    let (first, rest) = request.split_at(16);
+    pending.write_all(first.as_bytes()).unwrap();
+    eventually("the pending connection to be accepted", || {
+        (server.handle.stats().ok()?.connections_open == 6).then_some(())
+    });
+
     send(&mut clients[0], "all:hello everyone");
     let mut sender_got = vec![recv(&mut clients[0]), recv(&mut clients[0])];
     sender_got.sort();
@@ -302,21 +313,71 @@ fn broadcast_reaches_every_open_connection() {
         assert_eq!(recv(ws), "hello everyone");
     }
 
-    // After one closes, a broadcast reaches the four left.
+    // It completes its handshake: the next broadcast is the first thing it gets.
+    pending.write_all(rest.as_bytes()).unwrap();
+    let mut late = RawClient::from_stream(pending);
+    assert_eq!(late.read_http_head().unwrap().status, 101);
+    server
+        .handle
+        .broadcast(Msg::Text("from the handle"))
+        .unwrap();
+    for ws in &mut clients {
+        assert_eq!(recv(ws), "from the handle");
+    }
+    assert_eq!(
+        late.read_event().unwrap(),
+        Event::Message {
+            binary: false,
+            payload: b"from the handle".to_vec()
+        }
+    );
+
+    // After one closes, a broadcast reaches the five left.
     let gone = clients.pop().unwrap();
     close(gone);
     eventually("the closed connection to be gone", || {
-        (server.handle.stats().ok()?.connections_open == 4).then_some(())
+        (server.handle.stats().ok()?.connections_open == 5).then_some(())
     });
     send(&mut clients[1], "all:again");
     let mut sender_got = vec![recv(&mut clients[1]), recv(&mut clients[1])];
     sender_got.sort();
-    assert_eq!(sender_got, ["again", "n:4"]);
+    assert_eq!(sender_got, ["again", "n:5"]);
     for (i, ws) in clients.iter_mut().enumerate() {
         if i != 1 {
             assert_eq!(recv(ws), "again");
         }
     }
+    assert_eq!(
+        late.read_event().unwrap(),
+        Event::Message {
+            binary: false,
+            payload: b"again".to_vec()
+        }
+    );
+}
+
+#[test]
+fn subscriptions_per_connection_are_capped() {
+    let (server, _) = start(Config::default().max_subscriptions(2));
+    let mut ws = connect(&server);
+    subscribe(&mut ws, "a");
+    subscribe(&mut ws, "b/#");
+    send(&mut ws, "sub:c");
+    assert_eq!(recv(&mut ws), "subscribed:c:false");
+    send(&mut ws, "sub:a");
+    assert_eq!(
+        recv(&mut ws),
+        "subscribed:a:false",
+        "a repeated subscribe should say false"
+    );
+    let mut publisher = connect(&server);
+    assert_eq!(publish(&mut publisher, "c", "no"), 0);
+    // Unsubscribing makes room again.
+    send(&mut ws, "unsub:a");
+    assert_eq!(recv(&mut ws), "unsubscribed:a:true");
+    subscribe(&mut ws, "c");
+    assert_eq!(publish(&mut publisher, "c", "yes"), 1);
+    assert_eq!(recv(&mut ws), "yes");
 }
 
 #[test]
@@ -430,6 +491,7 @@ fn fast_subscriber(
         loop {
             let m = recv(&mut fast);
             if m == "END" {
+                close(fast);
                 return got;
             }
             got.push(index_of(m.as_bytes()));
@@ -514,47 +576,55 @@ fn slow_consumer_is_closed_with_1008_and_the_fast_one_gets_everything() {
     );
     assert_eq!(counts.last(), Some(&1));
 
+    // The slow one reads at last: a gapless prefix of the firehose, then the 1008 close,
+    // which it answers.
+    let reader = thread::spawn(move || {
+        let mut next = 0;
+        loop {
+            match slow
+                .read_event()
+                .expect("the slow subscriber's connection failed")
+            {
+                Event::Message { payload, .. } => {
+                    assert_eq!(
+                        index_of(&payload),
+                        next,
+                        "the slow subscriber's stream has a gap"
+                    );
+                    next += 1;
+                }
+                Event::Close { code, .. } => {
+                    assert_eq!(code, Some(1008), "the slow subscriber's close code");
+                    slow.send_close(1008, b"").unwrap();
+                    slow.wait_for_eof(DEADLINE)
+                        .expect("the server did not end the connection");
+                    return next;
+                }
+                other => panic!("the slow subscriber got {other:?} instead of a close frame"),
+            }
+        }
+    });
+    let slow_got = reader.join().expect("slow reader panicked");
+    assert!(
+        slow_got < counts.len(),
+        "the slow subscriber got everything: it was never slow"
+    );
+
     publish_end_when_drained(&server);
     let got = fast.join().expect("fast subscriber panicked");
     assert!(
         got == (0..counts.len()).collect::<Vec<_>>(),
         "the fast subscriber missed messages"
     );
-
-    eprintln!(
-        "DEBUG before slow read: {:?} counts.len={}",
-        server.handle.stats().unwrap(),
-        counts.len()
-    );
-    // The slow one finally reads: a gapless prefix of the firehose, then the 1008 close
-    // (or the TCP connection already gone).
-    let mut next = 0;
-    loop {
-        match slow.read_event() {
-            Ok(Event::Message { payload, .. }) => {
-                assert_eq!(
-                    index_of(&payload),
-                    next,
-                    "the slow subscriber's stream has a gap"
-                );
-                next += 1;
-            }
-            Ok(Event::Close { code, .. }) => {
-                assert_eq!(code, Some(1008));
-                break;
-            }
-            Ok(Event::Eof) => break,
-            Ok(other) => panic!("unexpected {other:?}"),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
-            Err(e) => panic!(
-                "reading the slow subscriber: {e} next={next} stats={:?}",
-                server.handle.stats()
-            ),
-        }
-    }
-    assert!(
-        next < counts.len(),
-        "the slow subscriber got everything: it was never slow"
+    eventually("every connection to end", || {
+        (server.handle.stats().ok()?.connections_open == 0).then_some(())
+    });
+    let mut codes = closes.lock().unwrap().clone();
+    codes.sort_unstable();
+    assert_eq!(
+        codes,
+        [1005, 1005, 1008],
+        "publisher, fast and slow subscriber closes"
     );
 }
 

@@ -78,3 +78,45 @@ pub fn mixed(len: usize) -> Vec<u8> {
     }
     out.into_bytes()
 }
+
+/// A socket stand-in for tungstenite, endless: each read returns the next bytes of `data`,
+/// starting over after its end (one read never spans two copies); writes are dropped.
+///
+/// A `WebSocket` over it is made once and read from in a loop, so what is timed is its steady
+/// state (a fresh one page-faults its 128 KiB read buffer in on the first read).
+pub struct Replay {
+    data: Vec<u8>,
+    pos: usize,
+}
+
+impl Replay {
+    /// Replays `data` for ever.
+    pub fn new(data: &[u8]) -> Self {
+        Replay {
+            data: data.to_vec(),
+            pos: 0,
+        }
+    }
+}
+
+impl std::io::Read for Replay {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.data.len() {
+            self.pos = 0;
+        }
+        let n = buf.len().min(self.data.len() - self.pos);
+        buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl std::io::Write for Replay {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -77,7 +77,12 @@ pub struct Writer {
 
 impl Writer {
     fn new(mask: [u8; 4]) -> Self {
-        Self { ctrl: Vec::with_capacity(256), ctrl_pos: 0, mask, repeat: None }
+        Self {
+            ctrl: Vec::with_capacity(256),
+            ctrl_pos: 0,
+            mask,
+            repeat: None,
+        }
     }
 
     /// This connection's mask key (one per connection, so frames can be masked once).
@@ -113,7 +118,12 @@ impl Writer {
     /// Sets the frame that `send_repeat` sends: `frame` is complete and already masked.
     pub fn set_repeat(&mut self, frame: &[u8], copies: usize) {
         let copies = copies.max(1);
-        let batch: Vec<u8> = frame.iter().copied().cycle().take(frame.len() * copies).collect();
+        let batch: Vec<u8> = frame
+            .iter()
+            .copied()
+            .cycle()
+            .take(frame.len() * copies)
+            .collect();
         self.repeat = Some(Repeat {
             batch: batch.into_boxed_slice(),
             frame_len: frame.len(),
@@ -157,7 +167,9 @@ impl Writer {
                 }
                 continue;
             }
-            let Some(r) = &mut self.repeat else { return Ok(()) };
+            let Some(r) = &mut self.repeat else {
+                return Ok(());
+            };
             if r.owed == 0 {
                 return Ok(());
             }
@@ -165,7 +177,11 @@ impl Writer {
             // current frame so a pong is not held back behind a whole batch.
             let frames = r.owed.min(r.copies as u64) as usize;
             let ctrl_waiting = self.ctrl_pos < self.ctrl.len();
-            let end = if ctrl_waiting { r.frame_len } else { frames * r.frame_len };
+            let end = if ctrl_waiting {
+                r.frame_len
+            } else {
+                frames * r.frame_len
+            };
             let want = end - r.cur;
             let Some(n) = write_some(w, &r.batch[r.cur..end])? else {
                 return Ok(());
@@ -227,7 +243,11 @@ mod tests {
         push_masked(&mut frame, op::BINARY, &[0xAB; 10], [9, 8, 7, 6]);
         wr.set_repeat(&frame, 3);
         wr.send_repeat(5);
-        let mut sock = Trickle { got: Vec::new(), room: 7, blocked: false };
+        let mut sock = Trickle {
+            got: Vec::new(),
+            room: 7,
+            blocked: false,
+        };
         let mut pong = Vec::new();
         push_masked(&mut pong, op::PONG, b"hi", [9, 8, 7, 6]);
         let mut rounds = 0;

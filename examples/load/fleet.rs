@@ -29,7 +29,15 @@ pub trait App {
     /// The upgrade completed; `wr` may queue the first messages.
     fn on_open(&mut self, _id: usize, _wr: &mut Writer, _now: u64) {}
     /// A complete message arrived (see `reader::Event::Message` for `head`).
-    fn on_message(&mut self, id: usize, wr: &mut Writer, now: u64, text: bool, head: &[u8], len: u64);
+    fn on_message(
+        &mut self,
+        id: usize,
+        wr: &mut Writer,
+        now: u64,
+        text: bool,
+        head: &[u8],
+        len: u64,
+    );
 }
 
 /// An `App` that ignores messages (connect mode, and the close phase).
@@ -44,6 +52,10 @@ impl App for Ignore {
 pub struct Clock(Instant);
 
 impl Clock {
+    pub fn new() -> Self {
+        Self(Instant::now())
+    }
+
     pub fn now(&self) -> u64 {
         self.0.elapsed().as_nanos() as u64
     }
@@ -75,7 +87,8 @@ pub struct Errors {
     /// Close frames the server started, by code (1005: no code).
     pub server_close: Vec<(u16, u64)>,
     pub close_timeout: u64,
-    noted: u32,
+    /// How many failures of each kind were printed in full.
+    noted: Vec<(&'static str, u32)>,
 }
 
 impl Errors {
@@ -102,23 +115,35 @@ impl Errors {
             + self.dropped_in_handshake
     }
 
-    /// Prints the first few failures in full; the rest are only counted.
-    fn note(&mut self, id: usize, what: std::fmt::Arguments<'_>) {
-        if self.noted < 10 {
-            eprintln!("load: [{id}] {what}");
-            self.noted += 1;
-            if self.noted == 10 {
-                eprintln!("load: (further errors are only counted)");
+    /// Prints the first three failures of each kind in full; the rest are only counted.
+    fn note(&mut self, kind: &'static str, id: usize, what: std::fmt::Arguments<'_>) {
+        let i = match self.noted.iter().position(|(k, _)| *k == kind) {
+            Some(i) => i,
+            None => {
+                self.noted.push((kind, 0));
+                self.noted.len() - 1
             }
+        };
+        let n = &mut self.noted[i].1;
+        *n += 1;
+        if *n <= 3 {
+            eprintln!("load: [{id}] {kind}: {what}");
+        }
+        if *n == 3 {
+            eprintln!("load: (further '{kind}' errors are only counted)");
         }
     }
 
     pub fn json(&self, extra: &[(&str, u64)]) -> Obj {
         let by_code = |v: &[(u16, u64)]| {
-            v.iter().fold(Obj::new(), |o, &(code, n)| o.u(&code.to_string(), n))
+            v.iter()
+                .fold(Obj::new(), |o, &(code, n)| o.u(&code.to_string(), n))
         };
         let mut o = Obj::new()
-            .u("total", self.total() + extra.iter().map(|&(_, n)| n).sum::<u64>())
+            .u(
+                "total",
+                self.total() + extra.iter().map(|&(_, n)| n).sum::<u64>(),
+            )
             .u("connect", self.connect)
             .u("handshake_timeout", self.timeout)
             .o("http_status", by_code(&self.status))
@@ -223,7 +248,7 @@ impl Fleet {
 
     /// True once every connection asked for has opened or failed.
     pub fn opening_done(&self) -> bool {
-        self.core.next >= self.core.goal && self.core.in_flight == 0
+        self.core.opening_done()
     }
 
     /// Waits for events at most `timeout`, and handles them.
@@ -232,8 +257,14 @@ impl Fleet {
     /// Only a failure of `epoll` itself.
     pub fn turn(&mut self, timeout: Duration, app: &mut impl App) -> io::Result<()> {
         let registry = self.poll.registry();
-        self.core.start_more(registry);
-        let timeout = if self.opening_done() { timeout } else { timeout.min(Duration::from_millis(5)) };
+        let more_now = self.core.start_more(registry);
+        let timeout = if more_now {
+            Duration::ZERO
+        } else if self.opening_done() {
+            timeout
+        } else {
+            timeout.min(Duration::from_millis(5)) // pace the rate limit, check timeouts
+        };
         match self.poll.poll(&mut self.events, Some(timeout)) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             r => r?,
@@ -245,6 +276,57 @@ impl Fleet {
         }
         self.core.expire_handshakes(registry, now);
         Ok(())
+    }
+
+    /// Opens connections `0..goal` and handles events until each has opened or failed, with a
+    /// progress line a second. Bounded: every handshake has a timeout.
+    ///
+    /// # Errors
+    /// Only a failure of `epoll` itself.
+    pub fn open_all(&mut self, goal: usize, app: &mut impl App) -> io::Result<()> {
+        self.open(goal);
+        let began = self.core.clock.now();
+        let mut note = began + 1_000_000_000;
+        while !self.opening_done() {
+            self.turn(Duration::from_millis(100), app)?;
+            let now = self.core.clock.now();
+            if now >= note {
+                note += 1_000_000_000;
+                eprintln!(
+                    "load: {} open, {} failed, {} in progress",
+                    self.core.stats.opened,
+                    self.core.errors.handshake_failures(),
+                    self.core.in_flight
+                );
+            }
+        }
+        eprintln!(
+            "load: {} of {goal} connections open ({} failed) in {:.2} s",
+            self.core.stats.opened,
+            self.core.errors.handshake_failures(),
+            (self.core.clock.now() - began) as f64 / 1e9
+        );
+        Ok(())
+    }
+
+    /// Handles events until the clock reaches `deadline` (ns) or `done` holds.
+    ///
+    /// # Errors
+    /// Only a failure of `epoll` itself.
+    pub fn run_until<A: App>(
+        &mut self,
+        deadline: u64,
+        app: &mut A,
+        mut done: impl FnMut(&Core, &A) -> bool,
+    ) -> io::Result<()> {
+        loop {
+            let now = self.core.clock.now();
+            if now >= deadline || done(&self.core, app) {
+                return Ok(());
+            }
+            let left = Duration::from_nanos(deadline - now).min(Duration::from_millis(100));
+            self.turn(left, app)?;
+        }
     }
 
     /// Sends what connection `id` has queued (after an `App` queued output outside a callback).
@@ -289,6 +371,11 @@ impl Fleet {
 }
 
 impl Core {
+    /// True once every connection asked for has opened or failed.
+    pub fn opening_done(&self) -> bool {
+        self.next >= self.goal && self.in_flight == 0
+    }
+
     /// Connections with a socket.
     pub fn live(&self) -> usize {
         self.conns.iter().filter(|c| c.stream.is_some()).count()
@@ -305,7 +392,8 @@ impl Core {
         (span > 0.0).then(|| self.stats.opened as f64 / span)
     }
 
-    fn start_more(&mut self, registry: &Registry) {
+    /// Starts connections within the bounds; true if it stopped only at the per-turn cap.
+    fn start_more(&mut self, registry: &Registry) -> bool {
         let now = self.clock.now();
         let allowed = if self.plan.rate_limit > 0.0 {
             let secs = now.saturating_sub(self.open_began) as f64 / 1e9;
@@ -313,6 +401,9 @@ impl Core {
         } else {
             usize::MAX
         };
+        // At most 64 per turn, so replies to earlier ones are read in between and their
+        // handshake times do not include the generator's own work of starting the rest.
+        let allowed = allowed.min(64);
         let mut begun = 0;
         while self.next < self.goal && self.in_flight < self.plan.in_flight && begun < allowed {
             let id = self.next;
@@ -325,6 +416,7 @@ impl Core {
             self.open_began += (begun as f64 / self.plan.rate_limit * 1e9) as u64;
             self.open_began = self.open_began.min(now);
         }
+        begun == 64 && self.next < self.goal && self.in_flight < self.plan.in_flight
     }
 
     fn start(&mut self, registry: &Registry, id: usize, now: u64) {
@@ -351,7 +443,8 @@ impl Core {
             Err(e) => {
                 c.state = State::Closed;
                 self.errors.connect += 1;
-                self.errors.note(id, format_args!("connect from {source:?}: {e}"));
+                self.errors
+                    .note("connect", id, format_args!("from {source:?}: {e}"));
             }
         }
     }
@@ -365,7 +458,11 @@ impl Core {
             } else if now.saturating_sub(c.since) >= limit {
                 self.started.pop_front();
                 self.errors.timeout += 1;
-                self.errors.note(id, format_args!("handshake timed out ({:?})", c.state));
+                self.errors.note(
+                    "timeout",
+                    id,
+                    format_args!("handshake timed out ({:?})", c.state),
+                );
                 self.fail_handshake(registry, id);
             } else {
                 break;
@@ -388,9 +485,13 @@ impl Core {
 
     fn on_event(&mut self, registry: &Registry, event: &MioEvent, now: u64, app: &mut impl App) {
         let id = event.token().0;
-        let Some(c) = self.conns.get_mut(id) else { return };
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
         if c.state == State::Connecting {
-            let Some(stream) = c.stream.as_ref() else { return };
+            let Some(stream) = c.stream.as_ref() else {
+                return;
+            };
             // mio: a connect completes when the socket turns writable and has a peer.
             let outcome = match stream.take_error() {
                 Ok(Some(e)) | Err(e) => Err(e),
@@ -405,14 +506,15 @@ impl Core {
                 Ok(false) => return,
                 Err(e) => {
                     self.errors.connect += 1;
-                    self.errors.note(id, format_args!("connect: {e}"));
+                    self.errors.note("connect", id, format_args!("{e}"));
                     self.fail_handshake(registry, id);
                     return;
                 }
             }
         }
-        if event.is_readable() || event.is_read_closed() || event.is_error() {
-            self.read(registry, id, now, app);
+        let closed = event.is_read_closed() || event.is_error();
+        if event.is_readable() || closed {
+            self.read(registry, id, now, app, closed);
         }
         self.flush(registry, id);
     }
@@ -422,17 +524,22 @@ impl Core {
         if c.state == State::Connecting || !c.wr.has_pending() {
             return;
         }
-        let Some(stream) = c.stream.as_mut() else { return };
+        let Some(stream) = c.stream.as_mut() else {
+            return;
+        };
         if let Err(e) = c.wr.flush(stream) {
             self.broken(registry, id, &e);
         }
     }
 
-    /// Reads until the socket is drained, handling what arrives.
-    fn read(&mut self, registry: &Registry, id: usize, now: u64, app: &mut impl App) {
+    /// Reads until the socket is drained, handling what arrives. `closed`: the peer's FIN (or
+    /// an error) is already known, so read on to the end of the stream.
+    fn read(&mut self, registry: &Registry, id: usize, now: u64, app: &mut impl App, closed: bool) {
         loop {
             let c = &mut self.conns[id];
-            let Some(stream) = c.stream.as_mut() else { return };
+            let Some(stream) = c.stream.as_mut() else {
+                return;
+            };
             let spare = c.rd.spare();
             let want = spare.len();
             match stream.read(spare) {
@@ -442,7 +549,8 @@ impl Core {
                     self.process(registry, id, now, app);
                     // epoll(7): a short read on a stream socket means it is drained, and new
                     // data will raise a new edge; this saves the read that only says EAGAIN.
-                    if n < want {
+                    // Not so for a FIN that came with the data: its edge is already spent.
+                    if n < want && !closed {
                         return;
                     }
                 }
@@ -459,7 +567,11 @@ impl Core {
             match handshake::parse_response(c.rd.pending(), &c.key) {
                 Ok(None) if c.rd.is_full() => {
                     self.errors.malformed_response += 1;
-                    self.errors.note(id, format_args!("response head larger than the read buffer"));
+                    self.errors.note(
+                        "response",
+                        id,
+                        format_args!("response head larger than the read buffer"),
+                    );
                     return self.fail_handshake(registry, id);
                 }
                 Ok(None) => return,
@@ -480,12 +592,20 @@ impl Core {
                     }
                     let head = String::from_utf8_lossy(c.rd.pending());
                     let line = head.lines().next().unwrap_or("").to_owned();
-                    self.errors.note(id, format_args!("upgrade refused: {refusal:?}: {line}"));
+                    self.errors
+                        .note("refused", id, format_args!("{refusal:?}: {line}"));
                     return self.fail_handshake(registry, id);
                 }
             }
         }
-        let Conn { rd, wr, state, close_sent, close_received, .. } = c;
+        let Conn {
+            rd,
+            wr,
+            state,
+            close_sent,
+            close_received,
+            ..
+        } = c;
         let (errors, stats) = (&mut self.errors, &mut self.stats);
         let result = rd.drain(|ev| match ev {
             Event::Message { text, head, len } => app.on_message(id, wr, now, text, head, len),
@@ -502,7 +622,7 @@ impl Core {
                 if !*close_sent {
                     // The server started the close: unexpected in every mode. Echo its code.
                     bump(&mut errors.server_close, code.unwrap_or(1005));
-                    errors.note(id, format_args!("server sent close {code:?}"));
+                    errors.note("server close", id, format_args!("code {code:?}"));
                     wr.push_close(code);
                     *close_sent = true;
                 }
@@ -510,7 +630,7 @@ impl Core {
         });
         if let Err(e) = result {
             self.errors.protocol += 1;
-            self.errors.note(id, format_args!("protocol error from the server: {e}"));
+            self.errors.note("protocol", id, format_args!("{e}"));
             self.drop_conn(registry, id);
         }
     }
@@ -520,13 +640,21 @@ impl Core {
         match c.state {
             State::Connecting | State::Handshaking => {
                 self.errors.dropped_in_handshake += 1;
-                self.errors.note(id, format_args!("closed by the server during the handshake"));
+                self.errors.note(
+                    "dropped in handshake",
+                    id,
+                    format_args!("EOF before a response"),
+                );
                 return self.fail_handshake(registry, id);
             }
             State::Closing if c.close_received => self.stats.clean_closes += 1,
             _ => {
                 self.errors.dropped += 1;
-                self.errors.note(id, format_args!("closed without a close frame ({:?})", c.state));
+                self.errors.note(
+                    "dropped",
+                    id,
+                    format_args!("EOF without a close frame ({:?})", c.state),
+                );
             }
         }
         self.drop_conn(registry, id);
@@ -534,7 +662,12 @@ impl Core {
 
     fn broken(&mut self, registry: &Registry, id: usize, e: &io::Error) {
         let state = self.conns[id].state;
-        self.errors.note(id, format_args!("I/O error ({state:?}): {e}"));
+        let kind = if matches!(state, State::Connecting | State::Handshaking) {
+            "dropped in handshake"
+        } else {
+            "dropped"
+        };
+        self.errors.note(kind, id, format_args!("{e} ({state:?})"));
         if matches!(state, State::Connecting | State::Handshaking) {
             self.errors.dropped_in_handshake += 1;
             self.fail_handshake(registry, id);
@@ -548,7 +681,11 @@ impl Core {
 /// A non-blocking TCP connect, from `source` if given, with Nagle off (small frames must not
 /// wait for an ACK).
 fn connect(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
-    let s = Socket::new(Domain::for_address(target), Type::STREAM, Some(Protocol::TCP))?;
+    let s = Socket::new(
+        Domain::for_address(target),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
     s.set_nonblocking(true)?;
     s.set_tcp_nodelay(true)?;
     if let Some(ip) = source {

@@ -171,7 +171,10 @@ mod tests {
         assert_eq!(buf[1] & 0x80, 0x80, "client frames are masked");
         let (len, mut at) = match buf[1] & 0x7F {
             126 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-            127 => (u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize, 10),
+            127 => (
+                u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
             n => (n as usize, 2),
         };
         let key: [u8; 4] = buf[at..at + 4].try_into().unwrap();
@@ -227,24 +230,40 @@ mod tests {
         let cases: [(&[u8], Header, usize); 3] = [
             (
                 &[0x81, 0x05],
-                Header { fin: true, opcode: op::TEXT, len: 5 },
+                Header {
+                    fin: true,
+                    opcode: op::TEXT,
+                    len: 5,
+                },
                 2,
             ),
             (
                 &[0x82, 0x7E, 0x01, 0x00],
-                Header { fin: true, opcode: op::BINARY, len: 256 },
+                Header {
+                    fin: true,
+                    opcode: op::BINARY,
+                    len: 256,
+                },
                 4,
             ),
             (
                 &[0x82, 0x7F, 0, 0, 0, 0, 0, 1, 0, 0],
-                Header { fin: true, opcode: op::BINARY, len: 65536 },
+                Header {
+                    fin: true,
+                    opcode: op::BINARY,
+                    len: 65536,
+                },
                 10,
             ),
         ];
         for (bytes, header, len) in cases {
             assert_eq!(parse_header(bytes), Ok(Some((header, len))));
             for cut in 0..bytes.len() {
-                assert_eq!(parse_header(&bytes[..cut]), Ok(None), "{bytes:?} cut at {cut}");
+                assert_eq!(
+                    parse_header(&bytes[..cut]),
+                    Ok(None),
+                    "{bytes:?} cut at {cut}"
+                );
             }
         }
     }
@@ -253,9 +272,18 @@ mod tests {
     fn header_parse_refuses_each_broken_rule() {
         assert_eq!(parse_header(&[0xC1, 0]), Err(FrameError::RsvBitsSet(0x40)));
         assert_eq!(parse_header(&[0x83, 0]), Err(FrameError::ReservedOpcode(3)));
-        assert_eq!(parse_header(&[0x81, 0x85]), Err(FrameError::MaskedServerFrame));
-        assert_eq!(parse_header(&[0x09, 0]), Err(FrameError::FragmentedControlFrame));
-        assert_eq!(parse_header(&[0x89, 126, 0, 126]), Err(FrameError::ControlFrameTooLong));
+        assert_eq!(
+            parse_header(&[0x81, 0x85]),
+            Err(FrameError::MaskedServerFrame)
+        );
+        assert_eq!(
+            parse_header(&[0x09, 0]),
+            Err(FrameError::FragmentedControlFrame)
+        );
+        assert_eq!(
+            parse_header(&[0x89, 126, 0, 126]),
+            Err(FrameError::ControlFrameTooLong)
+        );
         assert_eq!(
             parse_header(&[0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 0]),
             Err(FrameError::LengthMsbSet)

@@ -103,11 +103,16 @@ mod tests {
 
     #[test]
     fn response_is_checked_only_once_complete() {
-        let ok = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        let ok =
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                    Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x00";
         let head = ok.len() - 2;
         for cut in 0..head {
-            assert_eq!(parse_response(&ok[..cut], SAMPLE_KEY), Ok(None), "cut at {cut}");
+            assert_eq!(
+                parse_response(&ok[..cut], SAMPLE_KEY),
+                Ok(None),
+                "cut at {cut}"
+            );
         }
         assert_eq!(parse_response(ok, SAMPLE_KEY), Ok(Some(head)));
     }
@@ -118,6 +123,9 @@ mod tests {
         assert_eq!(parse_response(busy, SAMPLE_KEY), Err(Refusal::Status(503)));
         let wrong = b"HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: x\r\n\r\n";
         assert_eq!(parse_response(wrong, SAMPLE_KEY), Err(Refusal::BadUpgrade));
-        assert_eq!(parse_response(b"SSH-2.0\r\n\r\n", SAMPLE_KEY), Err(Refusal::Malformed));
+        assert_eq!(
+            parse_response(b"SSH-2.0\r\n\r\n", SAMPLE_KEY),
+            Err(Refusal::Malformed)
+        );
     }
 }

@@ -18,7 +18,12 @@ pub struct Histogram {
 
 impl Histogram {
     pub fn new() -> Self {
-        Self { counts: vec![0; BUCKETS].into_boxed_slice(), count: 0, min: u64::MAX, max: 0 }
+        Self {
+            counts: vec![0; BUCKETS].into_boxed_slice(),
+            count: 0,
+            min: u64::MAX,
+            max: 0,
+        }
     }
 
     pub fn record(&mut self, value: u64) {
@@ -76,7 +81,9 @@ fn highest(i: usize) -> u64 {
     let mantissa = SUB + j % SUB;
     let shift = exp + 1 - PRECISION as u64;
     // The top bucket's end is u64::MAX; saturate rather than overflow.
-    ((mantissa + 1) << shift).wrapping_sub(1).max(mantissa << shift)
+    ((mantissa + 1) << shift)
+        .wrapping_sub(1)
+        .max(mantissa << shift)
 }
 
 #[cfg(test)]
@@ -131,7 +138,10 @@ mod tests {
         for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
             let want = exact(&values, q) as f64;
             let got = h.quantile(q).unwrap() as f64;
-            assert!((got - want).abs() <= want / 128.0, "q {q}: got {got}, want {want}");
+            assert!(
+                (got - want).abs() <= want / 128.0,
+                "q {q}: got {got}, want {want}"
+            );
         }
         assert_eq!(h.count(), 100_000);
         assert_eq!(h.quantile(1.0), Some(*values.last().unwrap()));

@@ -30,17 +30,32 @@ pub struct Cpu {
 #[derive(Clone, Copy)]
 pub struct Sample {
     ticks: u64,
+    /// Nanoseconds spent runnable but waiting for a CPU (`schedstat`), if the kernel tells.
+    runq_wait_ns: Option<u64>,
 }
 
 impl Cpu {
     /// `pid` is a number or `self`.
     pub fn new(pid: &str, ticks_per_s: u64) -> Self {
-        Self { pid: pid.to_owned(), ticks_per_s }
+        Self {
+            pid: pid.to_owned(),
+            ticks_per_s,
+        }
     }
 
     pub fn sample(&self) -> Option<Sample> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
-        Some(Sample { ticks: utime_stime(&stat)? })
+        let schedstat = std::fs::read_to_string(format!("/proc/{}/schedstat", self.pid)).ok();
+        Some(Sample {
+            ticks: utime_stime(&stat)?,
+            runq_wait_ns: schedstat.as_deref().and_then(runq_wait),
+        })
+    }
+
+    /// Nanoseconds the process waited on a run queue between two samples: how much other
+    /// processes kept it from running (a busy machine makes every figure suspect).
+    pub fn runq_wait_ns(from: Sample, to: Sample) -> Option<u64> {
+        Some(to.runq_wait_ns?.saturating_sub(from.runq_wait_ns?))
     }
 
     /// Microseconds of CPU (user + system) used between two samples.
@@ -68,6 +83,11 @@ fn utime_stime(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// The second field of `/proc/PID/schedstat`: time spent waiting on a run queue, in ns.
+fn runq_wait(schedstat: &str) -> Option<u64> {
+    schedstat.split_whitespace().nth(1)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +96,12 @@ mod tests {
     fn stat_fields_are_counted_after_the_command_name() {
         let stat = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1234 567 0 0 20 0 1 0";
         assert_eq!(utime_stime(stat), Some(1234 + 567));
+    }
+
+    #[test]
+    fn schedstat_wait_is_the_second_field() {
+        assert_eq!(runq_wait("123456 7890 12\n"), Some(7890));
+        assert_eq!(runq_wait("garbage"), None);
     }
 
     #[test]

@@ -17,11 +17,17 @@ pub const HEAD_LEN: usize = 256;
 pub enum Event<'b> {
     /// A complete data message. `head` is its whole payload when it arrived as one frame that
     /// fit in the buffer, else its first `HEAD_LEN` bytes at most; `len` is its full length.
-    Message { text: bool, head: &'b [u8], len: u64 },
+    Message {
+        text: bool,
+        head: &'b [u8],
+        len: u64,
+    },
     Ping(&'b [u8]),
     Pong,
     /// A close frame; `code` is absent when its payload was empty (RFC 6455 §5.5.1).
-    Close { code: Option<u16> },
+    Close {
+        code: Option<u16>,
+    },
 }
 
 /// A fragmented (or oversized) message in progress.
@@ -175,7 +181,10 @@ impl Reader {
             (op::CONTINUATION, true) => Ok(()),
             (_, true) => Err(FrameError::DataFrameInsideMessage),
             (opcode, false) => {
-                self.msg = Some(Partial { text: opcode == op::TEXT, len: 0 });
+                self.msg = Some(Partial {
+                    text: opcode == op::TEXT,
+                    len: 0,
+                });
                 self.head_len = 0;
                 Ok(())
             }
@@ -191,7 +200,11 @@ impl Reader {
 
     fn finish_message(&mut self, emit: &mut impl FnMut(Event<'_>)) {
         if let Some(m) = self.msg.take() {
-            emit(Event::Message { text: m.text, head: &self.head[..self.head_len], len: m.len });
+            emit(Event::Message {
+                text: m.text,
+                head: &self.head[..self.head_len],
+                len: m.len,
+            });
         }
     }
 
@@ -245,16 +258,21 @@ mod tests {
             let mut rest = *chunk;
             while !rest.is_empty() {
                 let spare = r.spare();
-                assert!(!spare.is_empty(), "the reader must always have room after a drain");
+                assert!(
+                    !spare.is_empty(),
+                    "the reader must always have room after a drain"
+                );
                 let n = spare.len().min(rest.len());
                 spare[..n].copy_from_slice(&rest[..n]);
                 r.filled(n);
                 rest = &rest[n..];
                 r.drain(|ev| {
                     out.push(match ev {
-                        Event::Message { text, head, len } => {
-                            Owned::Message { text, head: head.to_vec(), len }
-                        }
+                        Event::Message { text, head, len } => Owned::Message {
+                            text,
+                            head: head.to_vec(),
+                            len,
+                        },
                         Event::Ping(p) => Owned::Ping(p.to_vec()),
                         Event::Pong => Owned::Pong,
                         Event::Close { code } => Owned::Close(code),
@@ -279,12 +297,28 @@ mod tests {
         s.extend(frame(0x82, &big));
         s.extend(frame(0x88, &1000u16.to_be_bytes()));
         let expected = vec![
-            Owned::Message { text: true, head: b"hello".to_vec(), len: 5 },
-            Owned::Message { text: false, head: vec![], len: 0 },
+            Owned::Message {
+                text: true,
+                head: b"hello".to_vec(),
+                len: 5,
+            },
+            Owned::Message {
+                text: false,
+                head: vec![],
+                len: 0,
+            },
             Owned::Ping(b"p!".to_vec()),
-            Owned::Message { text: true, head: b"fragment".to_vec(), len: 8 },
+            Owned::Message {
+                text: true,
+                head: b"fragment".to_vec(),
+                len: 8,
+            },
             Owned::Pong,
-            Owned::Message { text: false, head: big[..HEAD_LEN].to_vec(), len: 1000 },
+            Owned::Message {
+                text: false,
+                head: big[..HEAD_LEN].to_vec(),
+                len: 1000,
+            },
             Owned::Close(Some(1000)),
         ];
         (s, expected)
@@ -311,7 +345,14 @@ mod tests {
     fn a_message_that_fits_is_handed_over_whole() {
         let payload = vec![b'x'; 2000];
         let got = feed(4096, &[&frame(0x81, &payload)]).unwrap();
-        assert_eq!(got, vec![Owned::Message { text: true, head: payload, len: 2000 }]);
+        assert_eq!(
+            got,
+            vec![Owned::Message {
+                text: true,
+                head: payload,
+                len: 2000
+            }]
+        );
     }
 
     #[test]

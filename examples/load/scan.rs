@@ -10,14 +10,16 @@ pub fn seq(json: &[u8]) -> Option<u64> {
     if digits == 0 || digits > 20 {
         return None;
     }
-    rest[..digits]
-        .iter()
-        .try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+    rest[..digits].iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 /// True if the first `"type"` key holds the string `ty`.
 pub fn has_type(json: &[u8], ty: &[u8]) -> bool {
-    let Some(rest) = value_of(json, b"\"type\"") else { return false };
+    let Some(rest) = value_of(json, b"\"type\"") else {
+        return false;
+    };
     rest.len() > ty.len() + 1
         && rest[0] == b'"'
         && &rest[1..=ty.len()] == ty
@@ -32,7 +34,10 @@ fn value_of<'j>(json: &'j [u8], key: &[u8]) -> Option<&'j [u8]> {
 }
 
 fn skip_ws(b: &[u8]) -> &[u8] {
-    let n = b.iter().take_while(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n')).count();
+    let n = b
+        .iter()
+        .take_while(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n'))
+        .count();
     &b[n..]
 }
 
@@ -44,7 +49,10 @@ mod tests {
     fn seq_is_found_in_compact_padded_and_spaced_json() {
         let m = br#"{"type":"message","topic":"bench","data":{"seq":42,"t":7}}"#;
         assert_eq!(seq(m), Some(42));
-        assert_eq!(seq(br#"{"data":{"seq":               17,"t": 1}}"#), Some(17));
+        assert_eq!(
+            seq(br#"{"data":{"seq":               17,"t": 1}}"#),
+            Some(17)
+        );
         assert_eq!(seq(br#"{"data": {"seq" : 0 }}"#), Some(0));
         assert_eq!(seq(br#"{"seq":18446744073709551615}"#), Some(u64::MAX));
     }

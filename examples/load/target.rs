@@ -36,11 +36,19 @@ impl Target {
             p => p.to_owned(),
         };
         if authority.contains('@') {
-            return Err(format!("{url}: user information in the URL is not supported"));
+            return Err(format!(
+                "{url}: user information in the URL is not supported"
+            ));
         }
-        let (host, port) = split_host_port(authority).ok_or_else(|| format!("{url}: bad host or port"))?;
-        let ip = loopback_ip(host).ok_or_else(|| format!("{url}: refusing host '{host}': {LOOPBACK_ONLY}"))?;
-        Ok(Self { addr: SocketAddr::new(ip, port), host: authority.to_owned(), path })
+        let (host, port) =
+            split_host_port(authority).ok_or_else(|| format!("{url}: bad host or port"))?;
+        let ip = loopback_ip(host)
+            .ok_or_else(|| format!("{url}: refusing host '{host}': {LOOPBACK_ONLY}"))?;
+        Ok(Self {
+            addr: SocketAddr::new(ip, port),
+            host: authority.to_owned(),
+            path,
+        })
     }
 }
 
@@ -102,7 +110,9 @@ pub fn counted_sources(k: usize) -> Result<Vec<IpAddr>, String> {
     if !(1..=254).contains(&k) {
         return Err(format!("--source-count: {k} is not in 1..=254"));
     }
-    Ok((1..=k as u8).map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i))).collect())
+    Ok((1..=k as u8)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
+        .collect())
 }
 
 #[cfg(test)]
@@ -117,7 +127,10 @@ mod tests {
         let t = Target::parse("WS://localhost:8080?x=1").unwrap();
         assert_eq!((t.addr.port(), t.path.as_str()), (8080, "/?x=1"));
         let t = Target::parse("ws://[::1]:9/chat#frag").unwrap();
-        assert_eq!((t.addr, t.path.as_str()), ("[::1]:9".parse().unwrap(), "/chat"));
+        assert_eq!(
+            (t.addr, t.path.as_str()),
+            ("[::1]:9".parse().unwrap(), "/chat")
+        );
         assert_eq!(Target::parse("ws://127.8.9.10").unwrap().addr.port(), 80);
     }
 
@@ -143,7 +156,10 @@ mod tests {
     fn sources_must_be_loopback() {
         assert_eq!(parse_sources("127.0.0.1,127.0.0.2").unwrap().len(), 2);
         assert!(parse_sources("127.0.0.1,10.0.0.1").is_err());
-        assert_eq!(counted_sources(3).unwrap()[2], IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)));
+        assert_eq!(
+            counted_sources(3).unwrap()[2],
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3))
+        );
         assert!(counted_sources(0).is_err());
     }
 }

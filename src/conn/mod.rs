@@ -134,6 +134,9 @@ pub enum Event<'b> {
     Closed(CloseFrame),
     /// The peer broke the protocol while open; a close frame with the error's code is written.
     Failed(ProtocolError),
+    /// Control frames answered in place filled the output to `max_backpressure`: write it,
+    /// then read on.
+    Flush,
 }
 
 /// What the loop should do with the socket once the output is flushed.
@@ -547,7 +550,10 @@ impl Conn {
             // RFC 6455 §5.5.2: a Pong with the Ping's payload, as soon as practical.
             OpCode::Ping if !self.close_sent => {
                 self.write_frame(out, true, OpCode::Pong, payload);
-                None
+                // A flood of pings answered in place: let the loop write the batch before it
+                // grows past the bound. Once bytes wait in the queue, a newer pong replaces a
+                // waiting one there.
+                (out.len() >= cfg.max_backpressure).then_some(Event::Flush)
             }
             OpCode::Close => {
                 let parsed = match close::parse_payload(payload) {
@@ -627,6 +633,18 @@ impl Conn {
         self.close_sent = true;
     }
 
+    /// Queues a control frame (≤ 125 bytes) ahead of queued data.
+    fn write_urgent(&mut self, opcode: OpCode, payload: &[u8]) {
+        let header = FrameHeader::new(true, opcode, payload.len() as u64);
+        let mut frame = [0u8; FrameHeader::MAX_LEN + 125];
+        let n = header.encode(&mut frame);
+        let len = n + payload.len();
+        if let Some(dst) = frame.get_mut(n..len) {
+            dst.copy_from_slice(payload);
+        }
+        self.queue.push_urgent(frame.get(..len).unwrap_or_default());
+    }
+
     /// Writes a whole frame: to `out` while nothing is queued, else to the queue; `urgent`
     /// control frames go ahead of queued data. Order holds because the loop, too, adds to
     /// `out` only while the queue is empty, and moves what the socket did not take of `out`
@@ -640,16 +658,9 @@ impl Conn {
             out.extend_from_slice(head);
             out.extend_from_slice(payload);
         } else if urgent {
-            let mut frame = [0u8; FrameHeader::MAX_LEN + 125];
-            let len = n + payload.len();
-            if let Some(dst) = frame.get_mut(..len) {
-                dst[..n].copy_from_slice(head);
-                dst[n..].copy_from_slice(payload);
-            }
-            self.queue.push_urgent(frame.get(..len).unwrap_or_default());
+            self.write_urgent(opcode, payload);
         } else {
-            self.queue.push(head);
-            self.queue.push(payload);
+            self.queue.push_parts(&[head, payload]);
         }
     }
 

@@ -352,6 +352,7 @@ enum Ev {
     Message(DataKind, Src, Vec<u8>),
     Closed(u16, String),
     Failed(ProtocolError),
+    Flush,
 }
 
 impl Ev {
@@ -525,6 +526,7 @@ impl Loop {
                 self.refuse(e.status(), now);
                 Ev::BadHead(e)
             }
+            Event::Flush => Ev::Flush,
             Event::Message(kind, data) => {
                 let (src, bytes) = self.keep(data);
                 if self.echo {
@@ -1626,4 +1628,17 @@ fn heartbeat_and_server_close_in_memory() {
         assert_eq!(transfer(&mut client, &mut lp, Millis(31_010), mtu), []);
         assert_eq!(lp.conn.finish(), Finish::Close);
     }
+}
+
+/// A burst of pings answered in place asks the loop to write once the output reaches
+/// `max_backpressure`, so the batch never grows past it within one read.
+#[test]
+fn a_ping_burst_asks_for_a_flush_at_the_bound() {
+    let cfg = Config::default().max_backpressure(1024);
+    let mut lp = Loop::open(cfg);
+    let burst: Vec<u8> = (0..20).flat_map(|_| client::ping(&[b'p'; 125])).collect();
+    let evs = lp.feed(Millis(1), &burst);
+    let flushes = evs.iter().filter(|e| matches!(e, Ev::Flush)).count();
+    // 127-byte pongs: the 9th reaches 1024 bytes, and so on for every later one.
+    assert_eq!(flushes, 20 - 8, "{evs:?}");
 }

@@ -18,12 +18,14 @@ pub enum Chunk {
     Owned(Vec<u8>),
     /// A frame shared with other connections' queues; freed when the last one wrote it.
     Shared(Rc<[u8]>),
+    /// A control frame queued ahead of data.
+    Urgent(Vec<u8>),
 }
 
 impl Chunk {
     fn bytes(&self) -> &[u8] {
         match self {
-            Chunk::Owned(v) => v,
+            Chunk::Owned(v) | Chunk::Urgent(v) => v,
             Chunk::Shared(b) => b,
         }
     }
@@ -36,11 +38,14 @@ pub struct WriteQueue {
     inner: Option<Box<Inner>>,
 }
 
+/// Every chunk ends at a frame boundary; only the first may begin inside a frame
+/// (`started`), when part of it was written already.
 #[derive(Debug, Default)]
 struct Inner {
     chunks: VecDeque<Chunk>,
     offset: usize,
     len: usize,
+    started: bool,
 }
 
 impl WriteQueue {
@@ -63,21 +68,45 @@ impl WriteQueue {
         self.inner.get_or_insert_with(Box::default)
     }
 
-    /// Queues a copy of `bytes` at the end, appending to the last owned chunk when it has room.
-    pub fn push(&mut self, bytes: &[u8]) {
-        if bytes.is_empty() {
+    /// Queues a copy of whole frames at the end, appending to the last owned chunk when it
+    /// has room.
+    pub fn push(&mut self, frames: &[u8]) {
+        self.push_parts(&[frames]);
+    }
+
+    /// Queues a copy of one frame given in parts (e.g. header and payload), kept in one chunk
+    /// so nothing can ever be inserted between them.
+    pub fn push_parts(&mut self, parts: &[&[u8]]) {
+        let n: usize = parts.iter().map(|p| p.len()).sum();
+        if n == 0 {
             return;
         }
         let q = self.inner();
-        q.len += bytes.len();
+        q.len += n;
         if let Some(Chunk::Owned(last)) = q.chunks.back_mut() {
-            // Only the first chunk is partly written, so appending never moves written bytes.
-            if last.capacity() - last.len() >= bytes.len() {
-                last.extend_from_slice(bytes);
+            // Appending never moves bytes already written: those are only in the first chunk,
+            // at its start.
+            if last.capacity() - last.len() >= n {
+                parts.iter().for_each(|p| last.extend_from_slice(p));
                 return;
             }
         }
-        q.chunks.push_back(Chunk::Owned(bytes.to_vec()));
+        let mut chunk = Vec::with_capacity(n);
+        parts.iter().for_each(|p| chunk.extend_from_slice(p));
+        q.chunks.push_back(Chunk::Owned(chunk));
+    }
+
+    /// Queues what a socket did not take of whole frames; `started` if the socket took part
+    /// of the first of them. Only for an empty queue.
+    pub fn push_remainder(&mut self, rest: &[u8], started: bool) {
+        if rest.is_empty() {
+            return;
+        }
+        debug_assert!(self.is_empty());
+        self.push(rest);
+        if let Some(q) = self.inner.as_mut() {
+            q.started |= started;
+        }
     }
 
     /// Queues a shared frame at the end without copying it; `skip` bytes of it were written
@@ -95,22 +124,34 @@ impl WriteQueue {
         let q = self.inner();
         if skip > 0 {
             q.offset = skip;
+            q.started = true;
         }
         q.len += n;
         q.chunks.push_back(Chunk::Shared(frame));
     }
 
     /// Queues a control frame ahead of every chunk not yet begun, so a pong is not stuck
-    /// behind queued data (the chunk being written must finish first: frames never interleave
-    /// on the wire).
-    pub fn push_urgent(&mut self, bytes: &[u8]) {
-        if bytes.is_empty() {
+    /// behind queued data (the frame being written must finish first: frames never interleave
+    /// on the wire). A pong replaces a pong still waiting there: RFC 6455 §5.5.3 allows
+    /// answering only the latest ping, and so a ping flood from a peer that does not read
+    /// cannot grow the queue.
+    pub fn push_urgent(&mut self, frame: &[u8]) {
+        if frame.is_empty() {
             return;
         }
         let q = self.inner();
-        let at = usize::from(q.offset > 0).min(q.chunks.len());
-        q.len += bytes.len();
-        q.chunks.insert(at, Chunk::Owned(bytes.to_vec()));
+        let at = usize::from(q.started).min(q.chunks.len());
+        let is_pong = |bytes: &[u8]| bytes.first().is_some_and(|b| b & 0x0F == 0xA);
+        if let Some(Chunk::Urgent(waiting)) = q.chunks.get_mut(at) {
+            if is_pong(waiting) && is_pong(frame) {
+                q.len = q.len - waiting.len() + frame.len();
+                waiting.clear();
+                waiting.extend_from_slice(frame);
+                return;
+            }
+        }
+        q.len += frame.len();
+        q.chunks.insert(at, Chunk::Urgent(frame.to_vec()));
     }
 
     /// Drops every chunk not yet begun; the one being written stays so the frame on the wire
@@ -119,7 +160,7 @@ impl WriteQueue {
         let Some(q) = self.inner.as_mut() else {
             return 0;
         };
-        let keep = usize::from(q.offset > 0).min(q.chunks.len());
+        let keep = usize::from(q.started).min(q.chunks.len());
         let before = q.len;
         q.chunks.truncate(keep);
         q.len = q.chunks.front().map_or(0, |c| c.bytes().len() - q.offset);
@@ -161,10 +202,12 @@ impl WriteQueue {
             let left = front.bytes().len() - q.offset;
             if written < left {
                 q.offset += written;
+                q.started = true;
                 return;
             }
             written -= left;
             q.offset = 0;
+            q.started = false;
             q.chunks.pop_front();
         }
         if q.chunks.is_empty() {
@@ -211,6 +254,44 @@ mod tests {
         fresh.push_shared(Rc::from(&b"2222"[..]), 0);
         fresh.push_urgent(b"P");
         assert_eq!(drain(&fresh), b"P2222");
+    }
+
+    #[test]
+    fn urgent_never_lands_inside_a_partly_written_remainder() {
+        let mut q = WriteQueue::new();
+        // A socket took 3 bytes of "AAAAA" "BB": the rest starts inside frame A.
+        q.push_remainder(b"AABB", true);
+        q.push_urgent(b"\x8aP");
+        assert_eq!(drain(&q), b"AABB\x8aP");
+        let mut fresh = WriteQueue::new();
+        fresh.push_remainder(b"AABB", false);
+        fresh.push_urgent(b"\x8aP");
+        assert_eq!(drain(&fresh), b"\x8aPAABB");
+    }
+
+    #[test]
+    fn a_waiting_pong_is_replaced_not_stacked() {
+        let mut q = WriteQueue::new();
+        q.push(b"data");
+        for i in 0..1000u32 {
+            q.push_urgent(&[0x8a, 4, b'p', (i % 10) as u8 + b'0', b'.', b'.']);
+        }
+        assert_eq!(q.len(), 4 + 6);
+        assert_eq!(drain(&q), b"\x8a\x04p9..data");
+        // A server ping is not a pong: it is queued, and a pong still replaces the pong.
+        q.push_urgent(b"\x89\x00");
+        assert_eq!(q.len(), 12);
+    }
+
+    #[test]
+    fn a_frame_in_parts_stays_in_one_chunk() {
+        let mut q = WriteQueue::new();
+        q.push_remainder(b"xx", true);
+        q.push_parts(&[b"HH", &[7u8; 300]]);
+        q.push_urgent(b"\x8aP");
+        let out = drain(&q);
+        assert_eq!(&out[..4], b"xx\x8aP");
+        assert_eq!(&out[4..6], b"HH");
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub(crate) struct Slot {
     writable: bool,
     /// The deadline entered in the timer wheel; [`NOT_SCHEDULED`] for none.
     scheduled: Millis,
+    /// The queued bytes last counted in `Stats::queued_bytes`.
+    accounted: usize,
 }
 
 /// `Slot::scheduled` when nothing is in the wheel (an `Option` would cost 8 more bytes).
@@ -139,7 +141,7 @@ impl<H: Handler> Server<H> {
         first_token: Token,
     ) -> Result<Self, Error> {
         cfg.validate().map_err(Error::Config)?;
-        let mut listener = TcpListener::bind(addr).map_err(|e| Error::Bind(addr, e))?;
+        let mut listener = listen(addr, cfg.listen_backlog).map_err(|e| Error::Bind(addr, e))?;
         let local_addr = listener.local_addr()?;
         let base = first_token.0;
         registry.register(&mut listener, Token(base), Interest::READABLE)?;
@@ -303,7 +305,8 @@ impl<H: Handler> Server<H> {
                     self.core.write_queued(key);
                 }
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
-                    self.on_readable(key);
+                    let drain = event.is_read_closed() || event.is_error();
+                    self.on_readable(key, drain);
                 }
                 self.core.settle(key);
                 self.drain_reports();
@@ -330,7 +333,7 @@ impl<H: Handler> Server<H> {
         }
         let ready = std::mem::take(&mut self.core.ready_again);
         for key in ready {
-            self.on_readable(key);
+            self.on_readable(key, true);
             self.core.settle(key);
         }
         self.drain_reports();
@@ -409,7 +412,9 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    fn on_readable(&mut self, key: usize) {
+    /// Reads and serves one connection. `drain`: read until `WouldBlock` even after a short
+    /// read, because the peer's FIN may be waiting behind the data with no further event.
+    fn on_readable(&mut self, key: usize, drain: bool) {
         self.core.current = Some(key);
         let cap = self.core.cfg.max_reads_per_event;
         let mut reads = 0;
@@ -427,9 +432,10 @@ impl<H: Handler> Server<H> {
                     self.core.stats.bytes_in += n as u64;
                     slot.conn.on_bytes(self.core.now);
                     self.process(key, n);
-                    // A short read emptied the socket; with edge-triggered epoll, more bytes
-                    // raise a new event, so the read that would say WouldBlock is skipped.
-                    if cfg!(target_os = "linux") && n < self.rbuf.len() {
+                    // A short read emptied the socket. With edge-triggered epoll, bytes or a
+                    // FIN arriving later raise a new event, so the read that would say
+                    // WouldBlock is skipped, unless this event already reported the FIN.
+                    if cfg!(target_os = "linux") && !drain && n < self.rbuf.len() {
                         break;
                     }
                 }
@@ -484,6 +490,7 @@ impl<H: Handler> Server<H> {
                     debug!("[{id}] peer closed with {}", frame.code());
                     core.report(id, frame.code(), frame.reason());
                 }
+                Event::Flush => core.flush(key, Buf::Out),
                 Event::Failed(e) => {
                     debug!("[{id}] protocol error: {e}");
                     core.report(id, e.close_code(), e.as_str());
@@ -499,6 +506,17 @@ impl<H: Handler> Server<H> {
     fn drain_reports(&mut self) {
         drain_reports(&mut self.handler, &mut self.core);
     }
+}
+
+/// A non-blocking listener with `SO_REUSEADDR` and the configured backlog.
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(TcpListener::from_std(socket.into()))
 }
 
 fn message(kind: DataKind, bytes: &[u8]) -> Message<'_> {
@@ -632,12 +650,25 @@ impl Core {
         let per_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
         let ip_over = self.cfg.max_connections_per_ip > 0
             && per_ip as usize >= self.cfg.max_connections_per_ip;
-        // Refused connections still get their 503 after their head is read, but only a few
-        // at a time: past that, they are closed at once.
-        let spare = (self.cfg.max_connections / 8).clamp(8, 1024);
+        // Refused connections get their 503 after their head is read, in a bounded number of
+        // spare slots. Past those, the answer is written at once, after draining what the
+        // client sent already, so that closing sends a FIN behind the answer rather than a
+        // reset that could destroy it.
+        let spare = (self.cfg.max_connections / 4).clamp(16, 4096);
         if self.conns.len() >= self.cfg.max_connections + spare {
             self.stats.reject(503);
-            debug!("at capacity: dropping a connection from {peer}");
+            debug!("at capacity: answering 503 at once to {peer}");
+            let mut sink = [0u8; 1024];
+            for _ in 0..8 {
+                if !matches!(io::read(&mut sock, &mut sink), io::ReadOutcome::Data(_)) {
+                    break;
+                }
+            }
+            self.tmp.clear();
+            response::error(&mut self.tmp, 503);
+            let _ = io::write(&mut sock, &self.tmp);
+            self.tmp.clear();
+            let _ = sock.shutdown(Shutdown::Write);
             return;
         }
         let refuse = (over || ip_over || self.shutdown_at.is_some()).then_some(503);
@@ -662,6 +693,7 @@ impl Core {
             refuse,
             writable: false,
             scheduled: NOT_SCHEDULED,
+            accounted: 0,
         });
         if refuse.is_none() {
             *self.per_ip.entry(peer.ip()).or_default() += 1;
@@ -700,13 +732,13 @@ impl Core {
         });
         let mut failed = false;
         if let Some(slot) = self.conns.get_mut(key) {
-            let before = slot.conn.queue().len();
             if !buf.is_empty() {
                 if slot.conn.queue().is_empty() {
                     match io::write(&mut slot.sock, &buf) {
                         Ok(n) => {
                             self.stats.bytes_out += n as u64;
-                            slot.conn.queue_mut().push(buf.get(n..).unwrap_or_default());
+                            let rest = buf.get(n..).unwrap_or_default();
+                            slot.conn.queue_mut().push_remainder(rest, n > 0);
                         }
                         Err(_) => failed = true,
                     }
@@ -720,8 +752,6 @@ impl Core {
                     Err(_) => failed = true,
                 }
             }
-            let after = slot.conn.queue().len();
-            self.stats.queued(before, after);
         }
         buf.clear();
         if buf.capacity() > OUT_FLUSH_AT {
@@ -741,10 +771,7 @@ impl Core {
         let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
-        let before = slot.conn.queue().len();
         let result = io::write_queue(&mut slot.sock, slot.conn.queue_mut());
-        let after = slot.conn.queue().len();
-        self.stats.queued(before, after);
         match result {
             Ok(n) => self.stats.bytes_out += n as u64,
             Err(_) => self.remove(key),
@@ -776,6 +803,9 @@ impl Core {
                 return;
             }
         }
+        let queued = slot.conn.queue().len();
+        self.stats.queued(slot.accounted, queued);
+        slot.accounted = queued;
         let wants = slot.conn.wants_write();
         if wants != slot.writable {
             let interest = if wants {
@@ -849,8 +879,7 @@ impl Core {
             debug!("[{id}] connection lost");
             self.report(id, code, "");
         }
-        let queued = slot.conn.queue().len();
-        self.stats.queued(queued, 0);
+        self.stats.queued(slot.accounted, 0);
         if slot.refuse.is_none() {
             self.admitted -= 1;
             if let Some(n) = self.per_ip.get_mut(&slot.peer.ip()) {
@@ -918,7 +947,6 @@ impl Core {
                     if n < frame.len() {
                         let rc = shared.get_or_insert_with(|| Rc::from(frame)).clone();
                         slot.conn.queue_mut().push_shared(rc, n);
-                        self.stats.queued(0, frame.len() - n);
                     }
                 }
                 Err(_) => {
@@ -940,7 +968,6 @@ impl Core {
         } else {
             let rc = shared.get_or_insert_with(|| Rc::from(frame)).clone();
             slot.conn.queue_mut().push_shared(rc, 0);
-            self.stats.queued(0, frame.len());
         }
         if let Some(slot) = self.conns.get_mut(key) {
             slot.conn.note_message(self.now);
@@ -1019,7 +1046,6 @@ impl Core {
             key: key as u32,
             gen: slot.gen,
         };
-        let before = slot.conn.queue().len();
         let buf = if current {
             &mut self.out
         } else {
@@ -1027,7 +1053,6 @@ impl Core {
         };
         if slot.conn.close_slow(buf, &self.cfg, now).is_some() {
             self.stats.slow_closes += 1;
-            self.stats.queued(before, slot.conn.queue().len());
             debug!("[{id}] slow consumer: closing with 1008");
             self.report(id, CloseCode::POLICY, "slow consumer");
             if !current {

@@ -27,13 +27,42 @@ struct Request<'a> {
     #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
     #[serde(borrow, default)]
-    topic: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    topic: Option<Text<'a>>,
+    /// `Some("null")` for `"data":null`, which clears a retained message; `None` if absent.
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
     #[serde(borrow, default)]
     id: Option<&'a RawValue>,
     #[serde(default)]
     retain: bool,
+}
+
+/// A string borrowed from the message unless it holds escapes. (serde borrows a `Cow`
+/// field, but not one inside an `Option`: that one would be an allocation per request.)
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(Visit(std::marker::PhantomData))
+    }
+}
+
+/// A field that is present, whatever its value: `Option` alone reads `null` as absent.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// The relay's state: retained messages and a reused output buffer.
@@ -169,7 +198,11 @@ fn send_out(ctx: &mut Ctx<'_>, out: &[u8]) {
 
 /// The request's topic, checked: a pattern may hold `+` and `#` levels, a publish topic not.
 fn topic<'r>(req: &'r Request<'_>, pattern: bool) -> Result<&'r str, Refusal> {
-    let t = req.topic.as_deref().ok_or("needs a string \"topic\"")?;
+    let t = req
+        .topic
+        .as_ref()
+        .map(|t| &*t.0)
+        .ok_or("needs a string \"topic\"")?;
     if t.is_empty() || t.len() > MAX_TOPIC_LEN {
         return Err("topic must be 1 to 256 bytes");
     }
@@ -260,9 +293,22 @@ mod tests {
     #[test]
     fn requests_borrow_and_keep_raw_data() {
         let r = req(r#"{"type":"publish","topic":"s/t","data":{"v": 1.50},"id":"x"}"#);
-        assert!(matches!(r.topic, Some(Cow::Borrowed("s/t"))));
+        assert!(matches!(r.topic, Some(Text(Cow::Borrowed("s/t")))));
+        let escaped = req(r#"{"type":"publish","topic":"s\/t"}"#);
+        assert!(matches!(escaped.topic, Some(Text(Cow::Owned(ref t))) if t == "s/t"));
         assert_eq!(r.data.unwrap().get(), r#"{"v": 1.50}"#);
         assert_eq!(r.id.unwrap().get(), r#""x""#);
+    }
+
+    #[test]
+    fn null_data_is_present_and_missing_data_is_not() {
+        assert_eq!(
+            req(r#"{"type":"publish","data":null}"#)
+                .data
+                .map(RawValue::get),
+            Some("null")
+        );
+        assert!(req(r#"{"type":"publish"}"#).data.is_none());
     }
 
     #[test]
