@@ -23,6 +23,9 @@ pub struct TimerWheel {
     tick: u64,
     cur: u64,
     len: usize,
+    /// The last answer of [`TimerWheel::next_expiry`], valid until an entry expires or an
+    /// earlier one is inserted: the loop asks on every turn, the scan runs only then.
+    next: Option<Option<Millis>>,
 }
 
 impl TimerWheel {
@@ -33,6 +36,7 @@ impl TimerWheel {
             tick: tick_ms.max(1),
             cur: 0,
             len: 0,
+            next: None,
         }
     }
 
@@ -53,6 +57,12 @@ impl TimerWheel {
         if let Some(slot) = self.slots.get_mut((tick % n) as usize) {
             slot.push(entry);
             self.len += 1;
+            if let Some(Some(next)) = self.next {
+                if entry.at >= next {
+                    return; // the cached answer still holds
+                }
+            }
+            self.next = None;
         }
     }
 
@@ -78,14 +88,32 @@ impl TimerWheel {
                     true
                 }
             });
-            self.len -= before - slot.len();
+            if before != slot.len() {
+                self.len -= before - slot.len();
+                self.next = None;
+            }
+        }
+        if self.cur != now_tick {
+            // A turn-end answer may now be too late; entries never get earlier.
+            if matches!(self.next, Some(Some(at)) if at.0 / self.tick <= now_tick) {
+                self.next = None;
+            }
         }
         self.cur = now_tick;
     }
 
     /// When the next entry is due, or `None` if none is scheduled. Entries a turn or more
     /// away are reported as the end of this turn, a wake-up that finds nothing due.
-    pub fn next_expiry(&self) -> Option<Millis> {
+    pub fn next_expiry(&mut self) -> Option<Millis> {
+        if let Some(next) = self.next {
+            return next;
+        }
+        let next = self.scan();
+        self.next = Some(next);
+        next
+    }
+
+    fn scan(&self) -> Option<Millis> {
         if self.len == 0 {
             return None;
         }
@@ -177,5 +205,29 @@ mod tests {
         assert_eq!(w.len(), 10_000);
         w.expire(Millis(30_049), &mut due);
         assert_eq!(due.len(), 5_000);
+    }
+
+    #[test]
+    fn the_cached_answer_follows_inserts_and_expiries() {
+        let mut w = TimerWheel::new(64, 10);
+        assert_eq!(w.next_expiry(), None);
+        w.insert(e(500, 1));
+        assert_eq!(w.next_expiry(), Some(Millis(500)));
+        w.insert(e(900, 2));
+        assert_eq!(w.next_expiry(), Some(Millis(500)));
+        w.insert(e(200, 3));
+        assert_eq!(w.next_expiry(), Some(Millis(200)));
+        let mut due = Vec::new();
+        w.expire(Millis(200), &mut due);
+        assert_eq!(w.next_expiry(), Some(Millis(500)));
+        w.expire(Millis(1000), &mut due);
+        assert_eq!(w.next_expiry(), None);
+        // Past one turn (640 ms): the turn's end, then the entry itself once within reach.
+        w.insert(e(3000, 4));
+        assert_eq!(w.next_expiry(), Some(Millis(1640)));
+        w.expire(Millis(1640), &mut due);
+        assert_eq!(w.next_expiry(), Some(Millis(2280)));
+        w.expire(Millis(2500), &mut due);
+        assert_eq!(w.next_expiry(), Some(Millis(3000)));
     }
 }
