@@ -130,6 +130,8 @@ pub enum Event<'b> {
     BadHead(HandshakeError),
     /// A complete message; text is valid UTF-8.
     Message(DataKind, Data<'b>),
+    /// A complete text message in one frame, validated and borrowed from the input.
+    Text(&'b str),
     /// The peer closed while open; the reply is already written.
     Closed(CloseFrame),
     /// The peer broke the protocol while open; a close frame with the error's code is written.
@@ -430,6 +432,7 @@ impl Conn {
             // Bounded: a data frame is at most max_message_size, a control frame 125 bytes.
             let piece = take(input, header.payload_len as usize);
             unmask(piece, header.mask.unwrap_or_default(), 0);
+            let piece: &'b [u8] = piece;
             let single = header.fin
                 && kind
                     == FrameKind::Data {
@@ -438,15 +441,18 @@ impl Conn {
                     };
             if single && !self.close_sent {
                 // Zero copy: a whole unfragmented message in the read buffer.
-                let data_kind = data_kind(&header);
-                if data_kind == DataKind::Text && core::str::from_utf8(piece).is_err() {
-                    return self.fail(ProtocolError::InvalidUtf8, out, pool, cfg, now);
-                }
                 if let Err(e) = self.asm.on_frame_end(true) {
                     return self.fail(e, out, pool, cfg, now);
                 }
                 self.deadlines.last_message = now;
-                return Some(Event::Message(data_kind, Data::Borrowed(piece)));
+                if data_kind(&header) == DataKind::Binary {
+                    return Some(Event::Message(DataKind::Binary, Data::Borrowed(piece)));
+                }
+                // One validation, whose result the handler receives.
+                return match core::str::from_utf8(piece) {
+                    Ok(text) => Some(Event::Text(text)),
+                    Err(_) => self.fail(ProtocolError::InvalidUtf8, out, pool, cfg, now),
+                };
             }
             return self.on_piece(header, kind, piece, true, out, pool, cfg, now);
         }

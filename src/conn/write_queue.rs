@@ -96,6 +96,14 @@ impl WriteQueue {
         q.chunks.push_back(Chunk::Owned(chunk));
     }
 
+    /// Marks the first chunk as begun on the wire (the socket took part of its frame), so
+    /// nothing is ever queued ahead of it.
+    pub fn mark_started(&mut self) {
+        if let Some(q) = self.inner.as_mut() {
+            q.started = true;
+        }
+    }
+
     /// Queues what a socket did not take of whole frames; `started` if the socket took part
     /// of the first of them. Only for an empty queue.
     pub fn push_remainder(&mut self, rest: &[u8], started: bool) {

@@ -18,7 +18,17 @@ pub fn unmask(payload: &mut [u8], key: [u8; 4], offset: u64) {
     // 8 is a multiple of 4, so every 8-byte chunk starts at key index 0 of `rotated`.
     let word = u64::from_ne_bytes([k0, k1, k2, k3, k0, k1, k2, k3]);
 
-    let mut chunks = payload.chunks_exact_mut(8);
+    // 32 bytes at a time first: a fixed-length XOR loop the compiler turns into vector
+    // instructions (two 16-byte XORs even on baseline x86-64).
+    let pattern: [u8; 32] = core::array::from_fn(|i| rotated[i % 4]);
+    let mut wide = payload.chunks_exact_mut(32);
+    for chunk in &mut wide {
+        for (b, k) in chunk.iter_mut().zip(pattern.iter()) {
+            *b ^= k;
+        }
+    }
+    // 32 is a multiple of 4, so the rest starts at key index 0 as well.
+    let mut chunks = wide.into_remainder().chunks_exact_mut(8);
     for chunk in &mut chunks {
         if let Ok(bytes) = <&mut [u8; 8]>::try_from(chunk) {
             *bytes = (u64::from_ne_bytes(*bytes) ^ word).to_ne_bytes();

@@ -52,6 +52,27 @@ pub(crate) fn write(sock: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
     Ok(done)
 }
 
+/// Writes `head` then `body` with vectored writes until both are written or the socket is
+/// full; returns the bytes written of the two together.
+pub(crate) fn write_parts(sock: &mut TcpStream, head: &[u8], body: &[u8]) -> io::Result<usize> {
+    let total = head.len() + body.len();
+    let mut done = 0;
+    while done < total {
+        let h = head.get(done..).unwrap_or_default();
+        let b = body
+            .get(done.saturating_sub(head.len())..)
+            .unwrap_or_default();
+        match sock.write_vectored(&[IoSlice::new(h), IoSlice::new(b)]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if interrupted(&e) => continue,
+            Err(e) if would_block(&e) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
 /// Writes the queue with vectored writes until it is empty or the socket is full.
 pub(crate) fn write_queue(sock: &mut TcpStream, queue: &mut WriteQueue) -> io::Result<usize> {
     let mut total = 0;

@@ -43,6 +43,10 @@ use topics::Topics;
 /// the output buffer is shrunk back to it after a larger burst.
 const OUT_FLUSH_AT: usize = 64 * 1024;
 
+/// Payloads from this size up, sent to the connection being served, are written straight
+/// from where they lie rather than copied into the output batch.
+const DIRECT_WRITE_MIN: usize = 4 * 1024;
+
 /// A connection slot: the protocol state and the socket it belongs to.
 pub(crate) struct Slot {
     pub(crate) conn: Conn,
@@ -479,11 +483,9 @@ impl<H: Handler> Server<H> {
                     data.recycle(&mut core.pool);
                 }
                 Event::BadHead(e) => core.refuse(key, e.status()),
+                Event::Text(text) => on_message(handler, core, id, Message::Text(text)),
                 Event::Message(kind, data) => {
-                    core.stats.messages_in += 1;
-                    let msg = message(kind, data.as_slice());
-                    trace!("[{id}] message of {} bytes", msg.len());
-                    handler.on_message(&mut Ctx::new(core, id), msg);
+                    on_message(handler, core, id, message(kind, data.as_slice()));
                     data.recycle(&mut core.pool);
                 }
                 Event::Closed(frame) => {
@@ -521,10 +523,17 @@ fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
 
 fn message(kind: DataKind, bytes: &[u8]) -> Message<'_> {
     match kind {
-        // The connection validated the text already; this second look cannot fail.
+        // A message assembled across reads or fragments: the connection validated it as it
+        // came, so this look cannot fail.
         DataKind::Text => Message::Text(core::str::from_utf8(bytes).unwrap_or_default()),
         DataKind::Binary => Message::Binary(bytes),
     }
+}
+
+fn on_message<H: Handler>(handler: &mut H, core: &mut Core, id: ConnId, msg: Message<'_>) {
+    core.stats.messages_in += 1;
+    trace!("[{id}] message of {} bytes", msg.len());
+    handler.on_message(&mut Ctx::new(core, id), msg);
 }
 
 fn drain_reports<H: Handler>(handler: &mut H, core: &mut Core) {
@@ -908,6 +917,10 @@ impl Core {
             return false;
         }
         let header = data_header(&msg);
+        let payload = msg.as_bytes();
+        if self.current == Some(key) && payload.len() >= DIRECT_WRITE_MIN {
+            return self.send_direct(key, &header, payload);
+        }
         if self.current == Some(key) && slot.conn.queue().is_empty() {
             // The common echo path: straight into the batch written after the callbacks.
             encode_frame(&mut self.out, &header, msg.as_bytes());
@@ -925,6 +938,57 @@ impl Core {
         frame.clear();
         self.tmp = frame;
         delivered
+    }
+
+    /// A large message to the connection being served: after the batch so far, written with
+    /// one vectored write from where the payload lies (the read buffer, for an echo) instead
+    /// of being copied into the batch. Only what the socket does not take is copied, into the
+    /// queue.
+    fn send_direct(&mut self, key: usize, header: &FrameHeader, payload: &[u8]) -> bool {
+        if !self.out.is_empty() {
+            self.flush(key, Buf::Out);
+        }
+        let now = self.now;
+        let Some(slot) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let mut head = [0u8; FrameHeader::MAX_LEN];
+        let n = header.encode(&mut head);
+        let head = head.get(..n).unwrap_or_default();
+        if !slot.conn.queue().is_empty() {
+            if slot.conn.queue().len() + n + payload.len() > self.cfg.max_backpressure {
+                return match self.cfg.slow_consumer {
+                    SlowConsumer::Drop => {
+                        self.stats.slow_drops += 1;
+                        false
+                    }
+                    SlowConsumer::Close => {
+                        self.close_slow(key);
+                        false
+                    }
+                };
+            }
+            slot.conn.queue_mut().push_parts(&[head, payload]);
+        } else {
+            match io::write_parts(&mut slot.sock, head, payload) {
+                Ok(written) => {
+                    self.stats.bytes_out += written as u64;
+                    let rest_head = head.get(written..).unwrap_or_default();
+                    let rest = payload.get(written.saturating_sub(n)..).unwrap_or_default();
+                    slot.conn.queue_mut().push_parts(&[rest_head, rest]);
+                    if written > 0 {
+                        slot.conn.queue_mut().mark_started();
+                    }
+                }
+                Err(_) => {
+                    self.remove(key);
+                    return false;
+                }
+            }
+        }
+        slot.conn.note_message(now);
+        self.stats.messages_out += 1;
+        true
     }
 
     /// Gives one framed message to a connection: written at once if its queue is empty,
