@@ -6,14 +6,15 @@
 //! bytes to [`Conn::read_event`], call the handler for each event, write what the callbacks
 //! produced in one write, then register writable interest only if bytes are left queued.
 
+mod accept;
 pub mod inbox;
 pub(crate) mod io;
+mod send;
 pub mod timers;
 pub mod topics;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Shutdown, SocketAddr};
-use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,18 +24,17 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
 
-use crate::config::{Config, SlowConsumer, MAX_HEADERS};
+use crate::config::Config;
 use crate::conn::{Conn, DeadlineAction, Event, Finish, Millis};
 use crate::ctx::Ctx;
 use crate::error::Error;
 use crate::handle::ServerHandle;
-use crate::handler::{Decision, Handler, HttpRequest, Message};
+use crate::handler::{Handler, Message};
 use crate::pool::Pool;
-use crate::proto::frame::{FrameHeader, OpCode};
-use crate::proto::handshake::{self, Header};
 use crate::proto::message::DataKind;
-use crate::proto::{response, CloseCode, HandshakeError, Status};
+use crate::proto::CloseCode;
 use crate::stats::Stats;
+use accept::on_head;
 use inbox::{Command, ConnId, Inbox};
 use timers::{Entry, TimerWheel};
 use topics::Topics;
@@ -543,86 +543,9 @@ fn drain_reports<H: Handler>(handler: &mut H, core: &mut Core) {
     }
 }
 
-/// Answers a complete request head: upgrade, HTTP answer, or refusal.
-fn on_head<H: Handler>(handler: &mut H, core: &mut Core, key: usize, head: &[u8]) {
-    let Some(slot) = core.conns.get(key) else {
-        return;
-    };
-    let (peer, refuse, gen) = (slot.peer, slot.refuse, slot.gen);
-    let mut table = [Header::EMPTY; MAX_HEADERS];
-    let limit = core.cfg.max_headers.min(MAX_HEADERS);
-    let req = match handshake::parse(head, table.get_mut(..limit).unwrap_or_default()) {
-        Ok(Status::Complete((req, _))) => req,
-        Ok(Status::Partial) => return core.refuse(key, HandshakeError::Malformed.status()),
-        Err(e) => return core.refuse(key, e.status()),
-    };
-    if let Some(status) = refuse {
-        return core.refuse(key, status);
-    }
-    let view = HttpRequest::new(&req, peer);
-    if !req.is_upgrade() {
-        let res = handler.on_request(&view, &core.stats);
-        core.stats.http_requests += 1;
-        let headers: Vec<(&str, &str)> =
-            res.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        response::http_response(
-            &mut core.out,
-            res.status,
-            &headers,
-            res.content_type,
-            &res.body,
-        );
-        if let Some(slot) = core.conns.get_mut(key) {
-            slot.conn.answered_http(&mut core.pool, &core.cfg, core.now);
-        }
-        debug!(
-            "[{key}] HTTP {} {} -> {}",
-            req.method, req.target, res.status
-        );
-        return;
-    }
-    let key_bytes = match req.validate_upgrade() {
-        Ok(k) => k,
-        Err(e) => {
-            debug!("[{key}] upgrade refused: {e}");
-            return core.refuse(key, e.status());
-        }
-    };
-    // Browsers always send Origin; clients that are not browsers may omit it, and an
-    // allow-list guards against cross-site pages, so a missing Origin is let through.
-    if let Some(origin) = req.origin() {
-        if !core.cfg.allowed_origins.is_empty()
-            && !core.cfg.allowed_origins.iter().any(|o| o == origin)
-        {
-            debug!("[{key}] origin {origin:?} not allowed");
-            return core.refuse(key, HandshakeError::ForbiddenOrigin.status());
-        }
-    }
-    let protocol = match handler.on_upgrade(&view) {
-        Decision::Reject(status) => return core.refuse(key, status),
-        Decision::AcceptProtocol(p) => Some(p),
-        Decision::Accept => {
-            let prefs: Vec<&str> = core.cfg.protocols.iter().map(String::as_str).collect();
-            response::select_protocol(&prefs, req.protocols())
-        }
-    };
-    let Some(slot) = core.conns.get_mut(key) else {
-        return;
-    };
-    slot.conn
-        .accept(&mut core.out, key_bytes, protocol, core.now);
-    core.stats.accepted += 1;
-    let id = ConnId {
-        key: key as u32,
-        gen,
-    };
-    debug!("[{id}] open: {} {} from {peer}", req.method, req.target);
-    handler.on_open(&mut Ctx::new(core, id));
-}
-
 /// Which scratch buffer holds a connection's new frames.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Buf {
+pub(crate) enum Buf {
     Out,
     Tmp,
 }
@@ -652,76 +575,6 @@ impl Core {
         self.conns
             .get_mut(id.key as usize)
             .filter(|s| s.gen == id.gen)
-    }
-
-    fn admit(&mut self, mut sock: TcpStream, peer: SocketAddr) {
-        let over = self.admitted >= self.cfg.max_connections;
-        let per_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
-        let ip_over = self.cfg.max_connections_per_ip > 0
-            && per_ip as usize >= self.cfg.max_connections_per_ip;
-        // Refused connections get their 503 after their head is read, in a bounded number of
-        // spare slots. Past those, the answer is written at once, after draining what the
-        // client sent already, so that closing sends a FIN behind the answer rather than a
-        // reset that could destroy it.
-        let spare = (self.cfg.max_connections / 4).clamp(16, 4096);
-        if self.conns.len() >= self.cfg.max_connections + spare {
-            self.stats.reject(503);
-            debug!("at capacity: answering 503 at once to {peer}");
-            let mut sink = [0u8; 1024];
-            for _ in 0..8 {
-                if !matches!(io::read(&mut sock, &mut sink), io::ReadOutcome::Data(_)) {
-                    break;
-                }
-            }
-            self.tmp.clear();
-            response::error(&mut self.tmp, 503);
-            let _ = io::write(&mut sock, &self.tmp);
-            self.tmp.clear();
-            let _ = sock.shutdown(Shutdown::Write);
-            return;
-        }
-        let refuse = (over || ip_over || self.shutdown_at.is_some()).then_some(503);
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
-        let token = Token(self.token_base + 2 + key);
-        if self
-            .registry
-            .register(&mut sock, token, Interest::READABLE)
-            .is_err()
-        {
-            return;
-        }
-        let _ = sock.set_nodelay(true);
-        self.next_gen = self.next_gen.wrapping_add(1);
-        let gen = self.next_gen;
-        entry.insert(Slot {
-            conn: Conn::new(self.now, &self.cfg),
-            sock,
-            peer,
-            gen,
-            refuse,
-            writable: false,
-            scheduled: NOT_SCHEDULED,
-            accounted: 0,
-        });
-        if refuse.is_none() {
-            *self.per_ip.entry(peer.ip()).or_default() += 1;
-            self.admitted += 1;
-        }
-        self.stats.connections_open += 1;
-        trace!("[{key}.{gen}] accepted from {peer}");
-        self.settle(key);
-    }
-
-    /// Answers the request with an HTTP error status, then shuts the connection down.
-    fn refuse(&mut self, key: usize, status: u16) {
-        let Some(slot) = self.conns.get_mut(key) else {
-            return;
-        };
-        self.stats.reject(status);
-        response::error(&mut self.out, status);
-        slot.conn.answered_http(&mut self.pool, &self.cfg, self.now);
-        debug!("[{key}] refused with {status}");
     }
 
     fn report(&mut self, id: ConnId, code: CloseCode, reason: &str) {
@@ -905,267 +758,6 @@ impl Core {
             self.out.clear();
         }
     }
-
-    /// Sends one message to one connection.
-    pub(crate) fn send(&mut self, id: ConnId, msg: Message<'_>) -> bool {
-        let key = id.key as usize;
-        let now = self.now;
-        let Some(slot) = self.conns.get_mut(key).filter(|s| s.gen == id.gen) else {
-            return false;
-        };
-        if !slot.conn.is_open() {
-            return false;
-        }
-        let header = data_header(&msg);
-        let payload = msg.as_bytes();
-        if self.current == Some(key) && payload.len() >= DIRECT_WRITE_MIN {
-            return self.send_direct(key, &header, payload);
-        }
-        if self.current == Some(key) && slot.conn.queue().is_empty() {
-            // The common echo path: straight into the batch written after the callbacks.
-            encode_frame(&mut self.out, &header, msg.as_bytes());
-            slot.conn.note_message(now);
-            self.stats.messages_out += 1;
-            if self.out.len() >= self.flush_at() {
-                self.flush(key, Buf::Out);
-                self.settle(key);
-            }
-            return true;
-        }
-        let mut frame = std::mem::take(&mut self.tmp);
-        encode_frame(&mut frame, &header, msg.as_bytes());
-        let delivered = self.deliver(key, &frame, &mut None);
-        frame.clear();
-        self.tmp = frame;
-        delivered
-    }
-
-    /// A large message to the connection being served: after the batch so far, written with
-    /// one vectored write from where the payload lies (the read buffer, for an echo) instead
-    /// of being copied into the batch. Only what the socket does not take is copied, into the
-    /// queue.
-    fn send_direct(&mut self, key: usize, header: &FrameHeader, payload: &[u8]) -> bool {
-        if !self.out.is_empty() {
-            self.flush(key, Buf::Out);
-        }
-        let now = self.now;
-        let Some(slot) = self.conns.get_mut(key) else {
-            return false;
-        };
-        let mut head = [0u8; FrameHeader::MAX_LEN];
-        let n = header.encode(&mut head);
-        let head = head.get(..n).unwrap_or_default();
-        if !slot.conn.queue().is_empty() {
-            if slot.conn.queue().len() + n + payload.len() > self.cfg.max_backpressure {
-                return match self.cfg.slow_consumer {
-                    SlowConsumer::Drop => {
-                        self.stats.slow_drops += 1;
-                        false
-                    }
-                    SlowConsumer::Close => {
-                        self.close_slow(key);
-                        false
-                    }
-                };
-            }
-            slot.conn.queue_mut().push_parts(&[head, payload]);
-        } else {
-            match io::write_parts(&mut slot.sock, head, payload) {
-                Ok(written) => {
-                    self.stats.bytes_out += written as u64;
-                    let rest_head = head.get(written..).unwrap_or_default();
-                    let rest = payload.get(written.saturating_sub(n)..).unwrap_or_default();
-                    slot.conn.queue_mut().push_parts(&[rest_head, rest]);
-                    if written > 0 {
-                        slot.conn.queue_mut().mark_started();
-                    }
-                }
-                Err(_) => {
-                    self.remove(key);
-                    return false;
-                }
-            }
-        }
-        slot.conn.note_message(now);
-        self.stats.messages_out += 1;
-        true
-    }
-
-    /// Gives one framed message to a connection: written at once if its queue is empty,
-    /// queued (sharing `shared` with other recipients) if not, or refused by the
-    /// slow-consumer policy.
-    fn deliver(&mut self, key: usize, frame: &[u8], shared: &mut Option<Rc<[u8]>>) -> bool {
-        let Some(slot) = self.conns.get_mut(key) else {
-            return false;
-        };
-        if !slot.conn.is_open() {
-            return false;
-        }
-        let queued = slot.conn.queue().len();
-        if self.current == Some(key) && queued == 0 {
-            self.out.extend_from_slice(frame);
-        } else if queued == 0 {
-            match io::write(&mut slot.sock, frame) {
-                Ok(n) => {
-                    self.stats.bytes_out += n as u64;
-                    if n < frame.len() {
-                        let rc = shared.get_or_insert_with(|| Rc::from(frame)).clone();
-                        slot.conn.queue_mut().push_shared(rc, n);
-                    }
-                }
-                Err(_) => {
-                    self.remove(key);
-                    return false;
-                }
-            }
-        } else if queued + frame.len() > self.cfg.max_backpressure {
-            match self.cfg.slow_consumer {
-                SlowConsumer::Drop => {
-                    self.stats.slow_drops += 1;
-                    return false;
-                }
-                SlowConsumer::Close => {
-                    self.close_slow(key);
-                    return false;
-                }
-            }
-        } else {
-            let rc = shared.get_or_insert_with(|| Rc::from(frame)).clone();
-            slot.conn.queue_mut().push_shared(rc, 0);
-        }
-        if let Some(slot) = self.conns.get_mut(key) {
-            slot.conn.note_message(self.now);
-        }
-        self.stats.messages_out += 1;
-        if self.current != Some(key) {
-            self.settle(key);
-        }
-        true
-    }
-
-    pub(crate) fn subscribe(&mut self, id: ConnId, pattern: &str) -> bool {
-        if !self.live(id).is_some_and(|s| s.conn.is_open())
-            || self.topics.count(id) >= self.cfg.max_subscriptions
-        {
-            return false;
-        }
-        self.topics.subscribe(id, pattern)
-    }
-
-    /// Frames once, then delivers to every subscriber of `topic`.
-    pub(crate) fn publish(&mut self, topic: &str, msg: Message<'_>) -> usize {
-        let mut targets = std::mem::take(&mut self.targets);
-        self.topics.matching(topic, &mut targets);
-        let n = self.deliver_all(&targets, msg);
-        targets.clear();
-        self.targets = targets;
-        n
-    }
-
-    /// Frames once, then delivers to every open connection.
-    pub(crate) fn broadcast(&mut self, msg: Message<'_>) -> usize {
-        let mut targets = std::mem::take(&mut self.targets);
-        targets.extend(
-            self.conns
-                .iter()
-                .filter(|(_, s)| s.conn.is_open())
-                .map(|(k, s)| ConnId {
-                    key: k as u32,
-                    gen: s.gen,
-                }),
-        );
-        let n = self.deliver_all(&targets, msg);
-        targets.clear();
-        self.targets = targets;
-        n
-    }
-
-    fn deliver_all(&mut self, targets: &[ConnId], msg: Message<'_>) -> usize {
-        if targets.is_empty() {
-            return 0;
-        }
-        let mut frame = std::mem::take(&mut self.tmp);
-        encode_frame(&mut frame, &data_header(&msg), msg.as_bytes());
-        let mut shared = None;
-        let mut n = 0;
-        for &id in targets {
-            if self.live(id).is_some() && self.deliver(id.key as usize, &frame, &mut shared) {
-                n += 1;
-            }
-        }
-        frame.clear();
-        self.tmp = frame;
-        n
-    }
-
-    /// The slow-consumer close: frames not yet begun are dropped and a 1008 close follows
-    /// the one on the wire.
-    fn close_slow(&mut self, key: usize) {
-        let now = self.now;
-        let current = self.current == Some(key);
-        let Some(slot) = self.conns.get_mut(key) else {
-            return;
-        };
-        let id = ConnId {
-            key: key as u32,
-            gen: slot.gen,
-        };
-        let buf = if current {
-            &mut self.out
-        } else {
-            &mut self.tmp
-        };
-        if slot.conn.close_slow(buf, &self.cfg, now).is_some() {
-            self.stats.slow_closes += 1;
-            debug!("[{id}] slow consumer: closing with 1008");
-            self.report(id, CloseCode::POLICY, "slow consumer");
-            if !current {
-                self.flush(key, Buf::Tmp);
-                self.settle(key);
-            }
-        }
-    }
-
-    /// Starts a server-initiated close; reported to the handler at once.
-    pub(crate) fn close(&mut self, id: ConnId, code: CloseCode, reason: &str) {
-        let key = id.key as usize;
-        let now = self.now;
-        let which = if self.current == Some(key) {
-            Buf::Out
-        } else {
-            Buf::Tmp
-        };
-        let Some(slot) = self.conns.get_mut(key).filter(|s| s.gen == id.gen) else {
-            return;
-        };
-        let buf = match which {
-            Buf::Out => &mut self.out,
-            Buf::Tmp => &mut self.tmp,
-        };
-        if slot.conn.close(buf, code, reason, &self.cfg, now) {
-            debug!("[{id}] closing with {code}");
-            self.report(id, code, reason);
-            if which == Buf::Tmp {
-                self.flush(key, Buf::Tmp);
-                self.settle(key);
-            }
-        }
-    }
-}
-
-fn data_header(msg: &Message<'_>) -> FrameHeader {
-    let opcode = match msg {
-        Message::Text(_) => OpCode::Text,
-        Message::Binary(_) => OpCode::Binary,
-    };
-    FrameHeader::new(true, opcode, msg.len() as u64)
-}
-
-fn encode_frame(out: &mut Vec<u8>, header: &FrameHeader, payload: &[u8]) {
-    let mut head = [0u8; FrameHeader::MAX_LEN];
-    let n = header.encode(&mut head);
-    out.extend_from_slice(head.get(..n).unwrap_or_default());
-    out.extend_from_slice(payload);
 }
 
 #[cfg(test)]
