@@ -28,7 +28,7 @@
 //!
 //! # Memory per connection
 //!
-//! - idle: the connection record (`size_of::<Slot>()`, about 250 bytes) and no buffer;
+//! - idle: the connection record (216 bytes with its socket and timer slot) and no buffer;
 //! - worst case: idle + [`Config::max_message_size`] + [`Config::max_backpressure`];
 //! - server worst case: [`Config::max_connections`] × worst case + the fixed loop buffers
 //!   ([`Config::read_buffer_size`] and the timer wheel).

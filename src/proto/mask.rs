@@ -20,11 +20,13 @@ pub fn unmask(payload: &mut [u8], key: [u8; 4], offset: u64) {
 
     // 32 bytes at a time first: a fixed-length XOR loop the compiler turns into vector
     // instructions (two 16-byte XORs even on baseline x86-64).
-    let pattern: [u8; 32] = core::array::from_fn(|i| rotated[i % 4]);
     let mut wide = payload.chunks_exact_mut(32);
-    for chunk in &mut wide {
-        for (b, k) in chunk.iter_mut().zip(pattern.iter()) {
-            *b ^= k;
+    if wide.len() > 0 {
+        let pattern: [u8; 32] = core::array::from_fn(|i| rotated[i % 4]);
+        for chunk in &mut wide {
+            for (b, k) in chunk.iter_mut().zip(pattern.iter()) {
+                *b ^= k;
+            }
         }
     }
     // 32 is a multiple of 4, so the rest starts at key index 0 as well.
