@@ -99,6 +99,8 @@ pub(crate) struct Core {
     admitted: usize,
     ready_again: Vec<usize>,
     shutdown_at: Option<Millis>,
+    /// `now` was read since the loop last went to sleep.
+    clock_fresh: bool,
 }
 
 /// The server: a listener and its connections on one poll loop.
@@ -179,6 +181,7 @@ impl<H: Handler> Server<H> {
             admitted: 0,
             ready_again: Vec::new(),
             shutdown_at: None,
+            clock_fresh: false,
         };
         Ok(Server {
             handler,
@@ -277,7 +280,12 @@ impl<H: Handler> Server<H> {
 
     /// How long the application's poll may sleep: until the next deadline, zero if work is
     /// waiting, `None` when nothing is due (an idle server does not wake).
+    ///
+    /// The server reads the clock once per wake-up; calling this before each poll (as the
+    /// loop must, to sleep the right time) is what marks a new wake-up.
     pub fn next_timeout(&mut self) -> Option<Duration> {
+        // Whatever happens next happens after the poll returns.
+        self.core.clock_fresh = false;
         if !self.core.ready_again.is_empty() {
             return Some(Duration::ZERO);
         }
@@ -286,8 +294,8 @@ impl<H: Handler> Server<H> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }?;
-        self.core.tick();
-        Some(Duration::from_millis(next.since(self.core.now)))
+        let now = Millis(u64::try_from(self.core.start.elapsed().as_millis()).unwrap_or(u64::MAX));
+        Some(Duration::from_millis(next.since(now)))
     }
 
     /// Handles one event from the poll. Returns false if the token is not the server's.
@@ -299,7 +307,7 @@ impl<H: Handler> Server<H> {
         let Some(offset) = token.checked_sub(self.core.token_base) else {
             return false;
         };
-        self.core.tick();
+        self.core.tick_once();
         match offset {
             0 => self.accept(),
             1 => self.drain_inbox(),
@@ -321,7 +329,7 @@ impl<H: Handler> Server<H> {
 
     /// Fires due deadlines and serves connections left with more to read.
     pub fn handle_timeouts(&mut self) {
-        self.core.tick();
+        self.core.tick_once();
         let now = self.core.now;
         let mut due = std::mem::take(&mut self.core.due);
         self.core.timers.expire(now, &mut due);
@@ -341,6 +349,8 @@ impl<H: Handler> Server<H> {
             self.core.settle(key);
         }
         self.drain_reports();
+        // The end of a turn: the next event reads the clock again.
+        self.core.clock_fresh = false;
     }
 
     fn accept(&mut self) {
@@ -562,9 +572,17 @@ impl Core {
         self.cfg.max_backpressure.clamp(1, OUT_FLUSH_AT)
     }
 
-    /// Reads the clock once per wake-up.
+    /// Reads the clock.
     fn tick(&mut self) {
         self.now = Millis(u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX));
+        self.clock_fresh = true;
+    }
+
+    /// Reads the clock once per wake-up: the events of one poll share one `now`.
+    fn tick_once(&mut self) {
+        if !self.clock_fresh {
+            self.tick();
+        }
     }
 
     pub(crate) fn slot(&self, id: ConnId) -> Option<&Slot> {
