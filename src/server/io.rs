@@ -39,21 +39,11 @@ pub(crate) fn read(sock: &mut TcpStream, buf: &mut [u8]) -> ReadOutcome {
 
 /// Writes as much of `bytes` as the socket takes now; `Err` if the socket failed.
 pub(crate) fn write(sock: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
-    let mut done = 0;
-    while done < bytes.len() {
-        match sock.write(bytes.get(done..).unwrap_or_default()) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => done += n,
-            Err(e) if interrupted(&e) => continue,
-            Err(e) if would_block(&e) => break,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
+    write_parts(sock, bytes, &[])
 }
 
-/// Writes `head` then `body` with vectored writes until both are written or the socket is
-/// full; returns the bytes written of the two together.
+/// Writes `head` then `body` until both are written or the socket is full; returns the bytes
+/// written of the two together.
 pub(crate) fn write_parts(sock: &mut TcpStream, head: &[u8], body: &[u8]) -> io::Result<usize> {
     let total = head.len() + body.len();
     let mut done = 0;
@@ -62,7 +52,12 @@ pub(crate) fn write_parts(sock: &mut TcpStream, head: &[u8], body: &[u8]) -> io:
         let b = body
             .get(done.saturating_sub(head.len())..)
             .unwrap_or_default();
-        match sock.write_vectored(&[IoSlice::new(h), IoSlice::new(b)]) {
+        let result = if b.is_empty() || h.is_empty() {
+            sock.write(if h.is_empty() { b } else { h })
+        } else {
+            sock.write_vectored(&[IoSlice::new(h), IoSlice::new(b)])
+        };
+        match result {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => done += n,
             Err(e) if interrupted(&e) => continue,
