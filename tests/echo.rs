@@ -3,29 +3,12 @@
 
 mod util;
 
-use std::net::TcpStream;
-use std::time::Duration;
-
 use emberws::{CloseCode, Config, Ctx, Handler, Message as Msg};
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::frame::{CloseFrame, Frame};
-use tungstenite::{Message, WebSocket};
-use util::{spawn_server, Echo, TestServer};
-
-type Client = WebSocket<TcpStream>;
-
-fn connect(server: &TestServer) -> Client {
-    let stream = TcpStream::connect(server.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    stream
-        .set_write_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let (ws, response) = tungstenite::client(server.url(), stream).expect("handshake");
-    assert_eq!(response.status(), 101);
-    ws
-}
+use tungstenite::Message;
+use util::clients::{connect, Client};
+use util::{spawn_server, Echo};
 
 fn echo_round(ws: &mut Client, msg: Message) {
     ws.send(msg.clone()).unwrap();
@@ -141,6 +124,20 @@ fn answers_ping_with_same_payload_and_ignores_unsolicited_pong() {
     echo_round(&mut ws, Message::text("still here"));
 }
 
+/// Reads until the server ends the connection after the closing handshake, with nothing
+/// but a close frame on the way; returns the close frame's payload, if it had one.
+fn read_close_frame(ws: &mut Client) -> Option<CloseFrame> {
+    let mut got = None;
+    loop {
+        match ws.read() {
+            Ok(Message::Close(frame)) => got = frame,
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(tungstenite::Error::ConnectionClosed) => return got,
+            Err(e) => panic!("close did not complete cleanly: {e}"),
+        }
+    }
+}
+
 #[test]
 fn client_initiated_close_is_echoed_and_server_closes_tcp() {
     let server = spawn_server(Config::default(), Echo);
@@ -150,15 +147,7 @@ fn client_initiated_close_is_echoed_and_server_closes_tcp() {
         reason: "bye".into(),
     }))
     .unwrap();
-    let mut echoed = None;
-    loop {
-        match ws.read() {
-            Ok(Message::Close(frame)) => echoed = frame,
-            Ok(other) => panic!("unexpected {other:?}"),
-            Err(tungstenite::Error::ConnectionClosed) => break,
-            Err(e) => panic!("close did not complete cleanly: {e}"),
-        }
-    }
+    let echoed = read_close_frame(&mut ws);
     assert_eq!(echoed.map(|f| u16::from(f.code)), Some(4001));
 }
 
@@ -180,16 +169,7 @@ fn server_initiated_close_completes_the_handshake() {
     let server = spawn_server(Config::default(), Closer);
     let mut ws = connect(&server);
     ws.send(Message::text("4242")).unwrap();
-    let mut got = None;
-    loop {
-        match ws.read() {
-            Ok(Message::Close(frame)) => got = frame,
-            Ok(other) => panic!("unexpected {other:?}"),
-            Err(tungstenite::Error::ConnectionClosed) => break,
-            Err(e) => panic!("close did not complete cleanly: {e}"),
-        }
-    }
-    let frame = got.expect("no close frame");
+    let frame = read_close_frame(&mut ws).expect("no close frame");
     assert_eq!(u16::from(frame.code), 4242);
     assert_eq!(frame.reason.as_str(), "as asked");
 }

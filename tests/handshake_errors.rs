@@ -12,65 +12,16 @@
 mod util;
 
 use std::net::{SocketAddr, TcpStream};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use emberws::{Config, Ctx, Decision, Handler, HttpRequest, Message as Msg};
-use tungstenite::Message;
+use util::clients::{with_bystander, Bystander};
 use util::raw::{self, op, Event, HttpResponse, RawClient, IO_TIMEOUT};
 use util::{spawn_server, Echo};
 
 // ---------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------
-
-/// A well-behaved client connected before the bad input, that must keep getting echoes.
-struct Bystander {
-    ws: tungstenite::WebSocket<TcpStream>,
-    round: u32,
-}
-
-impl Bystander {
-    fn connect(addr: SocketAddr) -> Bystander {
-        let stream = TcpStream::connect(addr).expect("bystander: connect");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        let (ws, response) =
-            tungstenite::client(format!("ws://{addr}/"), stream).expect("bystander: handshake");
-        assert_eq!(response.status(), 101, "bystander: handshake status");
-        let mut bystander = Bystander { ws, round: 0 };
-        bystander.assert_echoes();
-        bystander
-    }
-
-    /// Sends one text message and waits for its echo.
-    fn assert_echoes(&mut self) {
-        self.round += 1;
-        let text = format!("bystander round {}", self.round);
-        self.ws
-            .send(Message::text(text.clone()))
-            .unwrap_or_else(|e| panic!("bystander: send of round {} failed: {e}", self.round));
-        loop {
-            match self.ws.read() {
-                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
-                Ok(got) => {
-                    assert_eq!(got, Message::text(text), "bystander: wrong echo");
-                    return;
-                }
-                Err(e) => panic!("bystander: no echo of round {}: {e}", self.round),
-            }
-        }
-    }
-}
-
-/// Runs `bad` (which sends bad input to `addr` and checks the answer) with a bystander
-/// connected before it and checked for an echo after it.
-fn with_bystander<R>(addr: SocketAddr, bad: impl FnOnce(SocketAddr) -> R) -> R {
-    let mut bystander = Bystander::connect(addr);
-    let result = bad(addr);
-    bystander.assert_echoes();
-    result
-}
 
 /// An HTTP request head, valid as an upgrade by default, with its parts easy to break.
 #[derive(Clone, Debug)]
@@ -837,29 +788,18 @@ fn many_concurrent_bad_handshakes_are_refused_and_counted() {
     let addr = server.addr;
     let mut bystander = Bystander::connect(addr);
 
-    let threads: Vec<_> = (0..CLIENTS)
-        .map(|i| {
-            thread::spawn(move || {
-                let (status, _) = KINDS[i % KINDS.len()];
-                let req = match status {
-                    405 => Req::upgrade().line("POST / HTTP/1.1"),
-                    426 => Req::upgrade().set("Sec-WebSocket-Version", "8"),
-                    431 => Req::upgrade().with("X-Pad", &"p".repeat(9000)),
-                    400 => Req::upgrade().without("Sec-WebSocket-Key"),
-                    _ => Req::upgrade().with("Origin", "https://evil.example"),
-                };
-                expect_refusal(addr, &req.bytes(), status);
-            })
-        })
-        .collect();
     // The bystander keeps echoing while the bad clients are being answered.
-    while !threads.iter().all(|t| t.is_finished()) {
-        bystander.assert_echoes();
-    }
-    for t in threads {
-        t.join().expect("a bad client's checks failed");
-    }
-    bystander.assert_echoes();
+    bystander.assert_echoes_during(CLIENTS, move |i| {
+        let (status, _) = KINDS[i % KINDS.len()];
+        let req = match status {
+            405 => Req::upgrade().line("POST / HTTP/1.1"),
+            426 => Req::upgrade().set("Sec-WebSocket-Version", "8"),
+            431 => Req::upgrade().with("X-Pad", &"p".repeat(9000)),
+            400 => Req::upgrade().without("Sec-WebSocket-Key"),
+            _ => Req::upgrade().with("Origin", "https://evil.example"),
+        };
+        expect_refusal(addr, &req.bytes(), status);
+    });
 
     let stats = server.handle.stats().expect("stats");
     for (status, what) in KINDS {

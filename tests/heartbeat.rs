@@ -7,82 +7,16 @@
 mod util;
 
 use std::io::Write;
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use emberws::{CloseCode, Config, Ctx, Handler, Message as Msg};
-use tungstenite::{Message, WebSocket};
+use emberws::Config;
+use tungstenite::Message;
+use util::clients::{connect, echo_round, read_close_code};
 use util::raw::{self, RawClient};
-use util::{spawn_server, TestServer};
-
-type Client = WebSocket<TcpStream>;
-
-/// A generous bound for anything the tests wait for.
-const DEADLINE: Duration = Duration::from_secs(20);
-
-/// Echoes, and records every close code it is told about.
-#[derive(Default)]
-struct Recorder {
-    closes: Arc<Mutex<Vec<u16>>>,
-}
-
-impl Handler for Recorder {
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Msg<'_>) {
-        ctx.send(msg);
-    }
-
-    fn on_close(&mut self, _ctx: &mut Ctx<'_>, code: CloseCode, _reason: &str) {
-        self.closes.lock().unwrap().push(code.as_u16());
-    }
-}
-
-fn start(cfg: Config) -> (TestServer, Arc<Mutex<Vec<u16>>>) {
-    let handler = Recorder::default();
-    let closes = Arc::clone(&handler.closes);
-    (spawn_server(cfg, handler), closes)
-}
-
-fn codes(closes: &Mutex<Vec<u16>>) -> Vec<u16> {
-    closes.lock().unwrap().clone()
-}
-
-fn connect(server: &TestServer) -> Client {
-    let stream = TcpStream::connect(server.addr).unwrap();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    stream.set_write_timeout(Some(DEADLINE)).unwrap();
-    let (ws, response) = tungstenite::client(server.url(), stream).expect("handshake");
-    assert_eq!(response.status(), 101);
-    ws
-}
-
-fn echo_round(ws: &mut Client, text: &str) {
-    ws.send(Message::text(text)).unwrap();
-    loop {
-        match ws.read().expect("read") {
-            Message::Text(t) => {
-                assert_eq!(t.as_str(), text);
-                return;
-            }
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
-
-/// Polls `f` until it returns `Some`, or panics with `what` after [`DEADLINE`].
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
+use util::{spawn_recorder, CloseLog, TestServer, DEADLINE};
 
 /// A round trip through the loop's inbox: every close the loop reported before it is
 /// recorded once this returns.
@@ -92,7 +26,7 @@ fn settle(server: &TestServer) {
 
 #[test]
 fn peer_that_never_answers_pings_is_dropped_with_1006_once() {
-    let (server, closes) = start(
+    let (server, closes) = spawn_recorder(
         Config::default()
             .ping_interval(Some(Duration::from_millis(200)))
             .pong_timeout(Duration::from_millis(200)),
@@ -110,12 +44,10 @@ fn peer_that_never_answers_pings_is_dropped_with_1006_once() {
         &received[..received.len().min(64)]
     );
 
-    eventually("the handler to see the close", || {
-        (!codes(&closes).is_empty()).then_some(())
-    });
+    closes.wait_for_any("the handler to see the close");
     settle(&server);
     assert_eq!(
-        codes(&closes),
+        closes.codes(),
         [1006],
         "on_close should run once, with 1006"
     );
@@ -130,7 +62,7 @@ fn peer_that_never_answers_pings_is_dropped_with_1006_once() {
 fn peer_that_reads_and_answers_pings_stays_connected() {
     // The pong timeout is long enough that a descheduled client thread cannot miss it; the
     // test still sees several ping rounds, each only possible after the previous pong.
-    let (server, closes) = start(
+    let (server, closes) = spawn_recorder(
         Config::default()
             .ping_interval(Some(Duration::from_millis(200)))
             .pong_timeout(Duration::from_secs(5)),
@@ -156,9 +88,9 @@ fn peer_that_reads_and_answers_pings_stays_connected() {
     echo_round(&mut ws, "still here");
     settle(&server);
     assert!(
-        codes(&closes).is_empty(),
+        closes.codes().is_empty(),
         "a close was reported: {:?}",
-        codes(&closes)
+        closes.codes()
     );
     let stats = server.handle.stats().unwrap();
     assert_eq!(stats.timeouts, 0);
@@ -167,7 +99,8 @@ fn peer_that_reads_and_answers_pings_stays_connected() {
 
 #[test]
 fn slow_loris_handshake_is_dropped_and_others_are_served() {
-    let (server, _) = start(Config::default().handshake_timeout(Duration::from_millis(300)));
+    let (server, _) =
+        spawn_recorder(Config::default().handshake_timeout(Duration::from_millis(300)));
     let addr = server.addr;
     let request = raw::upgrade_request(
         &addr.to_string(),
@@ -212,56 +145,34 @@ fn slow_loris_handshake_is_dropped_and_others_are_served() {
     assert_eq!(stats.accepted, 2);
 }
 
-/// Reads until a close frame, answering it; returns its code and reason.
-fn read_close(ws: &mut Client) -> (u16, String) {
-    let mut got = None;
-    loop {
-        match ws.read() {
-            Ok(Message::Close(frame)) => {
-                let frame = frame.expect("a close frame without a code");
-                got = Some((u16::from(frame.code), frame.reason.as_str().to_owned()));
-            }
-            Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => {}
-            Ok(other) => panic!("unexpected {other:?}"),
-            Err(tungstenite::Error::ConnectionClosed) => {
-                return got.expect("the connection closed without a close frame")
-            }
-            Err(e) => panic!("the close did not complete cleanly: {e} (close frame: {got:?})"),
-        }
-    }
+/// Expects the idle timeout to close the next connection with 1000, and the handler to see
+/// exactly that close.
+fn expect_idle_close(server: &TestServer, closes: &CloseLog) {
+    let mut ws = connect(server);
+    assert_eq!(read_close_code(&mut ws), 1000);
+    server.wait_for_open_connections(0, "the server to end the connection");
+    assert_eq!(closes.codes(), [1000]);
 }
 
 #[test]
 fn idle_timeout_closes_a_silent_connection_with_1000() {
-    let (server, closes) = start(
+    let (server, closes) = spawn_recorder(
         Config::default()
             .ping_interval(None)
             .idle_timeout(Some(Duration::from_millis(300))),
     );
-    let mut ws = connect(&server);
-    let (code, _) = read_close(&mut ws);
-    assert_eq!(code, 1000);
-    eventually("the server to end the connection", || {
-        (server.handle.stats().ok()?.connections_open == 0).then_some(())
-    });
-    assert_eq!(codes(&closes), [1000]);
+    expect_idle_close(&server, &closes);
 }
 
 #[test]
 fn heartbeats_do_not_count_as_activity_for_the_idle_timeout() {
-    let (server, closes) = start(
+    let (server, closes) = spawn_recorder(
         Config::default()
             .ping_interval(Some(Duration::from_millis(100)))
             .pong_timeout(Duration::from_secs(5))
             .idle_timeout(Some(Duration::from_millis(600))),
     );
-    let mut ws = connect(&server);
     // tungstenite answers every ping while it reads; no data message goes either way.
-    let (code, _) = read_close(&mut ws);
-    assert_eq!(code, 1000);
-    eventually("the server to end the connection", || {
-        (server.handle.stats().ok()?.connections_open == 0).then_some(())
-    });
-    assert_eq!(codes(&closes), [1000]);
+    expect_idle_close(&server, &closes);
     assert_eq!(server.handle.stats().unwrap().timeouts, 0);
 }

@@ -5,32 +5,14 @@
 mod util;
 
 use std::net::{SocketAddr, TcpStream};
-use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use emberws::{CloseCode, Config, Ctx, Decision, Handler, HttpRequest, Message as Msg};
+use emberws::{Config, Ctx, Decision, Handler, HttpRequest, Message as Msg};
 use socket2::{Domain, Socket, Type};
-use tungstenite::{Message, WebSocket};
-use util::raw::{self, op, Event, RawClient};
-use util::{spawn_server, Echo, TestServer};
-
-type Client = WebSocket<TcpStream>;
-
-/// A generous bound for anything the tests wait for.
-const DEADLINE: Duration = Duration::from_secs(30);
-
-fn client_on(stream: TcpStream, server: &TestServer) -> Client {
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    stream.set_write_timeout(Some(DEADLINE)).unwrap();
-    let (ws, response) = tungstenite::client(server.url(), stream).expect("handshake");
-    assert_eq!(response.status(), 101);
-    ws
-}
-
-fn connect(server: &TestServer) -> Client {
-    client_on(TcpStream::connect(server.addr).unwrap(), server)
-}
+use tungstenite::Message;
+use util::clients::{client_on, connect, echo_round, read_close_code, try_client_on, Client};
+use util::raw::{self, op, BackgroundWriter, Event, RawClient};
+use util::{eventually, spawn_recorder, spawn_server, Echo, TestServer};
 
 /// A TCP connection to `server` from the local address `from` (port chosen by the system).
 fn connect_from(from: [u8; 4], server: SocketAddr) -> TcpStream {
@@ -40,38 +22,12 @@ fn connect_from(from: [u8; 4], server: SocketAddr) -> TcpStream {
     socket.into()
 }
 
-fn echo_round(ws: &mut Client, text: &str) {
-    ws.send(Message::text(text)).unwrap();
-    loop {
-        match ws.read().expect("read") {
-            Message::Text(t) => {
-                assert_eq!(t.as_str(), text);
-                return;
-            }
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
-
 /// Sends an upgrade request for `path` with extra headers; returns the response status and
 /// head.
 fn upgrade_status(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> raw::HttpResponse {
     let request = raw::upgrade_request(&addr.to_string(), path, &raw::random_key(), headers);
     let (response, _stream) = raw::http_request(addr, request.as_bytes()).expect("request");
     response
-}
-
-/// Polls `f` until it returns `Some`, or panics with `what` after [`DEADLINE`].
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]
@@ -95,11 +51,7 @@ fn max_connections_refuses_the_next_with_503_and_retry_after() {
     gone.close(None).unwrap();
     while gone.read().is_ok() {}
     let mut again = eventually("a freed slot to be reusable", || {
-        let stream = TcpStream::connect(server.addr).ok()?;
-        stream.set_read_timeout(Some(DEADLINE)).ok()?;
-        tungstenite::client(server.url(), stream)
-            .ok()
-            .map(|(ws, _)| ws)
+        try_client_on(TcpStream::connect(server.addr).ok()?, &server.url())
     });
     echo_round(&mut again, "in the freed slot");
     assert!(server.handle.stats().unwrap().rejected_with(503) >= 1);
@@ -108,8 +60,8 @@ fn max_connections_refuses_the_next_with_503_and_retry_after() {
 #[test]
 fn max_connections_per_ip_counts_each_address_apart() {
     let server = spawn_server(Config::default().max_connections_per_ip(2), Echo);
-    let mut a = client_on(connect_from([127, 0, 0, 1], server.addr), &server);
-    let mut b = client_on(connect_from([127, 0, 0, 1], server.addr), &server);
+    let mut a = client_on(connect_from([127, 0, 0, 1], server.addr), &server.url());
+    let mut b = client_on(connect_from([127, 0, 0, 1], server.addr), &server.url());
     let refused = upgrade_status(server.addr, "/", &[]);
     assert_eq!(refused.status, 503, "{}", refused.head);
     assert!(
@@ -117,7 +69,7 @@ fn max_connections_per_ip_counts_each_address_apart() {
         "503 without Retry-After"
     );
 
-    let mut other = client_on(connect_from([127, 0, 0, 2], server.addr), &server);
+    let mut other = client_on(connect_from([127, 0, 0, 2], server.addr), &server.url());
     echo_round(&mut other, "from 127.0.0.2");
     echo_round(&mut a, "a");
     echo_round(&mut b, "b");
@@ -126,11 +78,7 @@ fn max_connections_per_ip_counts_each_address_apart() {
     a.close(None).unwrap();
     while a.read().is_ok() {}
     let mut again = eventually("127.0.0.1 to have a free place again", || {
-        let stream = connect_from([127, 0, 0, 1], server.addr);
-        stream.set_read_timeout(Some(DEADLINE)).ok()?;
-        tungstenite::client(server.url(), stream)
-            .ok()
-            .map(|(ws, _)| ws)
+        try_client_on(connect_from([127, 0, 0, 1], server.addr), &server.url())
     });
     echo_round(&mut again, "a's successor");
 }
@@ -206,22 +154,6 @@ fn handler_decides_the_upgrade() {
     assert_eq!(stats.accepted, 1);
 }
 
-/// Reads until a close frame (answering it); returns its code.
-fn read_close_code(ws: &mut Client) -> u16 {
-    let mut got = None;
-    loop {
-        match ws.read() {
-            Ok(Message::Close(frame)) => got = frame.map(|f| u16::from(f.code)),
-            Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => {}
-            Ok(other) => panic!("unexpected {other:?} before the close"),
-            Err(tungstenite::Error::ConnectionClosed) => {
-                return got.expect("the connection closed without a close code")
-            }
-            Err(e) => panic!("the close did not complete cleanly: {e} (code so far: {got:?})"),
-        }
-    }
-}
-
 #[test]
 fn message_over_max_message_size_closes_with_1009() {
     let server = spawn_server(Config::default().max_message_size(1000), Echo);
@@ -252,22 +184,6 @@ fn message_over_max_message_size_closes_with_1009() {
     assert_eq!(server.handle.stats().unwrap().closes_with(1009), 3);
 }
 
-/// Echoes, and records every close code it is told about.
-#[derive(Default)]
-struct Recorder {
-    closes: Arc<Mutex<Vec<u16>>>,
-}
-
-impl Handler for Recorder {
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Msg<'_>) {
-        ctx.send(msg);
-    }
-
-    fn on_close(&mut self, _ctx: &mut Ctx<'_>, code: CloseCode, _reason: &str) {
-        self.closes.lock().unwrap().push(code.as_u16());
-    }
-}
-
 const FLOOD: usize = 10 << 20;
 
 /// Floods `bytes` (whole frames, repeated to [`FLOOD`] bytes) at a server without reading,
@@ -275,13 +191,10 @@ const FLOOD: usize = 10 << 20;
 /// (or the connection gone), and no more than `backpressure + max_frame` bytes were ever
 /// queued.
 fn flood_without_reading(unit: &[u8], max_frame: u64, backpressure: u64) {
-    let handler = Recorder::default();
-    let closes = Arc::clone(&handler.closes);
-    let server = spawn_server(
+    let (server, closes) = spawn_recorder(
         Config::default()
             .max_backpressure(backpressure as usize)
             .close_timeout(Duration::from_secs(2)),
-        handler,
     );
     let mut client = RawClient::connect(server.addr).unwrap();
     let mut writer = client.background_writer().unwrap();
@@ -291,11 +204,9 @@ fn flood_without_reading(unit: &[u8], max_frame: u64, backpressure: u64) {
     }
     // The server may end the connection while we still write: a failed write is fine.
     let _ = writer.wait_idle();
-    eventually("the flooding client to be closed", || {
-        (!closes.lock().unwrap().is_empty()).then_some(())
-    });
+    closes.wait_for_any("the flooding client to be closed");
     let stats = server.handle.stats().unwrap();
-    assert_eq!(*closes.lock().unwrap(), [1008], "the flooder's close code");
+    assert_eq!(closes.codes(), [1008], "the flooder's close code");
     assert_eq!(stats.slow_closes, 1);
     assert!(
         stats.queued_high_water <= backpressure + max_frame,
@@ -323,67 +234,14 @@ fn flood_without_reading(unit: &[u8], max_frame: u64, backpressure: u64) {
             Err(e) => panic!("reading what the flooded server sent: {e}"),
         }
     }
-    eventually("the flooder's connection to end", || {
-        (server.handle.stats().ok()?.connections_open == 0).then_some(())
-    });
+    server.wait_for_open_connections(0, "the flooder's connection to end");
     let stats = server.handle.stats().unwrap();
     assert_eq!(stats.queued_bytes, 0, "queued bytes left behind");
     assert!(stats.queued_high_water <= backpressure + max_frame);
 }
 
-#[test]
-fn ping_flood_without_reading_stays_bounded_and_served() {
-    // Pongs are not data a slow consumer falls behind on: RFC 6455 §5.5.3 lets the server
-    // answer only the latest ping, so a waiting pong is replaced and the queue stays bounded.
-    const PINGS: usize = 80_000;
-    let backpressure = 64 * 1024;
-    let server = spawn_server(Config::default().max_backpressure(backpressure), Echo);
-    let mut client = RawClient::connect(server.addr).unwrap();
-    let mut writer = client.background_writer().unwrap();
-    for chunk in (0..PINGS).collect::<Vec<_>>().chunks(2000) {
-        writer.send(
-            chunk
-                .iter()
-                .flat_map(|&i| raw::client_frame(true, op::PING, &ping_payload(i)))
-                .collect(),
-        );
-    }
-    writer.send(raw::client_frame(true, op::TEXT, b"done"));
-    writer.wait_idle().unwrap();
-    // Every ping has reached the server; only now does the client start reading.
-    let mut last = None;
-    loop {
-        match client.read_event() {
-            Ok(Event::Pong(p)) => {
-                let i: usize = std::str::from_utf8(&p[5..13]).unwrap().parse().unwrap();
-                assert!(last.is_none_or(|l| i > l), "pong {i} after pong {last:?}");
-                assert_eq!(p, ping_payload(i), "pong {i} is not its ping's payload");
-                last = Some(i);
-            }
-            Ok(Event::Message { payload, .. }) => {
-                assert_eq!(payload, b"done");
-                break;
-            }
-            other => panic!("after pong {last:?}: {other:?}"),
-        }
-    }
-    let stats = server.handle.stats().unwrap();
-    // The output batch stops taking pongs at the limit; one more waits in the queue.
-    assert!(
-        stats.queued_high_water <= (backpressure + 2 * 127) as u64,
-        "{} bytes queued for a ping flood",
-        stats.queued_high_water
-    );
-    assert_eq!(stats.slow_closes, 0);
-}
-
-#[test]
-fn echo_flood_without_reading_is_closed_with_1008_and_bounded() {
-    let message = raw::client_frame(true, op::BINARY, &[b'e'; 1024]);
-    flood_without_reading(&message, 1024 + 4, 64 * 1024);
-    // A limit below the loop's 64 KiB output batch holds just the same.
-    flood_without_reading(&message, 1024 + 4, 16 * 1024);
-}
+/// How many pings a ping flood sends.
+const PINGS: usize = 80_000;
 
 /// A ping payload that names its index, padded to the 125-byte maximum.
 fn ping_payload(i: usize) -> Vec<u8> {
@@ -392,13 +250,10 @@ fn ping_payload(i: usize) -> Vec<u8> {
     payload
 }
 
-#[test]
-fn pongs_stay_well_formed_when_a_ping_flood_backs_up() {
-    // Backpressure large enough for every pong: no policy applies, so each pong must come
-    // back well framed, in order (RFC 6455 §5.5.3 allows skipping all but the latest).
-    const PINGS: usize = 80_000;
-    let server = spawn_server(Config::default().max_backpressure(64 << 20), Echo);
-    let mut client = RawClient::connect(server.addr).unwrap();
+/// Connects and has a background writer send [`PINGS`] pings (see [`ping_payload`]), then
+/// a text message `done`; nothing is read.
+fn start_ping_flood(server: &TestServer) -> (RawClient, BackgroundWriter) {
+    let client = RawClient::connect(server.addr).unwrap();
     let mut writer = client.background_writer().unwrap();
     for chunk in (0..PINGS).collect::<Vec<_>>().chunks(2000) {
         writer.send(
@@ -409,6 +264,12 @@ fn pongs_stay_well_formed_when_a_ping_flood_backs_up() {
         );
     }
     writer.send(raw::client_frame(true, op::TEXT, b"done"));
+    (client, writer)
+}
+
+/// Reads the answers to a ping flood up to the echo of `done`: every pong must carry its
+/// ping's payload, in increasing order. Returns the index of the last pong.
+fn read_pongs_until_done(client: &mut RawClient) -> Option<usize> {
     let mut last = None;
     loop {
         match client.read_event() {
@@ -428,11 +289,48 @@ fn pongs_stay_well_formed_when_a_ping_flood_backs_up() {
             }
             Ok(Event::Message { payload, .. }) => {
                 assert_eq!(payload, b"done");
-                break;
+                return last;
             }
             other => panic!("after pong {last:?}: {other:?}"),
         }
     }
+}
+
+#[test]
+fn ping_flood_without_reading_stays_bounded_and_served() {
+    // Pongs are not data a slow consumer falls behind on: RFC 6455 §5.5.3 lets the server
+    // answer only the latest ping, so a waiting pong is replaced and the queue stays bounded.
+    let backpressure = 64 * 1024;
+    let server = spawn_server(Config::default().max_backpressure(backpressure), Echo);
+    let (mut client, mut writer) = start_ping_flood(&server);
+    writer.wait_idle().unwrap();
+    // Every ping has reached the server; only now does the client start reading.
+    read_pongs_until_done(&mut client);
+    let stats = server.handle.stats().unwrap();
+    // The output batch stops taking pongs at the limit; one more waits in the queue.
+    assert!(
+        stats.queued_high_water <= (backpressure + 2 * 127) as u64,
+        "{} bytes queued for a ping flood",
+        stats.queued_high_water
+    );
+    assert_eq!(stats.slow_closes, 0);
+}
+
+#[test]
+fn echo_flood_without_reading_is_closed_with_1008_and_bounded() {
+    let message = raw::client_frame(true, op::BINARY, &[b'e'; 1024]);
+    flood_without_reading(&message, 1024 + 4, 64 * 1024);
+    // A limit below the loop's 64 KiB output batch holds just the same.
+    flood_without_reading(&message, 1024 + 4, 16 * 1024);
+}
+
+#[test]
+fn pongs_stay_well_formed_when_a_ping_flood_backs_up() {
+    // Backpressure large enough for every pong: no policy applies, so each pong must come
+    // back well framed, in order (RFC 6455 §5.5.3 allows skipping all but the latest).
+    let server = spawn_server(Config::default().max_backpressure(64 << 20), Echo);
+    let (mut client, mut writer) = start_ping_flood(&server);
+    let last = read_pongs_until_done(&mut client);
     writer.wait_idle().unwrap();
     assert_eq!(last, Some(PINGS - 1), "the last ping was not answered");
 }

@@ -11,67 +11,18 @@
 
 mod util;
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::mpsc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use emberws::{Config, Ctx, Handler, Message as Msg};
-use tungstenite::Message;
+use util::clients::{with_bystander, Bystander};
 use util::raw::{self, op, Closed, Event, RawClient, IO_TIMEOUT};
 use util::{spawn_server, Echo, TestServer};
 
 // ---------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------
-
-/// A well-behaved client connected before the bad input, that must keep getting echoes.
-struct Bystander {
-    ws: tungstenite::WebSocket<TcpStream>,
-    round: u32,
-}
-
-impl Bystander {
-    fn connect(addr: SocketAddr) -> Bystander {
-        let stream = TcpStream::connect(addr).expect("bystander: connect");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        let (ws, response) =
-            tungstenite::client(format!("ws://{addr}/"), stream).expect("bystander: handshake");
-        assert_eq!(response.status(), 101, "bystander: handshake status");
-        let mut bystander = Bystander { ws, round: 0 };
-        bystander.assert_echoes();
-        bystander
-    }
-
-    /// Sends one text message and waits for its echo.
-    fn assert_echoes(&mut self) {
-        self.round += 1;
-        let text = format!("bystander round {}", self.round);
-        self.ws
-            .send(Message::text(text.clone()))
-            .unwrap_or_else(|e| panic!("bystander: send of round {} failed: {e}", self.round));
-        loop {
-            match self.ws.read() {
-                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
-                Ok(got) => {
-                    assert_eq!(got, Message::text(text), "bystander: wrong echo");
-                    return;
-                }
-                Err(e) => panic!("bystander: no echo of round {}: {e}", self.round),
-            }
-        }
-    }
-}
-
-/// Runs `bad` (which sends bad input to `addr` and checks the answer) with a bystander
-/// connected before it and checked for an echo after it.
-fn with_bystander<R>(addr: SocketAddr, bad: impl FnOnce(SocketAddr) -> R) -> R {
-    let mut bystander = Bystander::connect(addr);
-    let result = bad(addr);
-    bystander.assert_echoes();
-    result
-}
 
 /// A raw client with the opening handshake done.
 fn open(addr: SocketAddr) -> RawClient {
@@ -722,34 +673,21 @@ fn many_concurrent_bad_clients_are_closed_and_counted() {
     let addr = server.addr;
     let mut bystander = Bystander::connect(addr);
 
-    let threads: Vec<_> = (0..CLIENTS)
-        .map(|i| {
-            thread::spawn(move || {
-                let (code, what) = KINDS[i % KINDS.len()];
-                let bytes = match what {
-                    "unmasked frame" => raw::frame(true, 0, op::BINARY, b"x", false),
-                    "invalid UTF-8" => raw::client_frame(true, op::TEXT, b"bad \xFF"),
-                    "too big" => {
-                        raw::frame_header(true, 0, op::BINARY, LIMIT as u64 + 1, Some(MASK))
-                    }
-                    "reserved opcode" => raw::client_frame(true, 0x3, b""),
-                    _ => raw::client_frame(true, op::CLOSE, &raw::close_payload(1005, b"")),
-                };
-                let mut client = open(addr);
-                assert_echoes(&mut client, op::TEXT, format!("client {i}").as_bytes());
-                client.send(&bytes).unwrap();
-                expect_close(&mut client, code, what);
-            })
-        })
-        .collect();
     // The bystander keeps echoing while the bad clients are being answered.
-    while !threads.iter().all(|t| t.is_finished()) {
-        bystander.assert_echoes();
-    }
-    for t in threads {
-        t.join().expect("a bad client's checks failed");
-    }
-    bystander.assert_echoes();
+    bystander.assert_echoes_during(CLIENTS, move |i| {
+        let (code, what) = KINDS[i % KINDS.len()];
+        let bytes = match what {
+            "unmasked frame" => raw::frame(true, 0, op::BINARY, b"x", false),
+            "invalid UTF-8" => raw::client_frame(true, op::TEXT, b"bad \xFF"),
+            "too big" => raw::frame_header(true, 0, op::BINARY, LIMIT as u64 + 1, Some(MASK)),
+            "reserved opcode" => raw::client_frame(true, 0x3, b""),
+            _ => raw::client_frame(true, op::CLOSE, &raw::close_payload(1005, b"")),
+        };
+        let mut client = open(addr);
+        assert_echoes(&mut client, op::TEXT, format!("client {i}").as_bytes());
+        client.send(&bytes).unwrap();
+        expect_close(&mut client, code, what);
+    });
 
     let stats = server.handle.stats().expect("stats");
     let per_kind = (CLIENTS / KINDS.len()) as u64;

@@ -4,18 +4,17 @@
 mod util;
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tungstenite::{Message, WebSocket};
+use tungstenite::Message;
 use util::binary::{binary_path, ServerProcess};
+use util::clients::{connect_to, recv_text, Client};
 use util::raw::{self, RawClient};
-
-/// A generous bound for anything the tests wait for.
-const DEADLINE: Duration = Duration::from_secs(30);
+use util::DEADLINE;
 
 /// `emberws --listen 127.0.0.1:0 EXTRA...` (the relay).
 fn relay(extra: &[&str]) -> ServerProcess {
@@ -26,17 +25,14 @@ fn relay(extra: &[&str]) -> ServerProcess {
 
 /// A relay client.
 struct Peer {
-    ws: WebSocket<TcpStream>,
+    ws: Client,
 }
 
 impl Peer {
     fn connect(server: &ServerProcess) -> Peer {
-        let stream = TcpStream::connect(server.addr()).unwrap();
-        stream.set_read_timeout(Some(DEADLINE)).unwrap();
-        stream.set_write_timeout(Some(DEADLINE)).unwrap();
-        let (ws, response) = tungstenite::client(server.ws_url(), stream).expect("handshake");
-        assert_eq!(response.status(), 101);
-        Peer { ws }
+        Peer {
+            ws: connect_to(server.addr(), &server.ws_url()),
+        }
     }
 
     fn send(&mut self, v: Value) {
@@ -49,16 +45,9 @@ impl Peer {
 
     /// The next message, parsed (pings and pongs of the WebSocket layer skipped).
     fn recv(&mut self) -> Value {
-        loop {
-            match self.ws.read().expect("read") {
-                Message::Text(t) => {
-                    return serde_json::from_str(t.as_str())
-                        .unwrap_or_else(|e| panic!("the relay sent invalid JSON {t:?}: {e}"))
-                }
-                Message::Ping(_) | Message::Pong(_) => continue,
-                other => panic!("expected a JSON text message, got {other:?}"),
-            }
-        }
+        let t = recv_text(&mut self.ws);
+        serde_json::from_str(&t)
+            .unwrap_or_else(|e| panic!("the relay sent invalid JSON {t:?}: {e}"))
     }
 
     /// An app-level ping whose pong must be the very next message: proves nothing else

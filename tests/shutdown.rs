@@ -10,43 +10,18 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use emberws::{Config, Server, ServerHandle};
-use tungstenite::{Message, WebSocket};
+use tungstenite::Message;
 use util::binary::ServerProcess;
+use util::clients::{connect_to, read_close_code, Client};
 use util::raw::{self, Event, RawClient};
-use util::Echo;
-
-type Client = WebSocket<TcpStream>;
-
-/// A generous bound for anything the tests wait for.
-const DEADLINE: Duration = Duration::from_secs(30);
+use util::{Echo, DEADLINE};
 
 fn connect(url: &str, addr: SocketAddr) -> Client {
-    let stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    stream.set_write_timeout(Some(DEADLINE)).unwrap();
-    let (mut ws, response) = tungstenite::client(url, stream).expect("handshake");
-    assert_eq!(response.status(), 101);
+    let mut ws = connect_to(addr, url);
     // One echo proves the connection open on the server's side too.
     ws.send(Message::text("hello")).unwrap();
     assert_eq!(ws.read().unwrap(), Message::text("hello"));
     ws
-}
-
-/// Reads until the server's close frame, answers it (tungstenite does), and waits for the
-/// end of the connection; returns the close code.
-fn close_code(ws: &mut Client) -> u16 {
-    let mut got = None;
-    loop {
-        match ws.read() {
-            Ok(Message::Close(frame)) => got = frame.map(|f| u16::from(f.code)),
-            Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => {}
-            Ok(other) => panic!("unexpected {other:?} before the close"),
-            Err(tungstenite::Error::ConnectionClosed) => {
-                return got.expect("the connection ended without a close code")
-            }
-            Err(e) => panic!("the close did not complete cleanly: {e} (code so far: {got:?})"),
-        }
-    }
 }
 
 fn signal_shuts_down(signal: &str) {
@@ -59,7 +34,7 @@ fn signal_shuts_down(signal: &str) {
         .expect("run kill");
     assert!(status.success(), "kill -{signal} failed");
     for ws in &mut clients {
-        assert_eq!(close_code(ws), 1001);
+        assert_eq!(read_close_code(ws), 1001);
     }
     let deadline = Instant::now() + DEADLINE;
     let status = loop {
@@ -104,6 +79,8 @@ fn run_in_process(cfg: Config) -> (SocketAddr, ServerHandle, mpsc::Receiver<bool
         if let Err(e) = &result {
             eprintln!("Server::run failed: {e}");
         }
+        // Dropped before reporting, so the test's later commands find it gone.
+        drop(server);
         let _ = done_tx.send(result.is_ok());
     });
     let (addr, handle) = started_rx.recv().expect("the server thread did not start");
@@ -121,7 +98,7 @@ fn server_handle_shutdown_closes_with_1001_and_run_returns_ok() {
 
     handle.shutdown().expect("shutdown");
     for ws in &mut clients {
-        assert_eq!(close_code(ws), 1001);
+        assert_eq!(read_close_code(ws), 1001);
     }
     let ok = done
         .recv_timeout(DEADLINE)
@@ -153,7 +130,7 @@ fn shutdown_ends_even_if_a_peer_never_answers_the_close() {
     let mut mute = RawClient::connect(addr).unwrap();
 
     handle.shutdown().expect("shutdown");
-    assert_eq!(close_code(&mut polite), 1001);
+    assert_eq!(read_close_code(&mut polite), 1001);
     // The mute peer gets the close frame but never answers: the close timeout ends it.
     match mute.read_event().unwrap() {
         Event::Close { code, .. } => assert_eq!(code, Some(1001)),

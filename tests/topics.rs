@@ -12,25 +12,21 @@ mod util;
 use std::io::Write;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use emberws::{CloseCode, Config, Ctx, Handler, Message as Msg, SlowConsumer};
 use socket2::{Domain, Socket, Type};
-use tungstenite::{Message, WebSocket};
+use tungstenite::Message;
+use util::clients::{connect, recv_text, Client};
 use util::raw::{self, op, random_key, upgrade_request, Event, RawClient};
-use util::{spawn_server, TestServer};
-
-type Client = WebSocket<TcpStream>;
-
-/// A generous bound for anything the tests wait for.
-const DEADLINE: Duration = Duration::from_secs(30);
+use util::{eventually, spawn_server, CloseLog, TestServer, DEADLINE};
 
 /// The pub/sub handler; records every close code it is told about.
 #[derive(Default)]
 struct PubSub {
-    closes: Arc<Mutex<Vec<u16>>>,
+    closes: CloseLog,
 }
 
 impl Handler for PubSub {
@@ -53,34 +49,14 @@ impl Handler for PubSub {
     }
 
     fn on_close(&mut self, _ctx: &mut Ctx<'_>, code: CloseCode, _reason: &str) {
-        self.closes.lock().unwrap().push(code.as_u16());
+        self.closes.record(code);
     }
 }
 
-fn start(cfg: Config) -> (TestServer, Arc<Mutex<Vec<u16>>>) {
+fn start(cfg: Config) -> (TestServer, CloseLog) {
     let handler = PubSub::default();
-    let closes = Arc::clone(&handler.closes);
+    let closes = handler.closes.clone();
     (spawn_server(cfg, handler), closes)
-}
-
-fn connect(server: &TestServer) -> Client {
-    let stream = TcpStream::connect(server.addr).unwrap();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    stream.set_write_timeout(Some(DEADLINE)).unwrap();
-    let (ws, response) = tungstenite::client(server.url(), stream).expect("handshake");
-    assert_eq!(response.status(), 101);
-    ws
-}
-
-/// The next text message (pings and pongs skipped).
-fn recv(ws: &mut Client) -> String {
-    loop {
-        match ws.read().expect("read") {
-            Message::Text(t) => return t.as_str().to_owned(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected a text message, got {other:?}"),
-        }
-    }
 }
 
 fn send(ws: &mut Client, text: &str) {
@@ -90,13 +66,13 @@ fn send(ws: &mut Client, text: &str) {
 /// Subscribes and waits for the server's answer, so later publishes find the subscription.
 fn subscribe(ws: &mut Client, pattern: &str) {
     send(ws, &format!("sub:{pattern}"));
-    assert_eq!(recv(ws), format!("subscribed:{pattern}:true"));
+    assert_eq!(recv_text(ws), format!("subscribed:{pattern}:true"));
 }
 
 /// Publishes and returns how many subscribers the server delivered to.
 fn publish(ws: &mut Client, topic: &str, payload: &str) -> usize {
     send(ws, &format!("pub:{topic}:{payload}"));
-    let reply = recv(ws);
+    let reply = recv_text(ws);
     reply
         .strip_prefix("n:")
         .and_then(|n| n.parse().ok())
@@ -115,18 +91,6 @@ fn close(mut ws: Client) {
     }
 }
 
-/// Polls `f` until it returns `Some`, or panics with `what` after [`DEADLINE`].
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn fan_out_delivers_every_message_to_every_subscriber_in_order() {
     const N: usize = 20;
@@ -140,7 +104,9 @@ fn fan_out_delivers_every_message_to_every_subscriber_in_order() {
     // Each subscriber reads on its own thread while the publisher publishes.
     let readers: Vec<_> = subs
         .into_iter()
-        .map(|mut ws| thread::spawn(move || (0..M).map(|_| recv(&mut ws)).collect::<Vec<String>>()))
+        .map(|mut ws| {
+            thread::spawn(move || (0..M).map(|_| recv_text(&mut ws)).collect::<Vec<String>>())
+        })
         .collect();
     for i in 0..M {
         let n = publish(
@@ -208,7 +174,7 @@ fn wildcards_match_the_right_topics_and_deliver_once() {
     for ((ws, want), name) in all.iter_mut().zip(expected).zip(names) {
         let mut got = Vec::new();
         loop {
-            let m = recv(ws);
+            let m = recv_text(ws);
             if m == "end" {
                 break;
             }
@@ -226,31 +192,31 @@ fn unsubscribe_stops_delivery() {
     subscribe(&mut sub, "marker");
     let mut publisher = connect(&server);
     assert_eq!(publish(&mut publisher, "t/1", "first"), 1);
-    assert_eq!(recv(&mut sub), "first");
+    assert_eq!(recv_text(&mut sub), "first");
     send(&mut sub, "unsub:t/1");
-    assert_eq!(recv(&mut sub), "unsubscribed:t/1:true");
+    assert_eq!(recv_text(&mut sub), "unsubscribed:t/1:true");
     assert_eq!(publish(&mut publisher, "t/1", "second"), 0);
     send(&mut sub, "unsub:t/1");
     assert_eq!(
-        recv(&mut sub),
+        recv_text(&mut sub),
         "unsubscribed:t/1:false",
         "a second unsubscribe should say false"
     );
     assert_eq!(publish(&mut publisher, "marker", "marker"), 1);
     assert_eq!(
-        recv(&mut sub),
+        recv_text(&mut sub),
         "marker",
         "a message arrived after the unsubscribe"
     );
     // A wildcard subscription ends the same way.
     subscribe(&mut sub, "w/#");
     assert_eq!(publish(&mut publisher, "w/x", "w1"), 1);
-    assert_eq!(recv(&mut sub), "w1");
+    assert_eq!(recv_text(&mut sub), "w1");
     send(&mut sub, "unsub:w/#");
-    assert_eq!(recv(&mut sub), "unsubscribed:w/#:true");
+    assert_eq!(recv_text(&mut sub), "unsubscribed:w/#:true");
     assert_eq!(publish(&mut publisher, "w/x", "w2"), 0);
     assert_eq!(publish(&mut publisher, "marker", "marker2"), 1);
-    assert_eq!(recv(&mut sub), "marker2");
+    assert_eq!(recv_text(&mut sub), "marker2");
 }
 
 #[test]
@@ -269,8 +235,8 @@ fn subscriptions_end_with_the_connection() {
     }
     let mut publisher = connect(&server);
     assert_eq!(publish(&mut publisher, "room/1", "hello"), 3);
-    assert_eq!(recv(&mut a), "hello");
-    assert_eq!(recv(&mut b), "hello");
+    assert_eq!(recv_text(&mut a), "hello");
+    assert_eq!(recv_text(&mut b), "hello");
 
     // A clean close.
     close(b);
@@ -284,9 +250,9 @@ fn subscriptions_end_with_the_connection() {
     });
     // The survivor still gets messages, in order.
     assert_eq!(publish(&mut publisher, "room/1", "last"), 1);
-    let mut got = recv(&mut a);
+    let mut got = recv_text(&mut a);
     while got == "probe" {
-        got = recv(&mut a);
+        got = recv_text(&mut a);
     }
     assert_eq!(got, "last");
 }
@@ -301,16 +267,14 @@ fn broadcast_reaches_every_open_connection() {
     let request = raw::upgrade_request(&server.addr.to_string(), "/", &key, &[]);
     let (first, rest) = request.split_at(16);
     pending.write_all(first.as_bytes()).unwrap();
-    eventually("the pending connection to be accepted", || {
-        (server.handle.stats().ok()?.connections_open == 6).then_some(())
-    });
+    server.wait_for_open_connections(6, "the pending connection to be accepted");
 
     send(&mut clients[0], "all:hello everyone");
-    let mut sender_got = vec![recv(&mut clients[0]), recv(&mut clients[0])];
+    let mut sender_got = vec![recv_text(&mut clients[0]), recv_text(&mut clients[0])];
     sender_got.sort();
     assert_eq!(sender_got, ["hello everyone", "n:5"]);
     for ws in &mut clients[1..] {
-        assert_eq!(recv(ws), "hello everyone");
+        assert_eq!(recv_text(ws), "hello everyone");
     }
 
     // It completes its handshake: the next broadcast is the first thing it gets.
@@ -322,7 +286,7 @@ fn broadcast_reaches_every_open_connection() {
         .broadcast(Msg::Text("from the handle"))
         .unwrap();
     for ws in &mut clients {
-        assert_eq!(recv(ws), "from the handle");
+        assert_eq!(recv_text(ws), "from the handle");
     }
     assert_eq!(
         late.read_event().unwrap(),
@@ -335,16 +299,14 @@ fn broadcast_reaches_every_open_connection() {
     // After one closes, a broadcast reaches the five left.
     let gone = clients.pop().unwrap();
     close(gone);
-    eventually("the closed connection to be gone", || {
-        (server.handle.stats().ok()?.connections_open == 5).then_some(())
-    });
+    server.wait_for_open_connections(5, "the closed connection to be gone");
     send(&mut clients[1], "all:again");
-    let mut sender_got = vec![recv(&mut clients[1]), recv(&mut clients[1])];
+    let mut sender_got = vec![recv_text(&mut clients[1]), recv_text(&mut clients[1])];
     sender_got.sort();
     assert_eq!(sender_got, ["again", "n:5"]);
     for (i, ws) in clients.iter_mut().enumerate() {
         if i != 1 {
-            assert_eq!(recv(ws), "again");
+            assert_eq!(recv_text(ws), "again");
         }
     }
     assert_eq!(
@@ -363,10 +325,10 @@ fn subscriptions_per_connection_are_capped() {
     subscribe(&mut ws, "a");
     subscribe(&mut ws, "b/#");
     send(&mut ws, "sub:c");
-    assert_eq!(recv(&mut ws), "subscribed:c:false");
+    assert_eq!(recv_text(&mut ws), "subscribed:c:false");
     send(&mut ws, "sub:a");
     assert_eq!(
-        recv(&mut ws),
+        recv_text(&mut ws),
         "subscribed:a:false",
         "a repeated subscribe should say false"
     );
@@ -374,10 +336,10 @@ fn subscriptions_per_connection_are_capped() {
     assert_eq!(publish(&mut publisher, "c", "no"), 0);
     // Unsubscribing makes room again.
     send(&mut ws, "unsub:a");
-    assert_eq!(recv(&mut ws), "unsubscribed:a:true");
+    assert_eq!(recv_text(&mut ws), "unsubscribed:a:true");
     subscribe(&mut ws, "c");
     assert_eq!(publish(&mut publisher, "c", "yes"), 1);
-    assert_eq!(recv(&mut ws), "yes");
+    assert_eq!(recv_text(&mut ws), "yes");
 }
 
 #[test]
@@ -406,16 +368,16 @@ fn publishing_from_another_thread_reaches_subscribers() {
     sensor.join().expect("sensor thread panicked");
     for ws in &mut subs {
         for i in 0..M {
-            assert_eq!(recv(ws), format!("t={i}"));
+            assert_eq!(recv_text(ws), format!("t={i}"));
         }
         match ws.read().expect("read") {
             Message::Binary(b) => assert_eq!(&b[..], &[0, 1, 2, 255]),
             other => panic!("expected the binary reading, got {other:?}"),
         }
     }
-    assert_eq!(recv(&mut subs[1]), "h=40");
+    assert_eq!(recv_text(&mut subs[1]), "h=40");
     assert_eq!(
-        recv(&mut other),
+        recv_text(&mut other),
         "h=40",
         "the humidity subscriber got a temperature reading"
     );
@@ -489,7 +451,7 @@ fn fast_subscriber(
     thread::spawn(move || {
         let mut got = Vec::new();
         loop {
-            let m = recv(&mut fast);
+            let m = recv_text(&mut fast);
             if m == "END" {
                 close(fast);
                 return got;
@@ -559,7 +521,7 @@ fn slow_consumer_is_closed_with_1008_and_the_fast_one_gets_everything() {
         "queued bytes reached {}, over max_backpressure {BACKPRESSURE} + one message",
         stats.queued_high_water
     );
-    let codes = closes.lock().unwrap().clone();
+    let codes = closes.codes();
     assert_eq!(
         codes.iter().filter(|&&c| c == 1008).count(),
         1,
@@ -616,10 +578,8 @@ fn slow_consumer_is_closed_with_1008_and_the_fast_one_gets_everything() {
         got == (0..counts.len()).collect::<Vec<_>>(),
         "the fast subscriber missed messages"
     );
-    eventually("every connection to end", || {
-        (server.handle.stats().ok()?.connections_open == 0).then_some(())
-    });
-    let mut codes = closes.lock().unwrap().clone();
+    server.wait_for_open_connections(0, "every connection to end");
+    let mut codes = closes.codes();
     codes.sort_unstable();
     assert_eq!(
         codes,
@@ -695,7 +655,7 @@ fn slow_consumer_with_drop_policy_stays_open_and_loses_only_its_own_messages() {
         Event::Message { payload, .. } => assert_eq!(payload, b"subscribed:after:true"),
         other => panic!("expected the subscribe answer, got {other:?}"),
     }
-    let codes = closes.lock().unwrap().clone();
+    let codes = closes.codes();
     assert!(
         !codes.contains(&1008),
         "a connection was closed as a slow consumer: {codes:?}"

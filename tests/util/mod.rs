@@ -2,13 +2,31 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod clients;
 pub mod raw;
 
 use std::net::SocketAddr;
-use std::sync::Once;
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, Once};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
-use emberws::{Config, Handler, Server, ServerHandle};
+use emberws::{CloseCode, Config, Ctx, Handler, Message, Server, ServerHandle};
+
+/// A generous bound for anything the tests wait for: only ever an upper bound, never how
+/// soon something is expected.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `f` until it returns `Some`, or panics with `what` after [`DEADLINE`].
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
 
 /// Installs a test logger once (`RUST_LOG=debug cargo test` to see the server's lines).
 pub fn init() {
@@ -29,6 +47,13 @@ impl TestServer {
     /// `ws://ADDR/` for a client library.
     pub fn url(&self) -> String {
         format!("ws://{}/", self.addr)
+    }
+
+    /// Waits (see [`eventually`]) until the server counts exactly `n` open connections.
+    pub fn wait_for_open_connections(&self, n: u64, what: &str) {
+        eventually(what, || {
+            (self.handle.stats().ok()?.connections_open == n).then_some(())
+        });
     }
 
     /// Shuts the server down and waits for its loop to end.
@@ -70,7 +95,51 @@ pub fn spawn_server<H: Handler + Send + 'static>(cfg: Config, handler: H) -> Tes
 pub struct Echo;
 
 impl Handler for Echo {
-    fn on_message(&mut self, ctx: &mut emberws::Ctx<'_>, msg: emberws::Message<'_>) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Message<'_>) {
         ctx.send(msg);
     }
+}
+
+/// The close codes a handler was told about (`on_close`), shared with the test.
+#[derive(Clone, Debug, Default)]
+pub struct CloseLog(Arc<Mutex<Vec<u16>>>);
+
+impl CloseLog {
+    /// Records one close; call it from `Handler::on_close`.
+    pub fn record(&self, code: CloseCode) {
+        self.0.lock().unwrap().push(code.as_u16());
+    }
+
+    /// Every code recorded so far, in order.
+    pub fn codes(&self) -> Vec<u16> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits (see [`eventually`]) until at least one close was recorded.
+    pub fn wait_for_any(&self, what: &str) {
+        eventually(what, || (!self.codes().is_empty()).then_some(()));
+    }
+}
+
+/// Echoes, and records every close code it is told about.
+#[derive(Default)]
+pub struct Recorder {
+    pub closes: CloseLog,
+}
+
+impl Handler for Recorder {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Message<'_>) {
+        ctx.send(msg);
+    }
+
+    fn on_close(&mut self, _ctx: &mut Ctx<'_>, code: CloseCode, _reason: &str) {
+        self.closes.record(code);
+    }
+}
+
+/// Starts a [`Recorder`] with `cfg`; returns the server and the close codes it records.
+pub fn spawn_recorder(cfg: Config) -> (TestServer, CloseLog) {
+    let handler = Recorder::default();
+    let closes = handler.closes.clone();
+    (spawn_server(cfg, handler), closes)
 }

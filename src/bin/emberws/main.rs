@@ -142,14 +142,24 @@ const SERVER: Token = Token(1);
 
 /// Runs the server in this program's own mio loop, beside the signal source: SIGINT or
 /// SIGTERM starts a graceful shutdown (close 1001 to everyone, flush, exit 0).
-fn serve<H: Handler>(listen: SocketAddr, cfg: Config, handler: H) -> Result<(), Error> {
+fn serve<H: Handler>(
+    listen: SocketAddr,
+    cfg: Config,
+    handler: H,
+    dashboard: bool,
+) -> Result<(), Error> {
     let mut poll = Poll::new()?;
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
     poll.registry()
         .register(&mut signals, SIGNALS, Interest::READABLE)?;
     let registry = poll.registry().try_clone()?;
     let mut server = Server::with_registry(listen, cfg, handler, registry, SERVER)?;
-    info!("listening on ws://{}", server.local_addr());
+    let addr = server.local_addr();
+    if dashboard {
+        info!("listening on ws://{addr} (dashboard: http://{addr}/)");
+    } else {
+        info!("listening on ws://{addr}");
+    }
     let mut events = Events::with_capacity(1024);
     while !server.is_finished() {
         if let Err(e) = poll.poll(&mut events, server.next_timeout()) {
@@ -188,9 +198,9 @@ fn main() -> ExitCode {
         }
     };
     let result = if args.echo {
-        serve(args.listen, args.cfg, Echo)
+        serve(args.listen, args.cfg, Echo, false)
     } else {
-        serve(args.listen, args.cfg, relay::Relay::default())
+        serve(args.listen, args.cfg, relay::Relay::default(), true)
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
