@@ -74,3 +74,100 @@ fn main() -> Result<(), emberws::Error> {
     println!("chat: ws://{}/", server.local_addr());
     server.run()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    use serde_json::{json, Value};
+    use tungstenite::{Message as Ws, WebSocket};
+
+    use super::*;
+
+    fn client(addr: std::net::SocketAddr) -> WebSocket<TcpStream> {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        tungstenite::client(format!("ws://{addr}/"), stream)
+            .unwrap()
+            .0
+    }
+
+    fn send(ws: &mut WebSocket<TcpStream>, v: Value) {
+        ws.send(Ws::text(v.to_string())).unwrap();
+    }
+
+    fn next(ws: &mut WebSocket<TcpStream>) -> Value {
+        loop {
+            if let Ws::Text(t) = ws.read().unwrap() {
+                return serde_json::from_str(&t).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_room_hears_joins_chats_and_leaves_and_nothing_from_other_rooms() {
+        // A Server is not Send: it is built on the thread that runs it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let loop_thread = std::thread::spawn(move || {
+            let mut server = Server::bind(
+                "127.0.0.1:0".parse().unwrap(),
+                Config::default(),
+                Chat::default(),
+            )
+            .unwrap();
+            tx.send((server.local_addr(), server.handle())).unwrap();
+            server.run().unwrap();
+        });
+        let (addr, handle) = rx.recv().unwrap();
+
+        let mut alice = client(addr);
+        send(&mut alice, json!({"type": "join", "room": "kitchen"}));
+        assert_eq!(next(&mut alice)["type"], "user-joined");
+        let mut bob = client(addr);
+        send(&mut bob, json!({"type": "join", "room": "kitchen"}));
+        assert_eq!(next(&mut bob)["type"], "user-joined");
+        let joined = next(&mut alice);
+        assert_eq!(
+            (joined["type"].as_str(), joined["room"].as_str()),
+            (Some("user-joined"), Some("kitchen"))
+        );
+        let mut carol = client(addr);
+        send(&mut carol, json!({"type": "join", "room": "garage"}));
+        assert_eq!(next(&mut carol)["room"], "garage");
+
+        send(
+            &mut bob,
+            json!({"type": "chat", "room": "kitchen", "text": "tea?"}),
+        );
+        for ws in [&mut alice, &mut bob] {
+            let msg = next(ws);
+            assert_eq!(
+                (msg["type"].as_str(), msg["text"].as_str()),
+                (Some("chat"), Some("tea?"))
+            );
+        }
+        send(
+            &mut carol,
+            json!({"type": "chat", "room": "garage", "text": "only me"}),
+        );
+        assert_eq!(next(&mut carol)["text"], "only me");
+
+        send(&mut alice, json!({"type": "nonsense"}));
+        assert_eq!(next(&mut alice)["type"], "error");
+
+        bob.close(None).unwrap();
+        while bob.read().is_ok() {}
+        let left = next(&mut alice);
+        assert_eq!(
+            (left["type"].as_str(), left["room"].as_str()),
+            (Some("user-left"), Some("kitchen"))
+        );
+
+        drop((alice, carol));
+        handle.shutdown().unwrap();
+        loop_thread.join().unwrap();
+    }
+}
