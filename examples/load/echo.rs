@@ -193,8 +193,6 @@ pub fn run(run: &Run, cfg: &Config) -> Result<(String, u64), String> {
         ("unexpected_message", app.unexpected),
         ("unanswered", unanswered),
     ];
-    let errors = fleet.core.errors.json(&extra);
-    let total = fleet.core.errors.total() + extra.iter().map(|&(_, n)| n).sum::<u64>();
     let o = run
         .header("echo")
         .u("connections", cfg.connections as u64)
@@ -209,14 +207,7 @@ pub fn run(run: &Run, cfg: &Config) -> Result<(String, u64), String> {
         .f("bytes_per_s", per_s(app.bytes), 0)
         .o("rtt_us", percentiles_us(&app.rtt));
     let o = run.cpu_fields(o, &usage, "msg", app.messages);
-    let o = match rss {
-        Some(kib) => o.u("server_rss_kib", kib),
-        None => o,
-    };
-    let o = o
-        .u("clean_closes", fleet.core.stats.clean_closes)
-        .o("errors", errors);
-    Ok((o.finish(), total))
+    Ok(run.finish(o, rss, &fleet, &extra))
 }
 
 #[cfg(test)]

@@ -309,8 +309,6 @@ pub fn run(run: &Run, cfg: &Config) -> Result<(String, u64), String> {
         ("relay_error", app.relay_errors),
         ("unexpected_message", app.unexpected),
     ];
-    let errors = fleet.core.errors.json(&extra);
-    let total_errors = fleet.core.errors.total() + extra.iter().map(|&(_, n)| n).sum::<u64>();
     let o = run
         .header("fanout")
         .s(
@@ -335,14 +333,7 @@ pub fn run(run: &Run, cfg: &Config) -> Result<(String, u64), String> {
         )
         .u("publisher_received", app.publisher_received);
     let o = run.cpu_fields(o, &usage, "delivery", app.delivered);
-    let o = match rss {
-        Some(kib) => o.u("server_rss_kib", kib),
-        None => o,
-    };
-    let o = o
-        .u("clean_closes", fleet.core.stats.clean_closes)
-        .o("errors", errors);
-    Ok((o.finish(), total_errors))
+    Ok(run.finish(o, rss, &fleet, &extra))
 }
 
 #[cfg(test)]

@@ -344,6 +344,26 @@ impl Run {
             .b("clk_tck_assumed", self.ticks_assumed)
     }
 
+    /// The end of every report: the server's RSS, clean closes, and the errors (the fleet's
+    /// and the mode's own `extra` counts). Returns the JSON line and the error total.
+    pub fn finish(
+        &self,
+        o: Obj,
+        rss_kib: Option<u64>,
+        fleet: &fleet::Fleet,
+        extra: &[(&str, u64)],
+    ) -> (String, u64) {
+        let total = fleet.core.errors.total() + extra.iter().map(|&(_, n)| n).sum::<u64>();
+        let o = match rss_kib {
+            Some(kib) => o.u("server_rss_kib", kib),
+            None => o,
+        };
+        let o = o
+            .u("clean_closes", fleet.core.stats.clean_closes)
+            .o("errors", fleet.core.errors.json(extra));
+        (o.finish(), total)
+    }
+
     /// Closes every connection cleanly, telling how it went.
     pub fn close(&self, fleet: &mut fleet::Fleet) -> std::io::Result<()> {
         eprintln!("load: closing {} connections", fleet.core.open_count());
