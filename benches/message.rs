@@ -22,12 +22,9 @@ mod util;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use emberws::config::MAX_HEADERS;
-use emberws::conn::{Conn, Event, Millis};
+use emberws::conn::{Answered, Conn, Decide, Decision, Event, HttpRequest, Millis, Response};
 use emberws::pool::Pool;
-use emberws::proto::handshake::{self, Header};
 use emberws::proto::message::DataKind;
-use emberws::proto::Status;
 use emberws::Config;
 use tungstenite::protocol::{Role, WebSocket};
 
@@ -40,6 +37,21 @@ const SMALL_LEN: usize = 64;
 const SMALL_FRAME_LEN: usize = 2 + 4 + SMALL_LEN;
 const READ_BUFFER: usize = 64 * 1024;
 const SMALL_COUNT: usize = READ_BUFFER / SMALL_FRAME_LEN;
+
+/// Accepts every upgrade, as the echo server does.
+struct AcceptAll;
+
+impl Decide for AcceptAll {
+    type State = ();
+
+    fn upgrade(&mut self, _req: &HttpRequest<'_>) -> Decision<()> {
+        Decision::Accept(())
+    }
+
+    fn request(&mut self, _req: &HttpRequest<'_>) -> Response {
+        Response::status(404)
+    }
+}
 
 /// An open server connection with the loop's pool and output buffer.
 struct Open {
@@ -56,20 +68,16 @@ impl Open {
         let now = Millis(0);
         // The loop's pool: spares up to the message size are kept.
         let mut pool = Pool::new(32, cfg.max_message_size);
-        let mut conn = Conn::new(now, &cfg);
+        let mut conn = Conn::new(now, &cfg, None);
         let mut out = Vec::new();
         let mut head = REQUEST.to_vec();
         let mut input: &mut [u8] = &mut head;
         match conn.read_event(&mut input, &mut out, &mut pool, &cfg, now) {
             Some(Event::Head(data)) => {
-                let mut table = [Header::EMPTY; MAX_HEADERS];
-                let Ok(Status::Complete((req, _))) = handshake::parse(data.as_slice(), &mut table)
-                else {
-                    panic!("the bench request parses");
-                };
-                let key = req.validate_upgrade().expect("a valid upgrade");
-                conn.accept(&mut out, key, None, now);
-                data.recycle(&mut pool);
+                let peer = "127.0.0.1:1".parse().expect("an address");
+                let answered =
+                    conn.answer_head(data, peer, &mut AcceptAll, &mut out, &mut pool, &cfg, now);
+                assert!(matches!(answered, Answered::Open(..)));
             }
             other => panic!("expected the request head, got {other:?}"),
         }

@@ -28,7 +28,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use emberws::{Config, Ctx, Handler, Message, Server, ServerHandle};
+use emberws::{Config, Ctx, Decision, Handler, HttpRequest, Message, Server, ServerHandle};
 use mio::net::TcpStream as MioStream;
 use mio::{Events, Interest, Poll, Token};
 
@@ -50,14 +50,21 @@ const CONNECT_BATCH: usize = 250;
 struct Subscribe;
 
 impl Handler for Subscribe {
-    fn on_open(&mut self, ctx: &mut Ctx<'_>) {
-        assert!(
+    type State = ();
+
+    fn on_upgrade(&mut self, _req: &HttpRequest<'_>) -> Decision<()> {
+        Decision::Accept(())
+    }
+
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, _state: &mut ()) {
+        assert_eq!(
             ctx.subscribe(TOPIC),
+            emberws::Subscribed::Added,
             "the subscription limit is not reached"
         );
     }
 
-    fn on_message(&mut self, _ctx: &mut Ctx<'_>, _msg: Message<'_>) {}
+    fn on_message(&mut self, _ctx: &mut Ctx<'_>, _state: &mut (), _msg: Message<'_>) {}
 }
 
 /// A running server with `n` subscribed clients in a child process.

@@ -3,12 +3,18 @@
 //!
 //! `cargo run --release --example broadcast -- --listen 127.0.0.1:9003`
 
-use emberws::{Config, Ctx, Handler, Message, Server};
+use emberws::{Config, Ctx, Decision, Handler, HttpRequest, Message, Server};
 
 struct Broadcast;
 
 impl Handler for Broadcast {
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Message<'_>) {
+    type State = ();
+
+    fn on_upgrade(&mut self, _req: &HttpRequest<'_>) -> Decision<()> {
+        Decision::Accept(())
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, _state: &mut (), msg: Message<'_>) {
         ctx.broadcast(msg);
     }
 }

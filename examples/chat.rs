@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use emberws::{CloseCode, Config, ConnId, Ctx, Handler, Message, Server};
+use emberws::{CloseCode, Config, ConnId, Ctx, Decision, Handler, HttpRequest, Message, Server};
 use serde_json::{json, Value};
 
 #[derive(Default)]
@@ -50,7 +50,13 @@ impl Chat {
 }
 
 impl Handler for Chat {
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Message<'_>) {
+    type State = ();
+
+    fn on_upgrade(&mut self, _req: &HttpRequest<'_>) -> Decision<()> {
+        Decision::Accept(())
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, _state: &mut (), msg: Message<'_>) {
         let Message::Text(text) = msg else {
             ctx.close(CloseCode::UNSUPPORTED, "text only");
             return;
@@ -60,7 +66,7 @@ impl Handler for Chat {
         }
     }
 
-    fn on_close(&mut self, ctx: &mut Ctx<'_>, _code: CloseCode, _reason: &str) {
+    fn on_close(&mut self, ctx: &mut Ctx<'_>, _state: (), _code: CloseCode, _reason: &str) {
         for room in self.rooms.remove(&ctx.id()).unwrap_or_default() {
             let note = json!({"type": "user-left", "room": room, "user": ctx.id().to_string()});
             ctx.publish(&room_topic(&room), Message::Text(&note.to_string()));

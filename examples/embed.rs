@@ -5,8 +5,9 @@
 //! `echo hi | nc -u -w0 127.0.0.1 9007`) and watch them arrive on ws://127.0.0.1:9006/.
 
 use std::io;
+use std::time::Instant;
 
-use emberws::{Config, Ctx, Handler, Message, Server};
+use emberws::{Config, Ctx, Decision, Handler, HttpRequest, Message, Server};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
@@ -17,7 +18,13 @@ const SERVER: Token = Token(1);
 struct Quiet;
 
 impl Handler for Quiet {
-    fn on_message(&mut self, _ctx: &mut Ctx<'_>, _msg: Message<'_>) {}
+    type State = ();
+
+    fn on_upgrade(&mut self, _req: &HttpRequest<'_>) -> Decision<()> {
+        Decision::Accept(())
+    }
+
+    fn on_message(&mut self, _ctx: &mut Ctx<'_>, _state: &mut (), _msg: Message<'_>) {}
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -40,8 +47,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut events = Events::with_capacity(256);
     let mut datagram = [0u8; 1500];
+    // One clock read per turn, passed in: the server never reads the clock itself.
+    let mut timeout = server.turn(Instant::now());
     loop {
-        poll.poll(&mut events, server.next_timeout())?;
+        poll.poll(&mut events, timeout)?;
         for event in events.iter() {
             if event.token() != UDP {
                 server.handle_event(event);
@@ -57,6 +66,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
         }
-        server.handle_timeouts();
+        timeout = server.turn(Instant::now());
     }
 }

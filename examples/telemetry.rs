@@ -6,13 +6,19 @@
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use emberws::{Config, Ctx, Handler, Message, Server};
+use emberws::{Config, Ctx, Decision, Handler, HttpRequest, Message, Server};
 use serde_json::Value;
 
 struct Subscribers;
 
 impl Handler for Subscribers {
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Message<'_>) {
+    type State = ();
+
+    fn on_upgrade(&mut self, _req: &HttpRequest<'_>) -> Decision<()> {
+        Decision::Accept(())
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, _state: &mut (), msg: Message<'_>) {
         let Message::Text(text) = msg else { return };
         let Ok(req) = serde_json::from_str::<Value>(text) else {
             return;

@@ -19,9 +19,10 @@ pub enum SlowConsumer {
 
 /// Every limit of the server. Build with [`Config::default`] and the setters.
 ///
-/// Memory per connection (see the README): idle = the connection record only; worst case =
-/// idle + `max_message_size` + `max_backpressure`; server worst case = `max_connections` ×
-/// worst case + `read_buffer_size` + the fixed loop tables.
+/// Memory per connection (see the README): idle = the connection record and its state;
+/// worst case = idle + `max_message_size` + max(`max_backpressure`, `max_send_size`); server
+/// worst case = `max_connections` × worst case + `read_buffer_size` + the spare buffers
+/// (`max_spare_buffers`) + `max_inbox_bytes` + the fixed loop tables.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Config {
@@ -45,14 +46,36 @@ pub struct Config {
     /// Queued outgoing bytes per connection (what its socket did not take). A message is
     /// queued behind others only while the total stays within this; past it, the
     /// [`SlowConsumer`] policy. A message always fits an empty queue, so a connection holds
-    /// at most `max_backpressure` or one message, whichever is larger. Default 64 KiB.
+    /// at most `max_backpressure` or one message (≤ `max_send_size`), whichever is larger.
+    /// Default 64 KiB.
     pub max_backpressure: usize,
+    /// The largest message the server sends; a larger one is refused
+    /// ([`crate::SendStatus::TooLarge`]) and nothing is sent. Never less than
+    /// `max_message_size`, so whatever the server accepts it can echo. Default 128 KiB.
+    pub max_send_size: usize,
+    /// [`crate::Handler::on_drain`] is called when a connection's queue falls from above this
+    /// many bytes to at or below it. Default 16 KiB.
+    pub drain_low_water: usize,
+    /// Bytes the inbox from other threads ([`crate::ServerHandle`]) holds at most, each
+    /// command counted as its message bytes plus 64; past it, handles wait or get
+    /// [`crate::HandleError::Full`]. Default 1 MiB, used only while commands wait.
+    pub max_inbox_bytes: usize,
+    /// Free buffers the pool keeps for reuse, each at most min(`max_message_size`, 64 KiB)
+    /// (or `max_request_head` if larger). Default 32: up to 2 MiB with the defaults, held
+    /// only after a burst of incomplete messages.
+    pub max_spare_buffers: usize,
     /// The policy for a connection past `max_backpressure`. Default [`SlowConsumer::Close`].
     pub slow_consumer: SlowConsumer,
     /// The one loop-wide read buffer. Default 64 KiB, allocated once per server.
     pub read_buffer_size: usize,
-    /// Reads per connection per readiness event before others get a turn. Default 16.
-    pub max_reads_per_event: usize,
+    /// Bytes read from one connection in one turn of the loop before the others get theirs;
+    /// the rest waits for the next turn, behind every connection that was ready. Default
+    /// 64 KiB.
+    pub read_budget: usize,
+    /// Frames (control frames included) handled for one connection in one turn: once past
+    /// it, at the end of the read in progress, the connection waits for its next turn.
+    /// Default 256.
+    pub frame_budget: u32,
     /// Time allowed from accept to a complete request head. Default 10 s.
     pub handshake_timeout: Duration,
     /// A ping after this long without any frame from the peer; `None` = no pings. Default 30 s.
@@ -85,9 +108,14 @@ impl Default for Config {
             max_headers: 32,
             max_message_size: 64 * 1024,
             max_backpressure: 64 * 1024,
+            max_send_size: 128 * 1024,
+            drain_low_water: 16 * 1024,
+            max_inbox_bytes: 1024 * 1024,
+            max_spare_buffers: 32,
             slow_consumer: SlowConsumer::Close,
             read_buffer_size: 64 * 1024,
-            max_reads_per_event: 16,
+            read_budget: 64 * 1024,
+            frame_budget: 256,
             handshake_timeout: Duration::from_secs(10),
             ping_interval: Some(Duration::from_secs(30)),
             pong_timeout: Duration::from_secs(10),
@@ -133,8 +161,18 @@ impl Config {
         slow_consumer: SlowConsumer;
         /// Sets [`Config::read_buffer_size`].
         read_buffer_size: usize;
-        /// Sets [`Config::max_reads_per_event`].
-        max_reads_per_event: usize;
+        /// Sets [`Config::read_budget`].
+        read_budget: usize;
+        /// Sets [`Config::frame_budget`].
+        frame_budget: u32;
+        /// Sets [`Config::max_send_size`].
+        max_send_size: usize;
+        /// Sets [`Config::drain_low_water`].
+        drain_low_water: usize;
+        /// Sets [`Config::max_inbox_bytes`].
+        max_inbox_bytes: usize;
+        /// Sets [`Config::max_spare_buffers`].
+        max_spare_buffers: usize;
         /// Sets [`Config::handshake_timeout`].
         handshake_timeout: Duration;
         /// Sets [`Config::ping_interval`].
@@ -151,6 +189,19 @@ impl Config {
         max_subscriptions: usize;
         /// Sets [`Config::allowed_origins`].
         allowed_origins: Vec<String>;
+    }
+
+    /// The largest message the server sends: `max_send_size`, or `max_message_size` if that
+    /// is larger.
+    pub fn send_limit(&self) -> usize {
+        self.max_send_size.max(self.max_message_size)
+    }
+
+    /// The size of each spare buffer the pool keeps.
+    pub fn spare_buffer_size(&self) -> usize {
+        self.max_message_size
+            .min(64 * 1024)
+            .max(self.max_request_head)
     }
 
     /// Checks the limits against each other.
@@ -173,8 +224,20 @@ impl Config {
         if self.read_buffer_size < 1024 {
             return Err("read_buffer_size must be at least 1 KiB");
         }
-        if self.max_reads_per_event == 0 {
-            return Err("max_reads_per_event must be at least 1");
+        if self.read_budget == 0 {
+            return Err("read_budget must be at least 1 byte");
+        }
+        if self.frame_budget == 0 {
+            return Err("frame_budget must be at least 1");
+        }
+        if self.max_send_size == 0 || self.max_send_size > (1 << 31) {
+            return Err("max_send_size must be between 1 byte and 2 GiB");
+        }
+        if self.max_inbox_bytes < 1024 {
+            return Err("max_inbox_bytes must be at least 1 KiB");
+        }
+        if self.protocols.len() > 255 {
+            return Err("protocols may list at most 255 subprotocols");
         }
         Ok(())
     }

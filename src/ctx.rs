@@ -5,11 +5,53 @@ use std::net::SocketAddr;
 
 use crate::config::Config;
 use crate::conn::State;
-use crate::handler::Message;
+use crate::handler::{Message, SendStatus};
 use crate::proto::CloseCode;
 use crate::server::inbox::ConnId;
 use crate::server::Core;
 use crate::stats::Stats;
+
+/// What a publish or broadcast did, one count per recipient.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Written, or going out in this callback's batch.
+    pub sent: usize,
+    /// Queued behind bytes the recipient has not read yet.
+    pub queued: usize,
+    /// Dropped by the slow-consumer policy `Drop`.
+    pub dropped: usize,
+    /// Not delivered: the recipient was closing, or was closed as a slow consumer.
+    pub closed: usize,
+}
+
+impl Delivery {
+    /// Recipients that will get the message: sent or queued.
+    pub fn delivered(&self) -> usize {
+        self.sent + self.queued
+    }
+
+    pub(crate) fn count(&mut self, status: SendStatus) {
+        match status {
+            SendStatus::Sent => self.sent += 1,
+            SendStatus::Queued => self.queued += 1,
+            SendStatus::Dropped => self.dropped += 1,
+            _ => self.closed += 1,
+        }
+    }
+}
+
+/// The outcome of [`Ctx::subscribe`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subscribed {
+    /// Subscribed now.
+    Added,
+    /// It was subscribed to this pattern already.
+    Already,
+    /// It holds [`Config::max_subscriptions`] patterns already.
+    Limit,
+    /// The connection is not open.
+    Closed,
+}
 
 /// The context of a callback: the connection it is about, and the server around it.
 pub struct Ctx<'a> {
@@ -29,51 +71,63 @@ impl<'a> Ctx<'a> {
 
     /// This connection's peer address, while it exists.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.core.slot(self.id).map(|s| s.peer)
+        self.core.peer_addr(self.id)
     }
 
     /// This connection's state.
     pub fn state(&self) -> State {
-        self.core
-            .slot(self.id)
-            .map_or(State::Closed, |s| s.conn.state())
+        self.core.conn_state(self.id)
     }
 
-    /// Sends a message to this connection. Returns false if it was not sent: the connection
-    /// is not open, or it is a slow consumer (see [`crate::SlowConsumer`]).
-    pub fn send(&mut self, msg: Message<'_>) -> bool {
+    /// The subprotocol this connection speaks, if one was chosen.
+    pub fn protocol(&self) -> Option<&str> {
+        self.core.protocol(self.id)
+    }
+
+    /// Sends a message to this connection.
+    pub fn send(&mut self, msg: Message<'_>) -> SendStatus {
         self.core.send(self.id, msg)
     }
 
     /// Sends text to this connection.
-    pub fn send_text(&mut self, text: &str) -> bool {
+    pub fn send_text(&mut self, text: &str) -> SendStatus {
         self.send(Message::Text(text))
     }
 
     /// Sends binary data to this connection.
-    pub fn send_binary(&mut self, data: &[u8]) -> bool {
+    pub fn send_binary(&mut self, data: &[u8]) -> SendStatus {
         self.send(Message::Binary(data))
     }
 
     /// Sends a message to another connection.
-    pub fn send_to(&mut self, id: ConnId, msg: Message<'_>) -> bool {
+    pub fn send_to(&mut self, id: ConnId, msg: Message<'_>) -> SendStatus {
         self.core.send(id, msg)
     }
 
-    /// Starts the close handshake with this connection.
-    pub fn close(&mut self, code: CloseCode, reason: &str) {
-        self.core.close(self.id, code, reason);
+    /// Bytes queued for this connection that its peer has not read yet.
+    pub fn buffered_amount(&self) -> usize {
+        self.core.buffered_amount(self.id)
+    }
+
+    /// Bytes queued for another connection (0 if it is gone).
+    pub fn buffered_amount_of(&self, id: ConnId) -> usize {
+        self.core.buffered_amount(id)
+    }
+
+    /// Starts the close handshake with this connection. [`SendStatus::Closed`] if it is not
+    /// open; the report-only codes 1005 and 1006 are refused and nothing is sent
+    /// ([`SendStatus::Closed`] too).
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> SendStatus {
+        self.core.close(self.id, code, reason)
     }
 
     /// Starts the close handshake with another connection.
-    pub fn close_conn(&mut self, id: ConnId, code: CloseCode, reason: &str) {
-        self.core.close(id, code, reason);
+    pub fn close_conn(&mut self, id: ConnId, code: CloseCode, reason: &str) -> SendStatus {
+        self.core.close(id, code, reason)
     }
 
-    /// Subscribes this connection to a topic pattern (`+` and `#` wildcards allowed). False if
-    /// it was subscribed already, is not open, or is at
-    /// [`crate::Config::max_subscriptions`].
-    pub fn subscribe(&mut self, pattern: &str) -> bool {
+    /// Subscribes this connection to a topic pattern (`+` and `#` wildcards allowed).
+    pub fn subscribe(&mut self, pattern: &str) -> Subscribed {
         self.core.subscribe(self.id, pattern)
     }
 
@@ -87,15 +141,13 @@ impl<'a> Ctx<'a> {
         self.core.topics.unsubscribe(self.id, pattern)
     }
 
-    /// Publishes to every subscriber of `topic`, framing the message once. Returns how many
-    /// subscribers it was written or queued to.
-    pub fn publish(&mut self, topic: &str, msg: Message<'_>) -> usize {
+    /// Publishes to every subscriber of `topic`, framing the message once.
+    pub fn publish(&mut self, topic: &str, msg: Message<'_>) -> Delivery {
         self.core.publish(topic, msg)
     }
 
-    /// Sends to every open connection, framing the message once. Returns how many it was
-    /// written or queued to.
-    pub fn broadcast(&mut self, msg: Message<'_>) -> usize {
+    /// Sends to every open connection, framing the message once.
+    pub fn broadcast(&mut self, msg: Message<'_>) -> Delivery {
         self.core.broadcast(msg)
     }
 
@@ -105,7 +157,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// The server's counters.
-    pub fn stats(&self) -> &Stats {
-        &self.core.stats
+    pub fn stats(&self) -> Stats {
+        self.core.stats()
     }
 }

@@ -1,113 +1,200 @@
 //! [`ServerHandle`]: publish, send, close and shut down from any thread.
 
-use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
-use std::time::Duration;
 
 use mio::Waker;
 
+use crate::conn::opcode;
+use crate::conn::outbox;
 use crate::handler::Message;
 use crate::proto::message::DataKind;
 use crate::proto::CloseCode;
-use crate::server::inbox::{Command, ConnId};
+use crate::server::inbox::{Command, ConnId, Refused, Shared};
 use crate::stats::Stats;
 
-/// A handle to a running server, `Send + Clone`. Each call copies the payload once into a
-/// command and wakes the loop; it never blocks on the loop (except [`ServerHandle::stats`]).
+/// A handle to a running server, `Send + Clone`.
+///
+/// Each call frames the message on the calling thread (the one copy of the payload), queues
+/// it in the server's inbox and wakes the loop. The inbox is bounded in bytes
+/// ([`crate::Config::max_inbox_bytes`]): the plain calls wait for room, the `try_*` calls
+/// return [`HandleError::Full`] instead. Called from the loop's own thread (inside a
+/// callback), the plain calls never wait either: they answer `Full`.
 #[derive(Clone, Debug)]
 pub struct ServerHandle {
-    tx: Sender<Command>,
+    shared: Arc<Shared>,
     waker: Arc<Waker>,
+    max_send_size: usize,
 }
 
-/// The server has stopped; the command was not delivered.
+/// Why a [`ServerHandle`] call was not carried out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stopped;
+pub enum HandleError {
+    /// The server has stopped.
+    Stopped,
+    /// The inbox is full ([`crate::Config::max_inbox_bytes`]).
+    Full,
+    /// The message is larger than [`crate::Config::max_send_size`].
+    TooLarge,
+}
 
-impl core::fmt::Display for Stopped {
+impl core::fmt::Display for HandleError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("the server has stopped")
+        f.write_str(match self {
+            HandleError::Stopped => "the server has stopped",
+            HandleError::Full => "the server's inbox is full",
+            HandleError::TooLarge => "the message is larger than max_send_size",
+        })
     }
 }
 
-impl std::error::Error for Stopped {}
+impl std::error::Error for HandleError {}
 
-fn owned(msg: Message<'_>) -> (DataKind, Vec<u8>) {
-    match msg {
-        Message::Text(s) => (DataKind::Text, s.as_bytes().to_vec()),
-        Message::Binary(b) => (DataKind::Binary, b.to_vec()),
+fn refused(r: Refused) -> HandleError {
+    match r {
+        Refused::Stopped => HandleError::Stopped,
+        Refused::Full => HandleError::Full,
     }
 }
 
 impl ServerHandle {
-    pub(crate) fn new(tx: Sender<Command>, waker: Arc<Waker>) -> Self {
-        ServerHandle { tx, waker }
+    pub(crate) fn new(shared: Arc<Shared>, waker: Arc<Waker>, max_send_size: usize) -> Self {
+        ServerHandle {
+            shared,
+            waker,
+            max_send_size,
+        }
     }
 
-    fn command(&self, cmd: Command) -> Result<(), Stopped> {
-        self.tx.send(cmd).map_err(|_| Stopped)?;
-        self.waker.wake().map_err(|_| Stopped)
+    fn frame(&self, msg: Message<'_>) -> Result<Vec<u8>, HandleError> {
+        if msg.len() > self.max_send_size {
+            return Err(HandleError::TooLarge);
+        }
+        let kind = match msg {
+            Message::Text(_) => DataKind::Text,
+            Message::Binary(_) => DataKind::Binary,
+        };
+        let mut frame = Vec::with_capacity(msg.len() + 10);
+        outbox::encode(&mut frame, opcode(kind), msg.as_bytes());
+        Ok(frame)
     }
 
-    /// Publishes to every subscriber of `topic` (wildcard subscriptions included).
+    fn command(&self, cmd: Command, wait: bool) -> Result<(), HandleError> {
+        if self.shared.push(cmd, wait).map_err(refused)? {
+            self.waker.wake().map_err(|_| HandleError::Stopped)?;
+        }
+        Ok(())
+    }
+
+    /// Publishes to every subscriber of `topic` (wildcard subscriptions included), waiting
+    /// for room in the inbox.
     ///
     /// # Errors
-    /// [`Stopped`] if the server has stopped.
-    pub fn publish(&self, topic: &str, msg: Message<'_>) -> Result<(), Stopped> {
-        let (kind, data) = owned(msg);
-        self.command(Command::Publish {
-            topic: topic.to_owned(),
-            kind,
-            data,
-        })
+    /// [`HandleError::Stopped`], [`HandleError::TooLarge`]; [`HandleError::Full`] only on the
+    /// loop's own thread.
+    pub fn publish(&self, topic: &str, msg: Message<'_>) -> Result<(), HandleError> {
+        let frame = self.frame(msg)?;
+        self.command(
+            Command::Publish {
+                topic: topic.into(),
+                frame,
+            },
+            true,
+        )
     }
 
-    /// Sends to one connection.
+    /// As [`ServerHandle::publish`], but never waits: [`HandleError::Full`] when the inbox is.
     ///
     /// # Errors
-    /// [`Stopped`] if the server has stopped.
-    pub fn send(&self, id: ConnId, msg: Message<'_>) -> Result<(), Stopped> {
-        let (kind, data) = owned(msg);
-        self.command(Command::Send { id, kind, data })
+    /// As [`ServerHandle::publish`], and `Full`.
+    pub fn try_publish(&self, topic: &str, msg: Message<'_>) -> Result<(), HandleError> {
+        let frame = self.frame(msg)?;
+        self.command(
+            Command::Publish {
+                topic: topic.into(),
+                frame,
+            },
+            false,
+        )
     }
 
-    /// Sends to every open connection.
+    /// Sends to one connection, waiting for room in the inbox.
     ///
     /// # Errors
-    /// [`Stopped`] if the server has stopped.
-    pub fn broadcast(&self, msg: Message<'_>) -> Result<(), Stopped> {
-        let (kind, data) = owned(msg);
-        self.command(Command::Broadcast { kind, data })
+    /// As [`ServerHandle::publish`].
+    pub fn send(&self, id: ConnId, msg: Message<'_>) -> Result<(), HandleError> {
+        let frame = self.frame(msg)?;
+        self.command(Command::Send { id, frame }, true)
+    }
+
+    /// As [`ServerHandle::send`], but never waits.
+    ///
+    /// # Errors
+    /// As [`ServerHandle::try_publish`].
+    pub fn try_send(&self, id: ConnId, msg: Message<'_>) -> Result<(), HandleError> {
+        let frame = self.frame(msg)?;
+        self.command(Command::Send { id, frame }, false)
+    }
+
+    /// Sends to every open connection, waiting for room in the inbox.
+    ///
+    /// # Errors
+    /// As [`ServerHandle::publish`].
+    pub fn broadcast(&self, msg: Message<'_>) -> Result<(), HandleError> {
+        let frame = self.frame(msg)?;
+        self.command(Command::Broadcast { frame }, true)
+    }
+
+    /// As [`ServerHandle::broadcast`], but never waits.
+    ///
+    /// # Errors
+    /// As [`ServerHandle::try_publish`].
+    pub fn try_broadcast(&self, msg: Message<'_>) -> Result<(), HandleError> {
+        let frame = self.frame(msg)?;
+        self.command(Command::Broadcast { frame }, false)
     }
 
     /// Closes one connection with a close frame.
     ///
     /// # Errors
-    /// [`Stopped`] if the server has stopped.
-    pub fn close(&self, id: ConnId, code: CloseCode, reason: &str) -> Result<(), Stopped> {
-        self.command(Command::Close {
-            id,
-            code,
-            reason: reason.to_owned(),
-        })
+    /// [`HandleError::Stopped`]; [`HandleError::Full`] only on the loop's own thread.
+    pub fn close(&self, id: ConnId, code: CloseCode, reason: &str) -> Result<(), HandleError> {
+        self.command(
+            Command::Close {
+                id,
+                code,
+                reason: reason.into(),
+            },
+            true,
+        )
     }
 
     /// Stops accepting, closes every connection with 1001, flushes, and ends the loop within
     /// the close timeout.
     ///
     /// # Errors
-    /// [`Stopped`] if the server has stopped already.
-    pub fn shutdown(&self) -> Result<(), Stopped> {
-        self.command(Command::Shutdown)
+    /// [`HandleError::Stopped`] if the server has stopped already.
+    pub fn shutdown(&self) -> Result<(), HandleError> {
+        self.command(Command::Shutdown, true)
     }
 
-    /// A copy of the server's counters, asked of the loop (waits up to 5 s for it).
+    /// The server's counters, as of a turn of the loop that ended after this call: the loop
+    /// is woken and the call waits for it (at most 5 s). Called on the loop's own thread, it
+    /// never waits and returns the counters as of the latest turn (a callback has
+    /// [`crate::Ctx::stats`] for the current ones).
     ///
     /// # Errors
-    /// [`Stopped`] if the server has stopped or did not answer.
-    pub fn stats(&self) -> Result<Stats, Stopped> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.command(Command::Stats(tx))?;
-        rx.recv_timeout(Duration::from_secs(5)).map_err(|_| Stopped)
+    /// [`HandleError::Stopped`] if the server has stopped or did not answer in time.
+    pub fn stats(&self) -> Result<Stats, HandleError> {
+        if self.shared.is_stopped() {
+            return Err(HandleError::Stopped);
+        }
+        if self.shared.on_loop_thread() {
+            return Ok(self.shared.stats());
+        }
+        let turn = self.shared.next_turn();
+        self.waker.wake().map_err(|_| HandleError::Stopped)?;
+        self.shared
+            .fresh_stats(turn, std::time::Duration::from_secs(5))
+            .ok_or(HandleError::Stopped)
     }
 }

@@ -1,11 +1,8 @@
-//! Layer 4: what an application implements — the upgrade decision, open, message, close —
-//! and the views it is handed.
+//! Layer 4: what an application implements — the upgrade decision, open, message, drain,
+//! close — and the views it is handed.
 
-use std::borrow::Cow;
-use std::net::SocketAddr;
-
+pub use crate::conn::{Decision, HttpRequest, Protocol, Response};
 use crate::ctx::Ctx;
-use crate::proto::handshake::{Header, Request};
 use crate::proto::CloseCode;
 use crate::stats::Stats;
 
@@ -38,116 +35,47 @@ impl<'a> Message<'a> {
     }
 }
 
-/// An HTTP request head: the upgrade request, or a plain request for [`Handler::on_request`].
-#[derive(Clone, Copy, Debug)]
-pub struct HttpRequest<'a> {
-    request: &'a Request<'a, 'a>,
-    peer: SocketAddr,
-}
-
-impl<'a> HttpRequest<'a> {
-    pub(crate) fn new(request: &'a Request<'a, 'a>, peer: SocketAddr) -> Self {
-        HttpRequest { request, peer }
-    }
-
-    /// The method, e.g. `GET`.
-    pub fn method(&self) -> &'a str {
-        self.request.method
-    }
-
-    /// The path, without the query.
-    pub fn path(&self) -> &'a str {
-        self.request.path()
-    }
-
-    /// The query after `?`, if any.
-    pub fn query(&self) -> Option<&'a str> {
-        self.request.query()
-    }
-
-    /// The first header with this name (ASCII case-insensitive), e.g. `Authorization`.
-    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
-        self.request.header(name)
-    }
-
-    /// Every header, in order.
-    pub fn headers(&self) -> &'a [Header<'a>] {
-        self.request.headers
-    }
-
-    /// The subprotocols the client offered, in its order.
-    pub fn protocols(&self) -> impl Iterator<Item = &'a str> + Clone + 'a {
-        self.request.protocols()
-    }
-
-    /// The `Origin` header.
-    pub fn origin(&self) -> Option<&'a str> {
-        self.request.origin()
-    }
-
-    /// The peer's address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.peer
-    }
-}
-
-/// The answer to an upgrade request.
+/// What became of a message handed to [`Ctx::send`] and friends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decision {
-    /// Upgrade, with the server's most preferred subprotocol the client offered
-    /// ([`crate::Config::protocols`]), if any.
-    Accept,
-    /// Upgrade with this subprotocol; it should be one the client offered.
-    AcceptProtocol(&'static str),
-    /// Refuse with this HTTP status (e.g. 401, 403, 404).
-    Reject(u16),
+pub enum SendStatus {
+    /// Nothing was waiting: the message was written, or goes out in this callback's batch.
+    Sent,
+    /// It waits behind bytes the peer has not read yet; [`Ctx::buffered_amount`] says how
+    /// many, and [`Handler::on_drain`] tells when the queue is back under the low-water mark.
+    Queued,
+    /// Not sent: it would have queued behind more than `max_backpressure` bytes and the
+    /// slow-consumer policy is [`crate::SlowConsumer::Drop`] (counted in the stats).
+    Dropped,
+    /// Not sent: the connection is not open (closing, closed, or just closed as a slow
+    /// consumer under [`crate::SlowConsumer::Close`]).
+    Closed,
+    /// Not sent: larger than [`crate::Config::max_send_size`].
+    TooLarge,
 }
 
-/// A complete answer to a plain HTTP request (one without an upgrade).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Response {
-    /// The status code.
-    pub status: u16,
-    /// The `Content-Type`; empty for none.
-    pub content_type: &'static str,
-    /// Extra header lines (name, value).
-    pub headers: Vec<(&'static str, String)>,
-    /// The body.
-    pub body: Cow<'static, [u8]>,
-}
-
-impl Response {
-    /// A response with an empty body.
-    pub fn status(status: u16) -> Self {
-        Response {
-            status,
-            content_type: "",
-            headers: Vec::new(),
-            body: Cow::Borrowed(b""),
-        }
-    }
-
-    /// A 200 response with this content type and body.
-    pub fn ok(content_type: &'static str, body: impl Into<Cow<'static, [u8]>>) -> Self {
-        Response {
-            status: 200,
-            content_type,
-            headers: Vec::new(),
-            body: body.into(),
-        }
+impl SendStatus {
+    /// True for [`SendStatus::Sent`] and [`SendStatus::Queued`]: the peer will get it.
+    pub fn is_delivered(self) -> bool {
+        matches!(self, SendStatus::Sent | SendStatus::Queued)
     }
 }
 
 /// The application's side of the server. Every method runs on the loop's thread: keep it
 /// short, and hand long work to another thread that answers through a
 /// [`ServerHandle`](crate::ServerHandle).
+///
+/// Each connection carries a `State` of the handler's choosing, made by
+/// [`Handler::on_upgrade`], handed mutably to every callback about that connection, and
+/// given back by value to [`Handler::on_close`], after which it is dropped. Its size is part
+/// of the memory each connection costs (see the README's formula).
 pub trait Handler {
-    /// Decides an upgrade request that passed the protocol checks (and the Origin
-    /// allow-list). Default: [`Decision::Accept`].
-    fn on_upgrade(&mut self, req: &HttpRequest<'_>) -> Decision {
-        let _ = req;
-        Decision::Accept
-    }
+    /// The per-connection state (`()` for none).
+    type State;
+
+    /// Decides an upgrade request that passed the protocol checks and the Origin allow-list:
+    /// accept it with the connection's state (and optionally a subprotocol from
+    /// [`HttpRequest::offered`]), or reject it with a status.
+    fn on_upgrade(&mut self, req: &HttpRequest<'_>) -> Decision<Self::State>;
 
     /// Answers a plain HTTP request (no `Upgrade: websocket`). Default: 400, as RFC 6455
     /// §4.2.1 calls for a request that is not an upgrade. `stats` is the server's counters.
@@ -157,17 +85,24 @@ pub trait Handler {
     }
 
     /// A connection upgraded; `ctx` can send to it at once.
-    fn on_open(&mut self, ctx: &mut Ctx<'_>) {
-        let _ = ctx;
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, state: &mut Self::State) {
+        let _ = (ctx, state);
     }
 
     /// A complete message arrived, borrowed from the read buffer.
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Message<'_>);
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, state: &mut Self::State, msg: Message<'_>);
 
-    /// The connection closed: the peer's code, the server's, or 1006 when the TCP connection
-    /// ended without a close frame. Called exactly once for every connection that opened;
-    /// `ctx` can no longer send to this connection, but can publish to others.
-    fn on_close(&mut self, ctx: &mut Ctx<'_>, code: CloseCode, reason: &str) {
-        let _ = (ctx, code, reason);
+    /// The connection's queue went from above [`crate::Config::drain_low_water`] bytes to at
+    /// or below it: a producer that paused on [`SendStatus::Queued`] can go on.
+    fn on_drain(&mut self, ctx: &mut Ctx<'_>, state: &mut Self::State) {
+        let _ = (ctx, state);
+    }
+
+    /// The connection closed: the peer's code, the server's, or
+    /// [`CloseCode::ABNORMAL`] (1006) when the TCP connection ended without a close frame.
+    /// Called exactly once for every connection that opened, and no callback about it
+    /// follows; `ctx` can no longer send to this connection, but can publish to others.
+    fn on_close(&mut self, ctx: &mut Ctx<'_>, state: Self::State, code: CloseCode, reason: &str) {
+        let _ = (ctx, state, code, reason);
     }
 }

@@ -56,22 +56,27 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod config;
+#[doc(hidden)]
 pub mod conn;
 pub mod ctx;
 pub mod error;
 pub mod handle;
 pub mod handler;
+#[doc(hidden)]
 pub mod pool;
 pub mod proto;
 pub mod server;
 pub mod stats;
+pub mod testing;
+mod transport;
 
 pub use config::{Config, SlowConsumer};
-pub use ctx::Ctx;
+pub use ctx::{Ctx, Delivery, Subscribed};
 pub use error::Error;
-pub use handle::{ServerHandle, Stopped};
-pub use handler::{Decision, Handler, HttpRequest, Message, Response};
+pub use handle::{HandleError, ServerHandle};
+pub use handler::{Decision, Handler, HttpRequest, Message, Protocol, Response, SendStatus};
 pub use proto::CloseCode;
 pub use server::inbox::ConnId;
+pub use server::topics::topic_matches;
 pub use server::Server;
 pub use stats::Stats;

@@ -7,7 +7,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use emberws::{Config, Ctx, Handler, Message, Server};
+use emberws::{Config, Ctx, Decision, Handler, HttpRequest, Message, Server};
 use util::raw::{self, Event, RawClient};
 
 /// Counts allocations made by threads that opted in.
@@ -47,7 +47,13 @@ static GLOBAL: Counting = Counting;
 struct EchoOrPublish;
 
 impl Handler for EchoOrPublish {
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Message<'_>) {
+    type State = ();
+
+    fn on_upgrade(&mut self, _req: &HttpRequest<'_>) -> Decision<()> {
+        Decision::Accept(())
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, _state: &mut (), msg: Message<'_>) {
         match msg {
             Message::Text("sub") => {
                 ctx.subscribe("t");

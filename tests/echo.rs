@@ -3,7 +3,7 @@
 
 mod util;
 
-use emberws::{CloseCode, Config, Ctx, Handler, Message as Msg};
+use emberws::{CloseCode, Config, Ctx, Decision, Handler, HttpRequest, Message as Msg};
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::frame::{CloseFrame, Frame};
 use tungstenite::Message;
@@ -155,12 +155,26 @@ fn client_initiated_close_is_echoed_and_server_closes_tcp() {
 struct Closer;
 
 impl Handler for Closer {
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Msg<'_>) {
+    type State = ();
+
+    fn on_upgrade(&mut self, _req: &HttpRequest<'_>) -> Decision<()> {
+        Decision::Accept(())
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, _state: &mut (), msg: Msg<'_>) {
         let code: u16 = std::str::from_utf8(msg.as_bytes())
             .unwrap()
             .parse()
             .unwrap();
-        ctx.close(CloseCode(code), "as asked");
+        match CloseCode::new(code) {
+            Some(code) => {
+                ctx.close(code, "as asked");
+            }
+            // A code that may not be sent: refused, and the server says so.
+            None => {
+                ctx.send_text("refused");
+            }
+        }
     }
 }
 

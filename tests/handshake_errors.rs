@@ -563,15 +563,17 @@ fn rejects_origin_not_allowed_with_403_and_accepts_allowed_or_none() {
 struct Gate;
 
 impl Handler for Gate {
-    fn on_upgrade(&mut self, req: &HttpRequest<'_>) -> Decision {
+    type State = ();
+
+    fn on_upgrade(&mut self, req: &HttpRequest<'_>) -> Decision<()> {
         match req.path() {
             "/forbidden" => Decision::Reject(401),
             "/private" if req.header("Authorization").is_none() => Decision::Reject(401),
-            _ => Decision::Accept,
+            _ => Decision::Accept(()),
         }
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Msg<'_>) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, _state: &mut (), msg: Msg<'_>) {
         ctx.send(msg);
     }
 }
@@ -639,15 +641,16 @@ fn negotiates_the_servers_most_preferred_offered_subprotocol() {
 struct PicksV1;
 
 impl Handler for PicksV1 {
-    fn on_upgrade(&mut self, req: &HttpRequest<'_>) -> Decision {
-        if req.protocols().any(|p| p == "v1") {
-            Decision::AcceptProtocol("v1")
-        } else {
-            Decision::Accept
+    type State = ();
+
+    fn on_upgrade(&mut self, req: &HttpRequest<'_>) -> Decision<()> {
+        match req.offered("v1") {
+            Some(v1) => Decision::AcceptProtocol((), v1),
+            None => Decision::Accept(()),
         }
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Msg<'_>) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, _state: &mut (), msg: Msg<'_>) {
         ctx.send(msg);
     }
 }

@@ -111,17 +111,19 @@ fn origin_allow_list() {
 struct Guarded;
 
 impl Handler for Guarded {
-    fn on_upgrade(&mut self, req: &HttpRequest<'_>) -> Decision {
+    type State = ();
+
+    fn on_upgrade(&mut self, req: &HttpRequest<'_>) -> Decision<()> {
         if req.path() == "/private" {
             return Decision::Reject(404);
         }
         match req.header("Authorization") {
-            Some(b"Bearer secret") => Decision::Accept,
+            Some(b"Bearer secret") => Decision::Accept(()),
             _ => Decision::Reject(401),
         }
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Msg<'_>) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, _state: &mut (), msg: Msg<'_>) {
         ctx.send(msg);
     }
 }

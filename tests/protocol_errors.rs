@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use emberws::{Config, Ctx, Handler, Message as Msg};
+use emberws::{Config, Ctx, Decision, Handler, HttpRequest, Message as Msg};
 use util::clients::{with_bystander, Bystander};
 use util::raw::{self, op, Closed, Event, RawClient, IO_TIMEOUT};
 use util::{spawn_server, Echo, TestServer};
@@ -561,7 +561,13 @@ struct Staller {
 }
 
 impl Handler for Staller {
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Msg<'_>) {
+    type State = ();
+
+    fn on_upgrade(&mut self, _req: &HttpRequest<'_>) -> Decision<()> {
+        Decision::Accept(())
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, _state: &mut (), msg: Msg<'_>) {
         if msg == Msg::Text("stall") {
             let _ = self.entered.send(());
             // Returns at once if the test ended (the sender is gone).

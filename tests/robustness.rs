@@ -4,9 +4,10 @@
 //! bounds, and once it has failed it produces nothing more.
 
 use emberws::config::Config;
-use emberws::conn::{Conn, Event, Millis, State};
+use emberws::conn::{
+    Answered, Conn, Decide, Decision, Event, HttpRequest, Millis, Response, State,
+};
 use emberws::pool::Pool;
-use emberws::proto::handshake::{self, Header};
 
 /// xorshift64*: small, seeded, good enough to pick bytes and cut points.
 struct Rng(u64);
@@ -88,10 +89,25 @@ fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>) {
     }
 }
 
+/// The application's side: every upgrade accepted, plain requests answered 404.
+struct AcceptAll;
+
+impl Decide for AcceptAll {
+    type State = ();
+
+    fn upgrade(&mut self, _req: &HttpRequest<'_>) -> Decision<()> {
+        Decision::Accept(())
+    }
+
+    fn request(&mut self, _req: &HttpRequest<'_>) -> Response {
+        Response::status(404)
+    }
+}
+
 /// Plays the loop: feeds `bytes` in random pieces, answers heads as the server does, and
 /// checks the invariants after every call.
 fn drive(rng: &mut Rng, cfg: &Config, bytes: &[u8]) {
-    let mut conn = Conn::new(Millis(0), cfg);
+    let mut conn = Conn::new(Millis(0), cfg, None);
     let mut pool = Pool::new(4, 64 * 1024);
     let mut out = Vec::new();
     let bound = cfg.max_message_size.max(cfg.max_request_head) + 2 * 1024;
@@ -110,22 +126,23 @@ fn drive(rng: &mut Rng, cfg: &Config, bytes: &[u8]) {
             assert!(!failed, "an event after the connection failed: {event:?}");
             match event {
                 Event::Head(data) => {
-                    let mut table = [Header::EMPTY; 32];
-                    let answer = handshake::parse(data.as_slice(), &mut table)
-                        .ok()
-                        .and_then(|s| match s {
-                            emberws::proto::Status::Complete((req, _)) => {
-                                req.validate_upgrade().ok().map(<[u8]>::to_vec)
-                            }
-                            emberws::proto::Status::Partial => None,
-                        });
-                    match answer {
-                        Some(key) => conn.accept(&mut out, &key, None, Millis(now)),
-                        None => conn.answered_http(&mut pool, cfg, Millis(now)),
-                    }
-                    data.recycle(&mut pool);
+                    // The loop's own head path: parse, validate, decide, answer.
+                    let peer = "127.0.0.1:1".parse().unwrap();
+                    let answered = conn.answer_head(
+                        data,
+                        peer,
+                        &mut AcceptAll,
+                        &mut out,
+                        &mut pool,
+                        cfg,
+                        Millis(now),
+                    );
+                    assert_eq!(
+                        matches!(answered, Answered::Open(..)),
+                        conn.state() == State::Open
+                    );
                 }
-                Event::BadHead(_) => conn.answered_http(&mut pool, cfg, Millis(now)),
+                Event::BadHead(e) => conn.refuse(&mut out, e.status(), &mut pool, cfg, Millis(now)),
                 Event::Message(_, data) => {
                     assert!(data.as_slice().len() <= cfg.max_message_size);
                     data.recycle(&mut pool);

@@ -16,7 +16,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use emberws::{CloseCode, Config, Ctx, Handler, Message as Msg, SlowConsumer};
+use emberws::{
+    CloseCode, Config, Ctx, Decision, Handler, HttpRequest, Message as Msg, SlowConsumer,
+    Subscribed,
+};
 use socket2::{Domain, Socket, Type};
 use tungstenite::Message;
 use util::clients::{connect, recv_text, Client};
@@ -30,25 +33,31 @@ struct PubSub {
 }
 
 impl Handler for PubSub {
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Msg<'_>) {
+    type State = ();
+
+    fn on_upgrade(&mut self, _req: &HttpRequest<'_>) -> Decision<()> {
+        Decision::Accept(())
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, _state: &mut (), msg: Msg<'_>) {
         let Msg::Text(text) = msg else { return };
         if let Some(pattern) = text.strip_prefix("sub:") {
-            let ok = ctx.subscribe(pattern);
+            let ok = ctx.subscribe(pattern) == Subscribed::Added;
             ctx.send_text(&format!("subscribed:{pattern}:{ok}"));
         } else if let Some(pattern) = text.strip_prefix("unsub:") {
             let ok = ctx.unsubscribe(pattern);
             ctx.send_text(&format!("unsubscribed:{pattern}:{ok}"));
         } else if let Some(rest) = text.strip_prefix("pub:") {
             let (topic, payload) = rest.split_once(':').unwrap_or((rest, ""));
-            let n = ctx.publish(topic, Msg::Text(payload));
+            let n = ctx.publish(topic, Msg::Text(payload)).delivered();
             ctx.send_text(&format!("n:{n}"));
         } else if let Some(payload) = text.strip_prefix("all:") {
-            let n = ctx.broadcast(Msg::Text(payload));
+            let n = ctx.broadcast(Msg::Text(payload)).delivered();
             ctx.send_text(&format!("n:{n}"));
         }
     }
 
-    fn on_close(&mut self, _ctx: &mut Ctx<'_>, code: CloseCode, _reason: &str) {
+    fn on_close(&mut self, _ctx: &mut Ctx<'_>, _state: (), code: CloseCode, _reason: &str) {
         self.closes.record(code);
     }
 }

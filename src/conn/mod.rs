@@ -15,11 +15,15 @@
 )]
 
 pub mod deadlines;
+pub mod head;
+pub mod outbox;
 pub mod write_queue;
 
 use core::fmt;
 
 pub use deadlines::{DeadlineAction, Deadlines, Expired, Millis};
+pub use head::{Answered, Decide, Decision, HttpRequest, Protocol, Response};
+pub use outbox::{FrameHead, Offer, Outbox};
 pub use write_queue::{Chunk, WriteQueue};
 
 use crate::config::Config;
@@ -28,8 +32,9 @@ use crate::proto::close::{self, CloseCode, MAX_REASON_LEN};
 use crate::proto::frame::{FrameHeader, OpCode};
 use crate::proto::handshake::find_head_end;
 use crate::proto::mask::unmask;
+use crate::proto::message::DataKind as Kind;
 use crate::proto::message::{Assembler, DataKind, FrameKind};
-use crate::proto::{response, HandshakeError, ProtocolError, Role, Status};
+use crate::proto::{HandshakeError, ProtocolError, Role, Status};
 
 /// The server-side mirror of the browser's `readyState`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,8 +128,7 @@ impl CloseFrame {
 /// What reading produced, one at a time, in wire order.
 #[derive(Debug)]
 pub enum Event<'b> {
-    /// A complete request head. Answer with [`Conn::accept`] or an HTTP response and
-    /// [`Conn::answered_http`].
+    /// A complete request head: answer it with [`Conn::answer_head`].
     Head(Data<'b>),
     /// The request head broke a limit before it was complete; answer with its status.
     BadHead(HandshakeError),
@@ -176,34 +180,58 @@ const RX_START: Rx = Rx::Header {
     len: 0,
 };
 
-/// One WebSocket connection's protocol state, buffers, queue and deadlines.
+/// Where the connection is in its life: one enum for the handshake, the open phase and every
+/// step of the close.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the request head; `refuse` answers it with that status (admission said so).
+    Connecting { refuse: Option<u16> },
+    /// Upgraded: messages flow both ways.
+    Open,
+    /// Our close frame (or an HTTP answer) is written or queued.
+    Closing(Closing),
+    /// The TCP connection is gone.
+    Closed,
+}
+
+/// The steps of a close, once our close frame or HTTP answer is on its way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Closing {
+    /// We closed first and read on for the peer's close frame.
+    AwaitReply,
+    /// Nothing more will be read (an HTTP answer, a protocol failure): once the output is
+    /// flushed, shut down the write side.
+    Linger,
+    /// The write side is shut down; reading to EOF or the close deadline.
+    WriteShut,
+    /// Both close frames are exchanged: close the TCP connection once flushed.
+    Done,
+}
+
+/// One WebSocket connection's protocol state, buffers, outbox and deadlines.
 #[derive(Debug)]
 pub struct Conn {
-    state: State,
-    close_sent: bool,
-    close_received: bool,
-    linger: bool,
-    write_shut: bool,
+    phase: Phase,
     rx: Rx,
     asm: Assembler,
+    /// Frames parsed since the connection began (wrapping): the loop's frame budget.
+    frames: u32,
     buf: Option<Vec<u8>>,
-    queue: WriteQueue,
+    outbox: Outbox,
     deadlines: Deadlines,
 }
 
 impl Conn {
     /// A connection accepted at `now`: it has `handshake_timeout` to send its request head.
-    pub fn new(now: Millis, cfg: &Config) -> Self {
+    /// `refuse`: answer the head with this status instead of upgrading (admission's verdict).
+    pub fn new(now: Millis, cfg: &Config, refuse: Option<u16>) -> Self {
         Conn {
-            state: State::Connecting,
-            close_sent: false,
-            close_received: false,
-            linger: false,
-            write_shut: false,
+            phase: Phase::Connecting { refuse },
             rx: RX_START,
             asm: Assembler::new(),
+            frames: 0,
             buf: None,
-            queue: WriteQueue::new(),
+            outbox: Outbox::default(),
             deadlines: Deadlines {
                 phase: Some(now.after(cfg.handshake_timeout)),
                 last_rx: now,
@@ -213,34 +241,70 @@ impl Conn {
         }
     }
 
-    /// The current state.
+    /// The current state, as a browser's `readyState` would say it.
     pub fn state(&self) -> State {
-        self.state
+        match self.phase {
+            Phase::Connecting { .. } => State::Connecting,
+            Phase::Open => State::Open,
+            Phase::Closing(_) => State::Closing,
+            Phase::Closed => State::Closed,
+        }
     }
 
     /// True once the connection may send data: upgraded and not closing.
     pub fn is_open(&self) -> bool {
-        self.state == State::Open
+        self.phase == Phase::Open
     }
 
-    /// The write queue (what the socket has not taken).
-    pub fn queue(&self) -> &WriteQueue {
-        &self.queue
+    /// True if admission decided to refuse this connection's request.
+    pub fn is_refused(&self) -> bool {
+        matches!(self.phase, Phase::Connecting { refuse: Some(_) })
     }
 
-    /// The write queue, for the loop to write from and advance.
-    pub fn queue_mut(&mut self) -> &mut WriteQueue {
-        &mut self.queue
+    /// Frames parsed so far (wrapping), control frames included.
+    pub fn frames(&self) -> u32 {
+        self.frames
+    }
+
+    /// The outbox (what the socket has not taken, and the rules for adding to it).
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// The outbox, for the loop to write from and add to.
+    pub fn outbox_mut(&mut self) -> &mut Outbox {
+        &mut self.outbox
     }
 
     /// True while bytes are queued: the loop registers writable interest only then.
     pub fn wants_write(&self) -> bool {
-        !self.queue.is_empty()
+        !self.outbox.is_empty()
     }
 
     /// Bytes of user-space memory this connection holds beyond its own record.
     pub fn buffered_bytes(&self) -> usize {
-        self.buf.as_ref().map_or(0, Vec::capacity) + self.queue.len()
+        self.buf.as_ref().map_or(0, Vec::capacity) + self.outbox.queued()
+    }
+
+    /// A data message, if the connection is open: staged, queued within `limit`, or
+    /// refused as too slow. `None` if it is not open.
+    pub fn send(
+        &mut self,
+        batch: &mut Vec<u8>,
+        kind: Kind,
+        payload: &[u8],
+        limit: usize,
+        now: Millis,
+    ) -> Option<Offer> {
+        if !self.is_open() {
+            return None;
+        }
+        let head = FrameHead::new(opcode(kind), payload.len());
+        let offer = self.outbox.data(batch, &head, payload, limit);
+        if offer != Offer::TooSlow {
+            self.note_message(now);
+        }
+        Some(offer)
     }
 
     /// Records that bytes arrived at `now`: any frame proves the peer alive.
@@ -262,10 +326,10 @@ impl Conn {
         cfg: &Config,
         now: Millis,
     ) -> Option<Event<'b>> {
-        match self.state {
-            State::Connecting => self.read_head(input, pool, cfg),
-            State::Open | State::Closing => self.read_frames(input, out, pool, cfg, now),
-            State::Closed => {
+        match self.phase {
+            Phase::Connecting { .. } => self.read_head(input, pool, cfg),
+            Phase::Open | Phase::Closing(_) => self.read_frames(input, out, pool, cfg, now),
+            Phase::Closed => {
                 take(input, usize::MAX);
                 None
             }
@@ -385,6 +449,7 @@ impl Conn {
                         }
                         Ok(Status::Complete((header, header_len))) => {
                             take(input, header_len.saturating_sub(have));
+                            self.frames = self.frames.wrapping_add(1);
                             self.rx = RX_START;
                             if let Some(ev) = self.start_frame(header, input, out, pool, cfg, now) {
                                 return Some(ev);
@@ -439,7 +504,7 @@ impl Conn {
                         kind: data_kind(&header),
                         first: true,
                     };
-            if single && !self.close_sent {
+            if single && self.is_open() {
                 // Zero copy: a whole unfragmented message in the read buffer.
                 if let Err(e) = self.asm.on_frame_end(true) {
                     return self.fail(e, out, pool, cfg, now);
@@ -488,7 +553,7 @@ impl Conn {
                 if let Err(e) = self.asm.on_data(piece) {
                     return self.fail(e, out, pool, cfg, now);
                 }
-                if !self.close_sent {
+                if self.is_open() {
                     let buf = self.buf.get_or_insert_with(|| pool.take());
                     pool::grow_within(buf, piece.len(), cfg.max_message_size);
                     buf.extend_from_slice(piece);
@@ -499,7 +564,7 @@ impl Conn {
                 match self.asm.on_frame_end(header.fin) {
                     Err(e) => self.fail(e, out, pool, cfg, now),
                     Ok(None) => None,
-                    Ok(Some(_)) if self.close_sent => None,
+                    Ok(Some(_)) if !self.is_open() => None,
                     Ok(Some(kind)) => {
                         self.deadlines.last_message = now;
                         let buf = self.buf.take().unwrap_or_default();
@@ -554,8 +619,8 @@ impl Conn {
     ) -> Option<Event<'b>> {
         match op {
             // RFC 6455 §5.5.2: a Pong with the Ping's payload, as soon as practical.
-            OpCode::Ping if !self.close_sent => {
-                self.write_frame(out, true, OpCode::Pong, payload);
+            OpCode::Ping if self.is_open() => {
+                self.outbox.control(out, OpCode::Pong, payload);
                 // A flood of pings answered in place: let the loop write the batch before it
                 // grows past the bound. Once bytes wait in the queue, a newer pong replaces a
                 // waiting one there.
@@ -566,28 +631,17 @@ impl Conn {
                     Ok(parsed) => parsed,
                     Err(e) => return self.fail(e, out, pool, cfg, now),
                 };
-                self.close_received = true;
                 self.rx = Rx::Discard;
                 self.release_buf(pool);
-                if self.close_sent {
+                if let Phase::Closing(_) = self.phase {
                     // The reply to our close: reported when we sent it.
+                    self.phase = Phase::Closing(Closing::Done);
                     return None;
                 }
                 // RFC 6455 §5.5.1: reply with a Close frame, typically echoing the code.
                 let (code, reason) = parsed.unwrap_or((CloseCode::NO_STATUS, ""));
-                let mut payload = [0u8; 125];
-                let n = match parsed {
-                    Some((code, _)) => close::encode_payload(code, "", &mut payload),
-                    None => 0,
-                };
-                self.write_frame(
-                    out,
-                    false,
-                    OpCode::Close,
-                    payload.get(..n).unwrap_or_default(),
-                );
-                self.close_sent = true;
-                self.enter_closing(cfg, now);
+                self.outbox.close(out, parsed.map(|(code, _)| code), "");
+                self.enter_closing(Closing::Done, cfg, now);
                 Some(Event::Closed(CloseFrame::new(code, reason)))
             }
             // Unsolicited pongs are ignored (§5.5.3); any frame already counted as liveness.
@@ -606,14 +660,19 @@ impl Conn {
         now: Millis,
     ) -> Option<Event<'b>> {
         self.rx = Rx::Discard;
-        self.linger = true;
         self.release_buf(pool);
-        if self.state != State::Open {
-            return None;
+        match self.phase {
+            Phase::Open => {
+                self.outbox.close(out, Some(e.close_code()), e.as_str());
+                self.enter_closing(Closing::Linger, cfg, now);
+                Some(Event::Failed(e))
+            }
+            Phase::Closing(Closing::AwaitReply) => {
+                self.phase = Phase::Closing(Closing::Linger);
+                None
+            }
+            _ => None,
         }
-        self.send_close(out, e.close_code(), e.as_str());
-        self.enter_closing(cfg, now);
-        Some(Event::Failed(e))
     }
 
     fn release_buf(&mut self, pool: &mut Pool) {
@@ -622,52 +681,9 @@ impl Conn {
         }
     }
 
-    fn enter_closing(&mut self, cfg: &Config, now: Millis) {
-        self.state = State::Closing;
+    fn enter_closing(&mut self, step: Closing, cfg: &Config, now: Millis) {
+        self.phase = Phase::Closing(step);
         self.deadlines.phase = Some(now.after(cfg.close_timeout));
-    }
-
-    fn send_close(&mut self, out: &mut Vec<u8>, code: CloseCode, reason: &str) {
-        let mut payload = [0u8; 125];
-        let n = close::encode_payload(code, reason, &mut payload);
-        self.write_frame(
-            out,
-            false,
-            OpCode::Close,
-            payload.get(..n).unwrap_or_default(),
-        );
-        self.close_sent = true;
-    }
-
-    /// Queues a control frame (≤ 125 bytes) ahead of queued data.
-    fn write_urgent(&mut self, opcode: OpCode, payload: &[u8]) {
-        let header = FrameHeader::new(true, opcode, payload.len() as u64);
-        let mut frame = [0u8; FrameHeader::MAX_LEN + 125];
-        let n = header.encode(&mut frame);
-        let len = n + payload.len();
-        if let Some(dst) = frame.get_mut(n..len) {
-            dst.copy_from_slice(payload);
-        }
-        self.queue.push_urgent(frame.get(..len).unwrap_or_default());
-    }
-
-    /// Writes a whole frame: to `out` while nothing is queued, else to the queue; `urgent`
-    /// control frames go ahead of queued data. Order holds because the loop, too, adds to
-    /// `out` only while the queue is empty, and moves what the socket did not take of `out`
-    /// into the queue.
-    fn write_frame(&mut self, out: &mut Vec<u8>, urgent: bool, opcode: OpCode, payload: &[u8]) {
-        let header = FrameHeader::new(true, opcode, payload.len() as u64);
-        let mut head = [0u8; FrameHeader::MAX_LEN];
-        let n = header.encode(&mut head);
-        let head = head.get(..n).unwrap_or_default();
-        if self.queue.is_empty() {
-            out.extend_from_slice(head);
-            out.extend_from_slice(payload);
-        } else if urgent {
-            self.write_urgent(opcode, payload);
-        } else {
-            self.queue.push_parts(&[head, payload]);
-        }
     }
 
     /// Records that a data message went out at `now`, for the idle timeout.
@@ -675,10 +691,9 @@ impl Conn {
         self.deadlines.last_message = now;
     }
 
-    /// Answers the upgrade with `101 Switching Protocols`; the connection is open.
-    pub fn accept(&mut self, out: &mut Vec<u8>, key: &[u8], protocol: Option<&str>, now: Millis) {
-        response::switching_protocols(out, key, protocol);
-        self.state = State::Open;
+    /// The upgrade was answered with `101 Switching Protocols`: the connection is open.
+    fn opened(&mut self, now: Millis) {
+        self.phase = Phase::Open;
         self.deadlines = Deadlines {
             phase: None,
             last_rx: now,
@@ -687,16 +702,32 @@ impl Conn {
         };
     }
 
-    /// Records that the loop wrote a final HTTP answer: flush it, then shut down.
-    pub fn answered_http(&mut self, pool: &mut Pool, cfg: &Config, now: Millis) {
-        self.close_sent = true;
-        self.linger = true;
+    /// Records that a final HTTP answer was written: flush it, then shut down.
+    fn answered_http(&mut self, pool: &mut Pool, cfg: &Config, now: Millis) {
         self.rx = Rx::Discard;
         self.release_buf(pool);
-        self.enter_closing(cfg, now);
+        self.enter_closing(Closing::Linger, cfg, now);
     }
 
-    /// Starts a server-initiated close. Returns false if the connection was not open.
+    /// Refuses a head that broke a limit before it was complete ([`Event::BadHead`]), or
+    /// any connection still connecting: the status is written and the connection lingers.
+    pub fn refuse(
+        &mut self,
+        out: &mut Vec<u8>,
+        status: u16,
+        pool: &mut Pool,
+        cfg: &Config,
+        now: Millis,
+    ) {
+        if !matches!(self.phase, Phase::Connecting { .. }) {
+            return;
+        }
+        crate::proto::response::error(out, status);
+        self.answered_http(pool, cfg, now);
+    }
+
+    /// Starts a server-initiated close. Returns false if the connection was not open or the
+    /// code may not be sent (1005, 1006: see [`CloseCode`]).
     pub fn close(
         &mut self,
         out: &mut Vec<u8>,
@@ -705,21 +736,21 @@ impl Conn {
         cfg: &Config,
         now: Millis,
     ) -> bool {
-        if self.state != State::Open {
+        if !self.is_open() || !code.is_valid_on_wire() {
             return false;
         }
-        self.send_close(out, code, reason);
-        self.enter_closing(cfg, now);
+        self.outbox.close(out, Some(code), reason);
+        self.enter_closing(Closing::AwaitReply, cfg, now);
         true
     }
 
     /// The slow-consumer close: drops every queued frame not yet begun and closes with 1008.
     /// Returns the bytes dropped, or `None` if the connection was not open.
     pub fn close_slow(&mut self, out: &mut Vec<u8>, cfg: &Config, now: Millis) -> Option<usize> {
-        if self.state != State::Open {
+        if !self.is_open() {
             return None;
         }
-        let dropped = self.queue.drop_unstarted();
+        let dropped = self.outbox.drop_unstarted();
         self.close(out, CloseCode::POLICY, "slow consumer", cfg, now);
         Some(dropped)
     }
@@ -727,8 +758,8 @@ impl Conn {
     /// The TCP connection ended (EOF, error or a drop). Returns 1006 if the handler must be
     /// told, i.e. the connection was open.
     pub fn on_closed(&mut self, pool: &mut Pool) -> Option<CloseCode> {
-        let was_open = self.state == State::Open;
-        self.state = State::Closed;
+        let was_open = self.is_open();
+        self.phase = Phase::Closed;
         self.rx = Rx::Discard;
         self.release_buf(pool);
         was_open.then_some(CloseCode::ABNORMAL)
@@ -736,29 +767,28 @@ impl Conn {
 
     /// What to do with the socket now that the loop wrote what it could.
     pub fn finish(&self) -> Finish {
-        if !self.close_sent || !self.queue.is_empty() {
-            Finish::Keep
-        } else if self.close_received {
-            Finish::Close
-        } else if self.linger && !self.write_shut {
-            Finish::ShutdownWrite
-        } else {
-            Finish::Keep
+        match self.phase {
+            Phase::Closing(_) if !self.outbox.is_empty() => Finish::Keep,
+            Phase::Closing(Closing::Done) => Finish::Close,
+            Phase::Closing(Closing::Linger) => Finish::ShutdownWrite,
+            _ => Finish::Keep,
         }
     }
 
     /// Records that the write side was shut down.
     pub fn shut_write(&mut self) {
-        self.write_shut = true;
+        if self.phase == Phase::Closing(Closing::Linger) {
+            self.phase = Phase::Closing(Closing::WriteShut);
+        }
     }
 
     /// The next instant [`Conn::on_deadline`] has something to do, or `None`.
     pub fn next_deadline(&self, cfg: &Config) -> Option<Millis> {
         let d = &self.deadlines;
-        match self.state {
-            State::Connecting | State::Closing => d.phase,
-            State::Closed => None,
-            State::Open => {
+        match self.phase {
+            Phase::Connecting { .. } | Phase::Closing(_) => d.phase,
+            Phase::Closed => None,
+            Phase::Open => {
                 let heartbeat = match d.ping_sent {
                     Some(sent) => Some(sent.after(cfg.pong_timeout)),
                     None => cfg.ping_interval.map(|i| d.last_rx.after(i)),
@@ -776,10 +806,10 @@ impl Conn {
     pub fn on_deadline(&mut self, out: &mut Vec<u8>, cfg: &Config, now: Millis) -> DeadlineAction {
         let d = self.deadlines;
         let due = |at: Option<Millis>| at.is_some_and(|at| now >= at);
-        match self.state {
-            State::Connecting if due(d.phase) => DeadlineAction::Drop(Expired::Handshake),
-            State::Closing if due(d.phase) => DeadlineAction::Drop(Expired::Close),
-            State::Open => {
+        match self.phase {
+            Phase::Connecting { .. } if due(d.phase) => DeadlineAction::Drop(Expired::Handshake),
+            Phase::Closing(_) if due(d.phase) => DeadlineAction::Drop(Expired::Close),
+            Phase::Open => {
                 if due(d.ping_sent.map(|s| s.after(cfg.pong_timeout))) {
                     return DeadlineAction::Drop(Expired::Pong);
                 }
@@ -789,7 +819,7 @@ impl Conn {
                 }
                 let ping_due = cfg.ping_interval.map(|i| d.last_rx.after(i));
                 if d.ping_sent.is_none() && due(ping_due) {
-                    self.write_frame(out, true, OpCode::Ping, b"");
+                    self.outbox.control(out, OpCode::Ping, b"");
                     self.deadlines.ping_sent = Some(now);
                     return DeadlineAction::Ping;
                 }
@@ -797,6 +827,14 @@ impl Conn {
             }
             _ => DeadlineAction::Nothing,
         }
+    }
+}
+
+/// The opcode of a data message.
+pub fn opcode(kind: Kind) -> OpCode {
+    match kind {
+        Kind::Text => OpCode::Text,
+        Kind::Binary => OpCode::Binary,
     }
 }
 

@@ -12,14 +12,15 @@
 use std::io::IoSlice;
 use std::time::Duration;
 
-use super::{Conn, Data, DeadlineAction, Event, Expired, Finish, Millis, State, WriteQueue};
+use super::{
+    Answered, Conn, Data, DeadlineAction, Decide, Decision, Event, Expired, Finish, HttpRequest,
+    Millis, State, WriteQueue,
+};
 use crate::config::Config;
 use crate::pool::Pool;
 use crate::proto::close::CloseCode;
 use crate::proto::frame::{FrameHeader, OpCode};
-use crate::proto::handshake::{self, Header};
 use crate::proto::message::DataKind;
-use crate::proto::response;
 use crate::proto::{HandshakeError, ProtocolError, Role, Status};
 
 // ---------------------------------------------------------------------------------------------
@@ -333,6 +334,23 @@ fn parse_101(wire: &[u8]) -> Vec<ServerFrame> {
 // ---------------------------------------------------------------------------------------------
 // The loop's side: what it lends the connection and how it answers events.
 
+const PEER: &str = "127.0.0.1:40000";
+
+/// The application's side of the handshake: every upgrade accepted, plain requests 404.
+struct AcceptAll;
+
+impl Decide for AcceptAll {
+    type State = ();
+
+    fn upgrade(&mut self, _req: &HttpRequest<'_>) -> Decision<()> {
+        Decision::Accept(())
+    }
+
+    fn request(&mut self, _req: &HttpRequest<'_>) -> super::Response {
+        super::Response::status(404)
+    }
+}
+
 /// Where an event's bytes came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Src {
@@ -478,7 +496,7 @@ impl Loop {
     fn new(cfg: Config) -> Self {
         let pool = Pool::new(4, cfg.max_message_size.max(cfg.max_request_head));
         Loop {
-            conn: Conn::new(Millis(0), &cfg),
+            conn: Conn::new(Millis(0), &cfg, None),
             cfg,
             pool,
             out: Vec::new(),
@@ -518,12 +536,30 @@ impl Loop {
     fn answer(&mut self, ev: Event<'_>, now: Millis) -> Ev {
         match ev {
             Event::Head(data) => {
-                let (src, bytes) = self.keep(data);
-                self.answer_head(&bytes, now);
+                let src = match data {
+                    Data::Borrowed(_) => Src::Borrowed,
+                    Data::Pooled(_) => Src::Pooled,
+                };
+                let bytes = data.as_slice().to_vec();
+                // The loop's own path: the connection parses, validates and answers.
+                let answered = self.conn.answer_head(
+                    data,
+                    PEER.parse().unwrap(),
+                    &mut AcceptAll,
+                    &mut self.out,
+                    &mut self.pool,
+                    &self.cfg,
+                    now,
+                );
+                assert!(
+                    matches!(answered, Answered::Open(..) | Answered::Refused(_)),
+                    "{answered:?}"
+                );
                 Ev::Head(src, bytes)
             }
             Event::BadHead(e) => {
-                self.refuse(e.status(), now);
+                self.conn
+                    .refuse(&mut self.out, e.status(), &mut self.pool, &self.cfg, now);
                 Ev::BadHead(e)
             }
             Event::Flush => Ev::Flush,
@@ -535,18 +571,10 @@ impl Loop {
             Event::Message(kind, data) => {
                 let (src, bytes) = self.keep(data);
                 if self.echo {
-                    let opcode = match kind {
-                        DataKind::Text => OpCode::Text,
-                        DataKind::Binary => OpCode::Binary,
-                    };
-                    // As `Core::send` does: into the output batch while nothing is queued,
-                    // else behind the queue, so frames keep their order.
-                    if self.conn.queue().is_empty() {
-                        encode_server_frame(&mut self.out, opcode, &bytes);
-                    } else {
-                        self.conn.queue_mut().push(&server_frame(opcode, &bytes));
-                    }
-                    self.conn.note_message(now);
+                    // As `Core::send` does for the connection being served.
+                    self.conn
+                        .send(&mut self.out, kind, &bytes, usize::MAX, now)
+                        .expect("open");
                 }
                 Ev::Message(kind, src, bytes)
             }
@@ -567,31 +595,18 @@ impl Loop {
         (src, bytes)
     }
 
-    fn answer_head(&mut self, head: &[u8], now: Millis) {
-        let mut table = [Header::EMPTY; 32];
-        let key = match handshake::parse(head, &mut table) {
-            Ok(Status::Complete((req, _))) => req.validate_upgrade(),
-            Ok(Status::Partial) => Err(HandshakeError::Malformed),
-            Err(e) => Err(e),
-        };
-        match key {
-            Ok(key) => self.conn.accept(&mut self.out, key, None, now),
-            Err(e) => self.refuse(e.status(), now),
-        }
-    }
-
-    fn refuse(&mut self, status: u16, now: Millis) {
-        response::error(&mut self.out, status);
-        self.conn.answered_http(&mut self.pool, &self.cfg, now);
-    }
-
     fn deadline(&mut self, now: Millis) -> DeadlineAction {
         self.conn.on_deadline(&mut self.out, &self.cfg, now)
     }
 
     fn close(&mut self, code: u16, reason: &str, now: Millis) -> bool {
-        self.conn
-            .close(&mut self.out, CloseCode(code), reason, &self.cfg, now)
+        self.conn.close(
+            &mut self.out,
+            CloseCode::new(code).unwrap_or(CloseCode::ABNORMAL),
+            reason,
+            &self.cfg,
+            now,
+        )
     }
 
     /// One write to a socket that takes at most `max` bytes, as the loop's flush does: new
@@ -600,16 +615,16 @@ impl Loop {
     fn write(&mut self, max: usize) -> Vec<u8> {
         if !self.out.is_empty() {
             let out = std::mem::take(&mut self.out);
-            if self.conn.queue().is_empty() {
+            if self.conn.outbox().is_empty() {
                 let n = out.len().min(max);
-                self.conn.queue_mut().push(&out[n..]);
+                self.conn.outbox_mut().unwritten(&[&out[n..]], n > 0);
                 return out[..n].to_vec();
             }
-            self.conn.queue_mut().push(&out);
+            self.conn.outbox_mut().unwritten(&[&out], false);
         }
-        let mut bytes = queued(self.conn.queue());
+        let mut bytes = queued(self.conn.outbox_mut().queue_mut());
         bytes.truncate(max);
-        self.conn.queue_mut().advance(bytes.len());
+        self.conn.outbox_mut().queue_mut().advance(bytes.len());
         bytes
     }
 
@@ -719,17 +734,17 @@ fn head_in_one_byte_pieces_is_pooled_and_the_buffer_returned() {
 #[test]
 fn first_frame_in_the_head_read_is_parsed_after_accept() {
     let cfg = Config::default();
-    let mut conn = Conn::new(Millis(0), &cfg);
+    let mut conn = Conn::new(Millis(0), &cfg, None);
     let mut pool = Pool::new(4, 1 << 16);
     let mut out = Vec::new();
     let mut bytes = [upgrade_request(), client::text("hi")].concat();
     let mut input: &mut [u8] = &mut bytes;
 
     let ev = conn.read_event(&mut input, &mut out, &mut pool, &cfg, Millis(0));
-    let Some(Event::Head(Data::Borrowed(h))) = ev else {
+    let Some(Event::Head(Data::Borrowed(h))) = &ev else {
         panic!("not a borrowed head")
     };
-    assert_eq!(h, &upgrade_request()[..]);
+    assert_eq!(*h, &upgrade_request()[..]);
     assert_eq!(
         input.len(),
         client::text("hi").len(),
@@ -737,7 +752,19 @@ fn first_frame_in_the_head_read_is_parsed_after_accept() {
     );
     assert_eq!(conn.state(), State::Connecting);
 
-    conn.accept(&mut out, KEY.as_bytes(), None, Millis(0));
+    let Some(Event::Head(head)) = ev else {
+        unreachable!()
+    };
+    let answered = conn.answer_head(
+        head,
+        PEER.parse().unwrap(),
+        &mut AcceptAll,
+        &mut out,
+        &mut pool,
+        &cfg,
+        Millis(0),
+    );
+    assert_eq!(answered, Answered::Open((), None));
     let ev = conn.read_event(&mut input, &mut out, &mut pool, &cfg, Millis(0));
     assert!(matches!(ev, Some(Event::Text("hi"))), "{ev:?}");
     assert!(conn
@@ -1069,9 +1096,11 @@ fn ping_split_across_reads_inside_a_fragmented_message() {
 fn pong_goes_ahead_of_queued_data() {
     let mut lp = Loop::open(Config::default());
     lp.conn
+        .outbox_mut()
         .queue_mut()
         .push(&server_frame(OpCode::Text, b"queued 1"));
     lp.conn
+        .outbox_mut()
         .queue_mut()
         .push(&server_frame(OpCode::Text, b"queued 2"));
     assert!(lp.conn.wants_write());
@@ -1091,6 +1120,7 @@ fn pong_goes_ahead_of_queued_data() {
 fn pong_waits_for_the_frame_being_written() {
     let mut lp = Loop::open(Config::default());
     lp.conn
+        .outbox_mut()
         .queue_mut()
         .push(&server_frame(OpCode::Text, b"first"));
     let started = lp.write(3);
@@ -1184,6 +1214,7 @@ fn failure_is_sticky() {
 fn finish_is_shutdown_write_once_a_failure_is_flushed() {
     let mut lp = Loop::open(Config::default());
     lp.conn
+        .outbox_mut()
         .queue_mut()
         .push(&server_frame(OpCode::Text, b"before"));
     feed!(lp, time 1, client::frame(true, 0x3, b""), [Ev::Failed(ProtocolError::ReservedOpCode(3))]);
@@ -1223,6 +1254,7 @@ fn peer_close_is_reported_and_echoed() {
 fn peer_close_behind_queued_data_closes_once_flushed() {
     let mut lp = Loop::open(Config::default());
     lp.conn
+        .outbox_mut()
         .queue_mut()
         .push(&server_frame(OpCode::Binary, b"data"));
     feed!(lp, time 1, client::close(1000, ""), [closed(1000, "")]);
@@ -1236,6 +1268,7 @@ fn close_reply_goes_after_an_echo_behind_queued_data() {
     let mut lp = Loop::open(Config::default());
     lp.echo = true;
     lp.conn
+        .outbox_mut()
         .queue_mut()
         .push(&server_frame(OpCode::Text, b"queued"));
     let bytes = [client::text("x"), client::close(1000, "")].concat();
@@ -1251,6 +1284,7 @@ fn failure_close_goes_after_an_echo_behind_queued_data() {
     let mut lp = Loop::open(Config::default());
     lp.echo = true;
     lp.conn
+        .outbox_mut()
         .queue_mut()
         .push(&server_frame(OpCode::Text, b"queued"));
     let bytes = [client::text("x"), client::text_bytes(b"\xff")].concat();
@@ -1348,10 +1382,12 @@ fn split_bad_close_mid_message_releases_the_message_buffer() {
 fn slow_consumer_close_keeps_the_frame_on_the_wire() {
     let mut lp = Loop::open(Config::default());
     lp.conn
+        .outbox_mut()
         .queue_mut()
         .push(&server_frame(OpCode::Text, b"started"));
     let started = lp.write(2);
     lp.conn
+        .outbox_mut()
         .queue_mut()
         .push_shared(server_frame(OpCode::Text, b"dropped").into(), 0);
     let dropped = lp.conn.close_slow(&mut lp.out, &lp.cfg, Millis(1));
@@ -1399,6 +1435,7 @@ fn any_bytes_cancel_the_pong_deadline_and_move_the_next_ping() {
 fn ping_goes_ahead_of_queued_data() {
     let mut lp = Loop::open(Config::default());
     lp.conn
+        .outbox_mut()
         .queue_mut()
         .push(&server_frame(OpCode::Text, b"queued"));
     assert_eq!(lp.deadline(Millis(30_000)), DeadlineAction::Ping);

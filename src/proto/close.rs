@@ -5,8 +5,13 @@ use core::fmt;
 use super::error::ProtocolError;
 
 /// A close status code.
+///
+/// Only codes that may appear in a close frame can be made ([`CloseCode::new`] and the
+/// constants), plus the two that are reported locally and never sent:
+/// [`CloseCode::NO_STATUS`] and [`CloseCode::ABNORMAL`]. Every sending function refuses
+/// those two, so a code that RFC 6455 §7.4.1 forbids never reaches the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct CloseCode(pub u16);
+pub struct CloseCode(u16);
 
 impl CloseCode {
     /// 1000: the purpose of the connection was fulfilled.
@@ -32,6 +37,17 @@ impl CloseCode {
     /// 1011: the server met an unexpected condition.
     pub const INTERNAL: CloseCode = CloseCode(1011);
 
+    /// A code that may be sent: 1000–1003, 1007–1011 or 3000–4999 (RFC 6455 §7.4.1,
+    /// §7.4.2). `None` for any other, 1005, 1006 and 1015 among them.
+    pub const fn new(code: u16) -> Option<CloseCode> {
+        let code = CloseCode(code);
+        if code.is_valid_on_wire() {
+            Some(code)
+        } else {
+            None
+        }
+    }
+
     /// The numeric code.
     pub fn as_u16(self) -> u16 {
         self.0
@@ -40,7 +56,7 @@ impl CloseCode {
     /// Whether this code may appear in a close frame on the wire (§7.4.1, §7.4.2):
     /// 1000–1003, 1007–1011 and 3000–4999. 1005, 1006, 1015, the rest of 1000–2999 and
     /// everything outside 1000–4999 may not.
-    pub fn is_valid_on_wire(self) -> bool {
+    pub const fn is_valid_on_wire(self) -> bool {
         matches!(self.0, 1000..=1003 | 1007..=1011 | 3000..=4999)
     }
 }
@@ -51,9 +67,9 @@ impl fmt::Display for CloseCode {
     }
 }
 
-impl From<u16> for CloseCode {
-    fn from(code: u16) -> Self {
-        CloseCode(code)
+impl From<CloseCode> for u16 {
+    fn from(code: CloseCode) -> u16 {
+        code.0
     }
 }
 
@@ -108,7 +124,10 @@ mod tests {
         for code in 0..=65535u16 {
             let expected = matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999);
             assert_eq!(CloseCode(code).is_valid_on_wire(), expected, "{code}");
+            assert_eq!(CloseCode::new(code).is_some(), expected, "{code}");
         }
+        assert!(!CloseCode::NO_STATUS.is_valid_on_wire());
+        assert!(!CloseCode::ABNORMAL.is_valid_on_wire());
         for code in [1005, 1006, 1015, 1004, 1012, 1016, 2999, 5000, 999, 0] {
             assert!(!CloseCode(code).is_valid_on_wire(), "{code}");
         }

@@ -1,11 +1,24 @@
-//! Commands from other threads: a std channel drained by the loop when a [`mio::Waker`]
-//! wakes it. Senders never take a lock the loop holds.
+//! Commands from other threads: a queue bounded in bytes ([`Config::max_inbox_bytes`]),
+//! drained by the loop when a [`mio::Waker`] wakes it, a bounded number per turn.
+//!
+//! The queue's lock is held only to push or pop one command, never while the loop serves
+//! connections; the loop never waits for it on the hot path.
+//!
+//! [`Config::max_inbox_bytes`]: crate::Config::max_inbox_bytes
 
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::thread::ThreadId;
 
-use crate::proto::message::DataKind;
 use crate::proto::CloseCode;
 use crate::stats::Stats;
+
+/// Commands the loop handles per turn at most; the rest wait for the next turn, which comes
+/// at once.
+pub(crate) const COMMANDS_PER_TURN: usize = 256;
+
+/// What a command costs against the bound beyond its bytes: the record itself.
+pub(crate) const COMMAND_OVERHEAD: usize = 64;
 
 /// A connection's identity: its slab key and a generation, so a stale id held by another
 /// thread never reaches a newer connection that reuses the key.
@@ -21,32 +34,260 @@ impl core::fmt::Display for ConnId {
     }
 }
 
-/// What another thread asks of the loop.
+/// What another thread asks of the loop. Messages arrive framed: the loop writes the bytes as
+/// they are (one copy, made by the sending thread).
+#[derive(Debug)]
 pub(crate) enum Command {
     Publish {
-        topic: String,
-        kind: DataKind,
-        data: Vec<u8>,
+        topic: Box<str>,
+        frame: Vec<u8>,
     },
     Send {
         id: ConnId,
-        kind: DataKind,
-        data: Vec<u8>,
+        frame: Vec<u8>,
     },
     Broadcast {
-        kind: DataKind,
-        data: Vec<u8>,
+        frame: Vec<u8>,
     },
     Close {
         id: ConnId,
         code: CloseCode,
-        reason: String,
+        reason: Box<str>,
     },
-    Stats(SyncSender<Stats>),
     Shutdown,
 }
 
-/// The loop's end of the channel.
-pub(crate) struct Inbox {
-    pub(crate) rx: Receiver<Command>,
+impl Command {
+    /// Bytes counted against the bound.
+    pub(crate) fn cost(&self) -> usize {
+        COMMAND_OVERHEAD
+            + match self {
+                Command::Publish { topic, frame } => topic.len() + frame.len(),
+                Command::Send { frame, .. } | Command::Broadcast { frame } => frame.len(),
+                Command::Close { reason, .. } => reason.len(),
+                Command::Shutdown => 0,
+            }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    commands: VecDeque<Command>,
+    bytes: usize,
+    stopped: bool,
+}
+
+/// Why a command was not taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The server has stopped.
+    Stopped,
+    /// The inbox holds [`crate::Config::max_inbox_bytes`] already (only from `try_*`, or from
+    /// the loop's own thread, which must never wait for itself).
+    Full,
+}
+
+/// The state shared by the loop and every [`crate::ServerHandle`].
+#[derive(Debug)]
+pub(crate) struct Shared {
+    queue: Mutex<Queue>,
+    room: Condvar,
+    limit: usize,
+    /// Turns begun, turns ended, and the counters as of the end of the last.
+    stats: Mutex<(u64, u64, Stats)>,
+    fresh: Condvar,
+    loop_thread: Mutex<Option<ThreadId>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave a queue half-changed: recover it.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    pub(crate) fn new(limit: usize) -> Self {
+        Shared {
+            queue: Mutex::new(Queue::default()),
+            room: Condvar::new(),
+            limit,
+            stats: Mutex::new((0, 0, Stats::default())),
+            fresh: Condvar::new(),
+            loop_thread: Mutex::new(None),
+        }
+    }
+
+    /// Queues a command; `wait` blocks until there is room (never on the loop's thread).
+    /// Returns true if the queue was empty, i.e. the loop needs waking.
+    pub(crate) fn push(&self, cmd: Command, wait: bool) -> Result<bool, Refused> {
+        let cost = cmd.cost();
+        let on_loop = self.on_loop_thread();
+        let mut q = lock(&self.queue);
+        loop {
+            if q.stopped {
+                return Err(Refused::Stopped);
+            }
+            // A command always fits an empty queue: the bound is on what waits.
+            if q.bytes == 0 || q.bytes + cost <= self.limit {
+                break;
+            }
+            if !wait || on_loop {
+                return Err(Refused::Full);
+            }
+            q = self
+                .room
+                .wait(q)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        let was_empty = q.commands.is_empty();
+        q.bytes += cost;
+        q.commands.push_back(cmd);
+        Ok(was_empty)
+    }
+
+    /// Takes up to `max` commands; true if more are left.
+    pub(crate) fn drain(&self, max: usize, out: &mut Vec<Command>) -> bool {
+        let mut q = lock(&self.queue);
+        for _ in 0..max {
+            let Some(cmd) = q.commands.pop_front() else {
+                break;
+            };
+            q.bytes -= cmd.cost();
+            out.push(cmd);
+        }
+        let more = !q.commands.is_empty();
+        drop(q);
+        if !out.is_empty() {
+            self.room.notify_all();
+        }
+        more
+    }
+
+    /// Bytes waiting now.
+    #[cfg(test)]
+    pub(crate) fn queued_bytes(&self) -> usize {
+        lock(&self.queue).bytes
+    }
+
+    /// The loop has ended: every later command is refused, waiting senders wake.
+    pub(crate) fn stop(&self) {
+        let mut q = lock(&self.queue);
+        q.stopped = true;
+        q.commands.clear();
+        q.bytes = 0;
+        drop(q);
+        self.room.notify_all();
+        lock(&self.stats).1 = u64::MAX;
+        self.fresh.notify_all();
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        lock(&self.queue).stopped
+    }
+
+    /// Records the loop's thread, so a handle used from it never waits for room.
+    pub(crate) fn set_loop_thread(&self) {
+        let mut t = lock(&self.loop_thread);
+        if t.is_none() {
+            *t = Some(std::thread::current().id());
+        }
+    }
+
+    /// A turn begins.
+    pub(crate) fn turn_begins(&self) {
+        lock(&self.stats).0 += 1;
+    }
+
+    /// Publishes the counters at the end of a turn, for other threads.
+    pub(crate) fn publish_stats(&self, stats: &Stats) {
+        let mut s = lock(&self.stats);
+        s.1 = s.0;
+        s.2 = *stats;
+        drop(s);
+        self.fresh.notify_all();
+    }
+
+    /// The counters as of the end of the latest turn.
+    pub(crate) fn stats(&self) -> Stats {
+        lock(&self.stats).2
+    }
+
+    /// The number the next turn will have: [`Shared::fresh_stats`] waits for it to end.
+    pub(crate) fn next_turn(&self) -> u64 {
+        lock(&self.stats).0 + 1
+    }
+
+    /// The counters as of the end of turn `turn` or later (the caller has woken the loop).
+    /// Waits at most `limit`; `None` if that turn did not end by then.
+    pub(crate) fn fresh_stats(&self, turn: u64, limit: std::time::Duration) -> Option<Stats> {
+        let s = lock(&self.stats);
+        let (s, _) = self
+            .fresh
+            .wait_timeout_while(s, limit, |s| s.1 < turn)
+            .unwrap_or_else(|e| e.into_inner());
+        (s.1 >= turn).then_some(s.2)
+    }
+
+    /// True when called on the loop's own thread.
+    pub(crate) fn on_loop_thread(&self) -> bool {
+        *lock(&self.loop_thread) == Some(std::thread::current().id())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publish(n: usize) -> Command {
+        Command::Publish {
+            topic: "t".into(),
+            frame: vec![0; n],
+        }
+    }
+
+    #[test]
+    fn bounded_in_bytes_and_drained_in_batches() {
+        let shared = Shared::new(1000);
+        assert_eq!(shared.push(publish(400), false), Ok(true));
+        assert_eq!(shared.push(publish(400), false), Ok(false));
+        // 2 × (400 + 1 + 64) = 930: one more does not fit.
+        assert_eq!(shared.push(publish(10), false), Err(Refused::Full));
+        assert_eq!(shared.queued_bytes(), 930);
+        let mut out = Vec::new();
+        assert!(shared.drain(1, &mut out));
+        assert_eq!(out.len(), 1);
+        assert_eq!(shared.push(publish(10), false), Ok(false));
+        out.clear();
+        assert!(!shared.drain(10, &mut out));
+        assert_eq!(out.len(), 2);
+        assert_eq!(shared.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn an_oversized_command_fits_an_empty_queue_only() {
+        let shared = Shared::new(100);
+        assert_eq!(shared.push(publish(5000), false), Ok(true));
+        assert_eq!(shared.push(publish(1), false), Err(Refused::Full));
+    }
+
+    #[test]
+    fn a_blocked_sender_wakes_when_the_loop_drains() {
+        let shared = std::sync::Arc::new(Shared::new(200));
+        shared.push(publish(100), false).unwrap();
+        let s = shared.clone();
+        let t = std::thread::spawn(move || s.push(publish(100), true));
+        // The sender waits until there is room; draining makes it.
+        let mut out = Vec::new();
+        while out.is_empty() || !t.is_finished() {
+            shared.drain(10, &mut out);
+            std::thread::yield_now();
+        }
+        assert!(t.join().unwrap().is_ok());
+    }
+
+    #[test]
+    fn stop_refuses_and_wakes() {
+        let shared = Shared::new(100);
+        shared.stop();
+        assert_eq!(shared.push(Command::Shutdown, true), Err(Refused::Stopped));
+    }
 }

@@ -1,118 +1,189 @@
-//! Layer 3: the loop — `mio::Poll`, the listener, `Slab<Conn>`, the timers, the topics and
-//! the inbox. The only module that does I/O or reads the clock.
+//! Layer 3: the loop — `mio::Poll`, the listeners, `Slab` of connections, and the parts that
+//! share it: [`admission`], the [`ready`] FIFO, [`timers`], [`topics`] and the [`inbox`]. The
+//! only module that does I/O (through [`crate::transport`]).
 //!
-//! Per readable event: read into the one loop-wide buffer until `WouldBlock` (at most
-//! `max_reads_per_event` reads, then the connection waits its turn on a ready list), hand the
-//! bytes to [`Conn::read_event`], call the handler for each event, write what the callbacks
-//! produced in one write, then register writable interest only if bytes are left queued.
+//! A poll's events only record readiness ([`Server::handle_event`]); the work happens in one
+//! [`Server::turn`] with the time the caller read: queued writes, new connections, commands
+//! from other threads (a bounded number), then every connection waiting to be read, each
+//! within its budget and once, then the deadlines that are due.
 
-mod accept;
-pub mod inbox;
-pub(crate) mod io;
+mod admission;
+pub(crate) mod inbox;
+mod ready;
 mod send;
-pub mod timers;
-pub mod topics;
+pub(crate) mod timers;
+pub(crate) mod topics;
 
-use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, Shutdown, SocketAddr};
-use std::sync::mpsc;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, trace};
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
 
 use crate::config::Config;
-use crate::conn::{Conn, DeadlineAction, Event, Finish, Millis};
+use crate::conn::{
+    Answered, Conn, DeadlineAction, Decide, Decision, Event, Finish, HttpRequest, Millis, Response,
+    State,
+};
 use crate::ctx::Ctx;
 use crate::error::Error;
 use crate::handle::ServerHandle;
-use crate::handler::{Handler, Message};
+use crate::handler::{Handler, Message, SendStatus};
 use crate::pool::Pool;
 use crate::proto::message::DataKind;
-use crate::proto::CloseCode;
+use crate::proto::{response, CloseCode};
 use crate::stats::Stats;
-use accept::on_head;
-use inbox::{Command, ConnId, Inbox};
+use crate::transport::{self, ReadOutcome, Transport};
+use admission::{Admission, Verdict};
+use inbox::{Command, ConnId, Shared, COMMANDS_PER_TURN};
+use ready::Ready;
 use timers::{Entry, TimerWheel};
 use topics::Topics;
 
 /// Frames for the connection being served are written once they reach this many bytes, and
-/// the output buffer is shrunk back to it after a larger burst.
+/// the batch is shrunk back to it after a larger burst.
 const OUT_FLUSH_AT: usize = 64 * 1024;
 
 /// Payloads from this size up, sent to the connection being served, are written straight
-/// from where they lie rather than copied into the output batch.
+/// from where they lie rather than copied into the batch.
 const DIRECT_WRITE_MIN: usize = 4 * 1024;
 
-/// A connection slot: the protocol state and the socket it belongs to.
+/// Listeners a server can have; their tokens follow the waker's.
+pub const MAX_LISTENERS: usize = 8;
+
+/// Connections accepted per listener per turn; more wait for the next turn.
+const ACCEPTS_PER_TURN: usize = 256;
+
+/// Slot flags.
+mod flag {
+    /// Writable interest is registered.
+    pub const INTEREST_WRITE: u8 = 1;
+    /// Waiting in the ready FIFO.
+    pub const WAITING: u8 = 2;
+    /// The peer's FIN (or an error) was reported: read until `WouldBlock` or EOF.
+    pub const DRAIN: u8 = 4;
+    /// A writable event waits for this turn.
+    pub const WRITABLE: u8 = 8;
+    /// Counted by admission (not a refused connection).
+    pub const ADMITTED: u8 = 16;
+}
+
+/// A connection slot: the protocol state and the transport it belongs to.
 pub(crate) struct Slot {
     pub(crate) conn: Conn,
-    sock: TcpStream,
+    io: Transport,
     pub(crate) peer: SocketAddr,
     gen: u32,
-    /// Answer the request head with this status instead of upgrading (over a limit).
-    refuse: Option<u16>,
-    writable: bool,
+    /// The subprotocol: 0 for none, else its index in `Config::protocols` plus one.
+    protocol: u8,
+    flags: u8,
     /// The deadline entered in the timer wheel; [`NOT_SCHEDULED`] for none.
     scheduled: Millis,
     /// The queued bytes last counted in `Stats::queued_bytes`.
-    accounted: usize,
+    accounted: u32,
+}
+
+impl Slot {
+    fn has(&self, f: u8) -> bool {
+        self.flags & f != 0
+    }
 }
 
 /// `Slot::scheduled` when nothing is in the wheel (an `Option` would cost 8 more bytes).
 const NOT_SCHEDULED: Millis = Millis(u64::MAX);
 
-/// A close to report to the handler once the current callback has returned.
-struct Report {
-    id: ConnId,
-    code: CloseCode,
-    reason: String,
+/// What to tell the handler once the current callback has returned.
+enum Notice {
+    Close {
+        id: ConnId,
+        code: CloseCode,
+        reason: Box<str>,
+    },
+    Drain(ConnId),
 }
 
-/// Everything of the server but the handler and the read buffer, so a [`Ctx`] can borrow it
-/// while a message borrows the read buffer.
+/// Everything of the server but the handler, the user states and the read buffer, so a
+/// [`Ctx`] can borrow it while a message borrows the read buffer.
 pub(crate) struct Core {
     cfg: Config,
     conns: Slab<Slot>,
+    registry: Registry,
+    token_base: usize,
+    next_gen: u32,
     /// Frames for the connection being served, written in one go after its callbacks.
-    out: Vec<u8>,
+    batch: Vec<u8>,
     /// Frames for any other connection, written at once.
-    tmp: Vec<u8>,
+    scratch: Vec<u8>,
     current: Option<usize>,
     pool: Pool,
     timers: TimerWheel,
     due: Vec<Entry>,
     targets: Vec<ConnId>,
-    now: Millis,
-    start: Instant,
-    registry: Registry,
-    token_base: usize,
-    next_gen: u32,
-    pub(crate) stats: Stats,
     pub(crate) topics: Topics,
-    reports: VecDeque<Report>,
-    per_ip: HashMap<IpAddr, u32>,
-    /// Connections counted against `max_connections`: all but the ones being refused.
-    admitted: usize,
-    ready_again: Vec<usize>,
+    admission: Admission,
+    ready: Ready,
+    writable: Vec<u32>,
+    notices: VecDeque<Notice>,
+    stats: Stats,
+    now: Millis,
     shutdown_at: Option<Millis>,
-    /// `now` was read since the loop last went to sleep.
-    clock_fresh: bool,
 }
 
-/// The server: a listener and its connections on one poll loop.
+/// The per-connection states of the handler, by slab key, tagged with the generation.
+struct States<S>(Vec<Option<(u32, S)>>);
+
+impl<S> States<S> {
+    fn get_mut(&mut self, id: ConnId) -> Option<&mut S> {
+        match self.0.get_mut(id.key as usize) {
+            Some(Some((gen, s))) if *gen == id.gen => Some(s),
+            _ => None,
+        }
+    }
+
+    fn insert(&mut self, id: ConnId, state: S) {
+        let key = id.key as usize;
+        if self.0.len() <= key {
+            self.0.resize_with(key + 1, || None);
+        }
+        if let Some(slot) = self.0.get_mut(key) {
+            *slot = Some((id.gen, state));
+        }
+    }
+
+    fn take(&mut self, id: ConnId) -> Option<S> {
+        let slot = self.0.get_mut(id.key as usize)?;
+        match slot {
+            Some((gen, _)) if *gen == id.gen => slot.take().map(|(_, s)| s),
+            _ => None,
+        }
+    }
+}
+
+struct Listener {
+    sock: TcpListener,
+    addr: SocketAddr,
+    ready: bool,
+}
+
+/// The server: listeners and their connections on one poll loop.
 pub struct Server<H: Handler> {
     handler: H,
-    listener: Option<TcpListener>,
-    local_addr: SocketAddr,
+    listeners: Vec<Listener>,
     rbuf: Vec<u8>,
     core: Core,
-    inbox: Inbox,
+    states: States<H::State>,
+    shared: Arc<Shared>,
+    woken: bool,
+    inbox_more: bool,
+    commands: Vec<Command>,
     handle: ServerHandle,
     poll: Option<Poll>,
+    start: Instant,
+    on_loop_thread: bool,
 }
 
 impl<H: Handler> Server<H> {
@@ -130,12 +201,12 @@ impl<H: Handler> Server<H> {
     }
 
     /// Binds `addr` and registers with another loop's `registry`, for an application that
-    /// owns its `mio::Poll`. The server uses every token from `first_token` up: the listener,
-    /// its waker, then one per connection. Drive it with [`Server::handle_event`],
-    /// [`Server::next_timeout`] and [`Server::handle_timeouts`].
+    /// owns its `mio::Poll`. The server uses every token from `first_token` up: its waker,
+    /// [`MAX_LISTENERS`] listener tokens, then one per connection. Drive it with
+    /// [`Server::handle_event`] for each event and one [`Server::turn`] after each poll.
     ///
-    /// A `mio::Poll` supports one active `Waker`: the server registers one at
-    /// `first_token + 1`, so the application's own loop must not register another.
+    /// A `mio::Poll` supports one active `Waker`: the server registers one at `first_token`,
+    /// so the application's own loop must not register another.
     ///
     /// # Errors
     /// As [`Server::bind`].
@@ -147,57 +218,81 @@ impl<H: Handler> Server<H> {
         first_token: Token,
     ) -> Result<Self, Error> {
         cfg.validate().map_err(Error::Config)?;
-        let mut listener = listen(addr, cfg.listen_backlog).map_err(|e| Error::Bind(addr, e))?;
-        let local_addr = listener.local_addr()?;
+        let mut sock = listen(addr, cfg.listen_backlog).map_err(|e| Error::Bind(addr, e))?;
+        let local = sock.local_addr()?;
+        registry.register(&mut sock, Token(first_token.0 + 1), Interest::READABLE)?;
+        let mut server = Self::new(cfg, handler, registry, first_token)?;
+        server.listeners.push(Listener {
+            sock,
+            addr: local,
+            ready: true,
+        });
+        Ok(server)
+    }
+
+    /// A server with no listener and a poll of its own, for [`crate::testing`].
+    pub(crate) fn detached(cfg: Config, handler: H) -> Result<Self, Error> {
+        cfg.validate().map_err(Error::Config)?;
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let mut server = Self::new(cfg, handler, registry, Token(0))?;
+        server.poll = Some(poll);
+        Ok(server)
+    }
+
+    fn new(cfg: Config, handler: H, registry: Registry, first_token: Token) -> Result<Self, Error> {
         let base = first_token.0;
-        registry.register(&mut listener, Token(base), Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(&registry, Token(base + 1))?);
-        let (tx, rx) = mpsc::channel();
+        let waker = Arc::new(Waker::new(&registry, Token(base))?);
+        let shared = Arc::new(Shared::new(cfg.max_inbox_bytes));
+        let handle = ServerHandle::new(shared.clone(), waker, cfg.send_limit());
         let rbuf = vec![0u8; cfg.read_buffer_size];
         let core = Core {
-            pool: Pool::new(
-                32,
-                cfg.max_message_size
-                    .min(64 * 1024)
-                    .max(cfg.max_request_head),
-            ),
+            pool: Pool::new(cfg.max_spare_buffers, cfg.spare_buffer_size()),
             cfg,
             conns: Slab::new(),
-            out: Vec::with_capacity(OUT_FLUSH_AT),
-            tmp: Vec::new(),
+            registry,
+            token_base: base + 1 + MAX_LISTENERS,
+            next_gen: 0,
+            batch: Vec::with_capacity(OUT_FLUSH_AT),
+            scratch: Vec::new(),
             current: None,
             timers: TimerWheel::new(1024, 50),
             due: Vec::new(),
             targets: Vec::new(),
-            now: Millis(0),
-            start: Instant::now(),
-            registry,
-            token_base: base,
-            next_gen: 0,
-            stats: Stats::default(),
             topics: Topics::default(),
-            reports: VecDeque::new(),
-            per_ip: HashMap::new(),
-            admitted: 0,
-            ready_again: Vec::new(),
+            admission: Admission::default(),
+            ready: Ready::default(),
+            writable: Vec::new(),
+            notices: VecDeque::new(),
+            stats: Stats::default(),
+            now: Millis(0),
             shutdown_at: None,
-            clock_fresh: false,
         };
         Ok(Server {
             handler,
-            listener: Some(listener),
-            local_addr,
+            listeners: Vec::new(),
             rbuf,
             core,
-            inbox: Inbox { rx },
-            handle: ServerHandle::new(tx, waker),
+            states: States(Vec::new()),
+            shared,
+            woken: false,
+            inbox_more: false,
+            commands: Vec::new(),
+            handle,
             poll: None,
+            start: Instant::now(),
+            on_loop_thread: false,
         })
     }
 
     /// The address the server listens on (useful after binding port 0).
+    ///
+    /// # Panics
+    /// Never for a server made by [`Server::bind`] or [`Server::with_registry`].
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.listeners
+            .first()
+            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |l| l.addr)
     }
 
     /// A handle for other threads.
@@ -211,33 +306,30 @@ impl<H: Handler> Server<H> {
     }
 
     /// The server's counters.
-    pub fn stats(&self) -> &Stats {
-        &self.core.stats
+    pub fn stats(&self) -> Stats {
+        self.core.stats()
     }
 
     /// Publishes to every subscriber of `topic` from outside a callback (an embedding
-    /// application's own event). Returns the subscribers it was written or queued to.
-    pub fn publish(&mut self, topic: &str, msg: Message<'_>) -> usize {
-        self.core.tick();
-        let n = self.core.publish(topic, msg);
-        self.drain_reports();
-        n
+    /// application's own event), at the time of the latest turn.
+    pub fn publish(&mut self, topic: &str, msg: Message<'_>) -> crate::ctx::Delivery {
+        let d = self.core.publish(topic, msg);
+        self.drain_notices();
+        d
     }
 
-    /// Sends to every open connection from outside a callback. Returns how many it reached.
-    pub fn broadcast(&mut self, msg: Message<'_>) -> usize {
-        self.core.tick();
-        let n = self.core.broadcast(msg);
-        self.drain_reports();
-        n
+    /// Sends to every open connection from outside a callback.
+    pub fn broadcast(&mut self, msg: Message<'_>) -> crate::ctx::Delivery {
+        let d = self.core.broadcast(msg);
+        self.drain_notices();
+        d
     }
 
-    /// Sends to one connection from outside a callback. False if it was not sent.
-    pub fn send(&mut self, id: ConnId, msg: Message<'_>) -> bool {
-        self.core.tick();
-        let sent = self.core.send(id, msg);
-        self.drain_reports();
-        sent
+    /// Sends to one connection from outside a callback.
+    pub fn send(&mut self, id: ConnId, msg: Message<'_>) -> SendStatus {
+        let status = self.core.send(id, msg);
+        self.drain_notices();
+        status
     }
 
     /// True once a shutdown has finished: no connection is left.
@@ -256,14 +348,14 @@ impl<H: Handler> Server<H> {
             .take()
             .ok_or(Error::Config("the server has no poll of its own"))?;
         let mut events = Events::with_capacity(1024);
-        info!("listening on ws://{}", self.local_addr);
+        info!("listening on ws://{}", self.local_addr());
+        let mut timeout = self.turn(Instant::now());
         let result = loop {
             if self.is_finished() {
                 break Ok(());
             }
-            let timeout = self.next_timeout();
             if let Err(e) = poll.poll(&mut events, timeout) {
-                if io::interrupted(&e) {
+                if transport::interrupted(&e) {
                     continue;
                 }
                 break Err(Error::Io(e));
@@ -271,22 +363,89 @@ impl<H: Handler> Server<H> {
             for event in events.iter() {
                 self.handle_event(event);
             }
-            self.handle_timeouts();
+            timeout = self.turn(Instant::now());
         };
         self.poll = Some(poll);
+        self.shared.publish_stats(&self.core.stats);
+        self.shared.stop();
         info!("stopped");
         result
     }
 
-    /// How long the application's poll may sleep: until the next deadline, zero if work is
-    /// waiting, `None` when nothing is due (an idle server does not wake).
+    /// Records one event from the poll; the work waits for [`Server::turn`]. Returns false
+    /// if the token is not the server's.
+    pub fn handle_event(&mut self, event: &mio::event::Event) -> bool {
+        let Some(offset) = event
+            .token()
+            .0
+            .checked_sub(self.core.token_base - 1 - MAX_LISTENERS)
+        else {
+            return false;
+        };
+        match offset {
+            0 => self.woken = true,
+            n if n <= MAX_LISTENERS => match self.listeners.get_mut(n - 1) {
+                Some(l) => l.ready = true,
+                None => return false,
+            },
+            n => {
+                let key = n - 1 - MAX_LISTENERS;
+                let closed = event.is_read_closed() || event.is_error();
+                let readable = event.is_readable() || closed;
+                let writable = event.is_writable() || event.is_write_closed() || event.is_error();
+                self.core.on_ready(key, readable, writable, closed);
+            }
+        }
+        true
+    }
+
+    /// One turn of the loop at `now` (read the clock once, just before): writes waiting
+    /// for writable sockets, new connections, commands from other threads, every
+    /// connection waiting to be read (each once, within its budget), then due deadlines.
+    /// Returns how long the poll may sleep: until the next deadline, zero if work is left
+    /// over, `None` when nothing is due (an idle server does not wake).
     ///
-    /// The server reads the clock once per wake-up; calling this before each poll (as the
-    /// loop must, to sleep the right time) is what marks a new wake-up.
-    pub fn next_timeout(&mut self) -> Option<Duration> {
-        // Whatever happens next happens after the poll returns.
-        self.core.clock_fresh = false;
-        if !self.core.ready_again.is_empty() {
+    /// Performs a bounded amount of work: [`Config::read_budget`] bytes (and about
+    /// [`Config::frame_budget`] frames) per waiting connection, a bounded number of accepts
+    /// and commands.
+    pub fn turn(&mut self, now: Instant) -> Option<Duration> {
+        let ms = Millis(
+            u64::try_from(now.saturating_duration_since(self.start).as_millis())
+                .unwrap_or(u64::MAX),
+        );
+        self.turn_at(ms)
+    }
+
+    pub(crate) fn turn_at(&mut self, now: Millis) -> Option<Duration> {
+        self.core.now = self.core.now.max(now);
+        if !self.on_loop_thread {
+            self.shared.set_loop_thread();
+            self.on_loop_thread = true;
+        }
+        self.shared.turn_begins();
+        for key in std::mem::take(&mut self.core.writable) {
+            self.core.on_writable(key as usize);
+        }
+        self.drain_notices();
+        self.accept();
+        if self.woken || self.inbox_more {
+            self.woken = false;
+            self.drain_inbox();
+        }
+        for _ in 0..self.core.ready.len() {
+            let Some(id) = self.core.ready.pop() else {
+                break;
+            };
+            self.serve(id);
+        }
+        self.expire();
+        self.core.stats.connections_open = self.core.conns.len() as u64;
+        self.shared.publish_stats(&self.core.stats);
+        let busy = !self.core.ready.is_empty()
+            || self.inbox_more
+            || !self.core.writable.is_empty()
+            || self.listeners.iter().any(|l| l.ready);
+        if busy {
             return Some(Duration::ZERO);
         }
         let next = self.core.timers.next_expiry();
@@ -294,42 +453,10 @@ impl<H: Handler> Server<H> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }?;
-        let now = Millis(u64::try_from(self.core.start.elapsed().as_millis()).unwrap_or(u64::MAX));
-        Some(Duration::from_millis(next.since(now)))
+        Some(Duration::from_millis(next.since(self.core.now)))
     }
 
-    /// Handles one event from the poll. Returns false if the token is not the server's.
-    ///
-    /// Performs a bounded amount of work: at most `max_reads_per_event` reads of the
-    /// connection; one with more to read is served again on the next turn.
-    pub fn handle_event(&mut self, event: &mio::event::Event) -> bool {
-        let token = event.token().0;
-        let Some(offset) = token.checked_sub(self.core.token_base) else {
-            return false;
-        };
-        self.core.tick_once();
-        match offset {
-            0 => self.accept(),
-            1 => self.drain_inbox(),
-            n => {
-                let key = n - 2;
-                if event.is_writable() || event.is_write_closed() || event.is_error() {
-                    self.core.write_queued(key);
-                }
-                if event.is_readable() || event.is_read_closed() || event.is_error() {
-                    let drain = event.is_read_closed() || event.is_error();
-                    self.on_readable(key, drain);
-                }
-                self.core.settle(key);
-                self.drain_reports();
-            }
-        }
-        true
-    }
-
-    /// Fires due deadlines and serves connections left with more to read.
-    pub fn handle_timeouts(&mut self) {
-        self.core.tick_once();
+    fn expire(&mut self) {
         let now = self.core.now;
         let mut due = std::mem::take(&mut self.core.due);
         self.core.timers.expire(now, &mut due);
@@ -343,54 +470,56 @@ impl<H: Handler> Server<H> {
                 self.core.remove(key);
             }
         }
-        let ready = std::mem::take(&mut self.core.ready_again);
-        for key in ready {
-            self.on_readable(key, true);
-            self.core.settle(key);
-        }
-        self.drain_reports();
-        // The end of a turn: the next event reads the clock again.
-        self.core.clock_fresh = false;
+        self.drain_notices();
     }
 
     fn accept(&mut self) {
-        let Some(listener) = self.listener.as_mut() else {
-            return;
-        };
-        loop {
-            match listener.accept() {
-                Ok((sock, peer)) => self.core.admit(sock, peer),
-                Err(e) if io::would_block(&e) => break,
-                Err(e) if io::interrupted(&e) => continue,
-                Err(e) => {
-                    // EMFILE and friends: the next connection will retry.
-                    debug!("accept failed: {e}");
+        for i in 0..self.listeners.len() {
+            for _ in 0..ACCEPTS_PER_TURN {
+                let Some(l) = self.listeners.get_mut(i) else {
+                    return;
+                };
+                if !l.ready {
                     break;
+                }
+                match l.sock.accept() {
+                    Ok((sock, peer)) => {
+                        self.core.admit(Transport::Tcp(sock), peer);
+                    }
+                    Err(e) if transport::would_block(&e) => l.ready = false,
+                    Err(e) if transport::interrupted(&e) => {}
+                    Err(e) => {
+                        // EMFILE and friends: the next connection will retry.
+                        debug!("accept failed: {e}");
+                        l.ready = false;
+                    }
                 }
             }
         }
     }
 
     fn drain_inbox(&mut self) {
-        while let Ok(cmd) = self.inbox.rx.try_recv() {
+        let mut commands = std::mem::take(&mut self.commands);
+        self.inbox_more = self.shared.drain(COMMANDS_PER_TURN, &mut commands);
+        for cmd in commands.drain(..) {
             match cmd {
-                Command::Publish { topic, kind, data } => {
-                    self.core.publish(&topic, message(kind, &data));
+                Command::Publish { topic, frame } => {
+                    self.core.publish_frame(&topic, &frame);
                 }
-                Command::Send { id, kind, data } => {
-                    self.core.send(id, message(kind, &data));
+                Command::Send { id, frame } => {
+                    self.core.deliver_frame(id, &frame);
                 }
-                Command::Broadcast { kind, data } => {
-                    self.core.broadcast(message(kind, &data));
+                Command::Broadcast { frame } => {
+                    self.core.broadcast_frame(&frame);
                 }
-                Command::Close { id, code, reason } => self.core.close(id, code, &reason),
-                Command::Stats(reply) => {
-                    let _ = reply.try_send(self.core.stats);
+                Command::Close { id, code, reason } => {
+                    self.core.close(id, code, &reason);
                 }
                 Command::Shutdown => self.shutdown(),
             }
-            self.drain_reports();
+            self.drain_notices();
         }
+        self.commands = commands;
     }
 
     /// Stops accepting, closes every open connection with 1001 and drops the ones still
@@ -404,65 +533,87 @@ impl<H: Handler> Server<H> {
             "shutting down: closing {} connections with 1001",
             self.core.conns.len()
         );
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.core.registry.deregister(&mut listener);
+        for mut l in self.listeners.drain(..) {
+            let _ = self.core.registry.deregister(&mut l.sock);
         }
+        self.core.admission.close();
         self.core.shutdown_at = Some(self.core.now.after(self.core.cfg.close_timeout));
         let keys: Vec<usize> = self.core.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             let Some(slot) = self.core.conns.get(key) else {
                 continue;
             };
-            if slot.conn.is_open() {
-                let id = ConnId {
-                    key: key as u32,
-                    gen: slot.gen,
-                };
-                self.core
-                    .close(id, CloseCode::GOING_AWAY, "server shutting down");
-            } else if slot.conn.state() == crate::conn::State::Connecting {
-                self.core.remove(key);
+            let id = ConnId {
+                key: key as u32,
+                gen: slot.gen,
+            };
+            match slot.conn.state() {
+                State::Open => {
+                    self.core
+                        .close(id, CloseCode::GOING_AWAY, "server shutting down");
+                }
+                State::Connecting => self.core.remove(key),
+                _ => {}
             }
         }
+        self.drain_notices();
     }
 
-    /// Reads and serves one connection. `drain`: read until `WouldBlock` even after a short
-    /// read, because the peer's FIN may be waiting behind the data with no further event.
-    fn on_readable(&mut self, key: usize, drain: bool) {
+    /// Reads and serves one connection within its budget; one with more to read goes to the
+    /// back of the ready FIFO.
+    fn serve(&mut self, id: ConnId) {
+        let key = id.key as usize;
+        let Some(slot) = self.core.live(id) else {
+            return;
+        };
+        let drain = slot.has(flag::DRAIN);
+        let frames_at_start = slot.conn.frames();
+        let mut left = self.core.cfg.read_budget;
+        let frame_budget = self.core.cfg.frame_budget;
         self.core.current = Some(key);
-        let cap = self.core.cfg.max_reads_per_event;
-        let mut reads = 0;
-        loop {
-            if reads == cap {
-                self.core.ready_again.push(key);
-                break;
-            }
-            let Some(slot) = self.core.conns.get_mut(key) else {
-                break;
-            };
-            match io::read(&mut slot.sock, &mut self.rbuf) {
-                io::ReadOutcome::Data(n) => {
-                    reads += 1;
+        let mut again = false;
+        while let Some(slot) = self.core.conns.get_mut(key) {
+            let cap = left.min(self.rbuf.len());
+            match slot.io.read(self.rbuf.get_mut(..cap).unwrap_or_default()) {
+                ReadOutcome::Data(n) => {
+                    left -= n;
                     self.core.stats.bytes_in += n as u64;
                     slot.conn.on_bytes(self.core.now);
                     self.process(key, n);
+                    let Some(slot) = self.core.conns.get(key) else {
+                        break;
+                    };
+                    let frames = slot.conn.frames().wrapping_sub(frames_at_start);
+                    if left == 0 || frames >= frame_budget {
+                        again = true;
+                        break;
+                    }
                     // A short read emptied the socket. With edge-triggered epoll, bytes or a
                     // FIN arriving later raise a new event, so the read that would say
                     // WouldBlock is skipped, unless this event already reported the FIN.
-                    if cfg!(target_os = "linux") && !drain && n < self.rbuf.len() {
+                    if cfg!(target_os = "linux") && !drain && n < cap {
                         break;
                     }
                 }
-                io::ReadOutcome::WouldBlock => break,
-                io::ReadOutcome::Closed => {
-                    self.core.flush(key, Buf::Out);
+                ReadOutcome::WouldBlock => break,
+                ReadOutcome::Closed => {
+                    self.core.flush(key, Buf::Batch);
                     self.core.remove(key);
                     break;
                 }
             }
         }
-        self.core.flush(key, Buf::Out);
+        self.core.flush(key, Buf::Batch);
         self.core.current = None;
+        if let Some(slot) = self.core.conns.get_mut(key) {
+            if again {
+                self.core.ready.push(id);
+            } else {
+                slot.flags &= !(flag::WAITING | flag::DRAIN);
+            }
+        }
+        self.core.settle(key);
+        self.drain_notices();
     }
 
     /// Hands `n` freshly read bytes to the connection and its events to the handler.
@@ -471,6 +622,7 @@ impl<H: Handler> Server<H> {
             handler,
             core,
             rbuf,
+            states,
             ..
         } = self;
         let mut input: &mut [u8] = rbuf.get_mut(..n).unwrap_or_default();
@@ -481,7 +633,7 @@ impl<H: Handler> Server<H> {
             };
             let event = slot.conn.read_event(
                 &mut input,
-                &mut core.out,
+                &mut core.batch,
                 &mut core.pool,
                 &core.cfg,
                 core.now,
@@ -489,34 +641,131 @@ impl<H: Handler> Server<H> {
             let Some(event) = event else { break };
             match event {
                 Event::Head(data) => {
-                    on_head(handler, core, key, data.as_slice());
-                    data.recycle(&mut core.pool);
+                    let stats = core.stats;
+                    let peer = slot.peer;
+                    let mut ask = Ask {
+                        handler: &mut *handler,
+                        stats: &stats,
+                    };
+                    let answered = slot.conn.answer_head(
+                        data,
+                        peer,
+                        &mut ask,
+                        &mut core.batch,
+                        &mut core.pool,
+                        &core.cfg,
+                        core.now,
+                    );
+                    match answered {
+                        Answered::Open(state, protocol) => {
+                            slot.protocol = protocol.map_or(0, |p| p.index() as u8 + 1);
+                            core.stats.accepted += 1;
+                            debug!("[{id}] open from {peer}");
+                            states.insert(id, state);
+                            if let Some(state) = states.get_mut(id) {
+                                handler.on_open(&mut Ctx::new(core, id), state);
+                            }
+                        }
+                        Answered::Http(status) => {
+                            core.stats.http_requests += 1;
+                            debug!("[{id}] HTTP request answered with {status}");
+                        }
+                        Answered::Refused(status) => {
+                            core.stats.reject(status);
+                            debug!("[{id}] refused with {status}");
+                        }
+                    }
                 }
-                Event::BadHead(e) => core.refuse(key, e.status()),
-                Event::Text(text) => on_message(handler, core, id, Message::Text(text)),
+                Event::BadHead(e) => {
+                    slot.conn.refuse(
+                        &mut core.batch,
+                        e.status(),
+                        &mut core.pool,
+                        &core.cfg,
+                        core.now,
+                    );
+                    core.stats.reject(e.status());
+                    debug!("[{id}] refused with {}: {e}", e.status());
+                }
+                Event::Text(text) => on_message(handler, core, states, id, Message::Text(text)),
                 Event::Message(kind, data) => {
-                    on_message(handler, core, id, message(kind, data.as_slice()));
+                    on_message(handler, core, states, id, message(kind, data.as_slice()));
                     data.recycle(&mut core.pool);
                 }
                 Event::Closed(frame) => {
                     debug!("[{id}] peer closed with {}", frame.code());
-                    core.report(id, frame.code(), frame.reason());
+                    core.notify_close(id, frame.code(), frame.reason());
                 }
-                Event::Flush => core.flush(key, Buf::Out),
+                Event::Flush => core.flush(key, Buf::Batch),
                 Event::Failed(e) => {
                     debug!("[{id}] protocol error: {e}");
-                    core.report(id, e.close_code(), e.as_str());
+                    core.notify_close(id, e.close_code(), e.as_str());
                 }
             }
-            drain_reports(handler, core);
-            if core.out.len() >= core.flush_at() {
-                core.flush(key, Buf::Out);
+            drain_notices(handler, core, states);
+            if core.batch.len() >= core.flush_at() {
+                core.flush(key, Buf::Batch);
             }
         }
     }
 
-    fn drain_reports(&mut self) {
-        drain_reports(&mut self.handler, &mut self.core);
+    fn drain_notices(&mut self) {
+        drain_notices(&mut self.handler, &mut self.core, &mut self.states);
+    }
+
+    /// Admits a connection over an in-memory transport ([`crate::testing`]).
+    pub(crate) fn admit_memory(
+        &mut self,
+        pipe: transport::Pipe,
+        peer: SocketAddr,
+    ) -> Option<ConnId> {
+        let id = self.core.admit(Transport::Memory(pipe), peer);
+        self.drain_notices();
+        id
+    }
+
+    /// Marks a connection readable (and writable), as a poll event would.
+    pub(crate) fn mark_ready(&mut self, id: ConnId, closed: bool) {
+        if self.core.live(id).is_some() {
+            self.core.on_ready(id.key as usize, true, true, closed);
+        }
+    }
+
+    pub(crate) fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    pub(crate) fn state_of(&mut self, id: ConnId) -> Option<&mut H::State> {
+        self.states.get_mut(id)
+    }
+
+    pub(crate) fn conn_state(&self, id: ConnId) -> State {
+        self.core.conn_state(id)
+    }
+}
+
+impl<H: Handler> Drop for Server<H> {
+    fn drop(&mut self) {
+        // Handles refuse from now on; none waits for a loop that is gone.
+        self.shared.stop();
+    }
+}
+
+/// The handler, asked about one request head.
+struct Ask<'h, H> {
+    handler: &'h mut H,
+    stats: &'h Stats,
+}
+
+impl<H: Handler> Decide for Ask<'_, H> {
+    type State = H::State;
+
+    fn upgrade(&mut self, req: &HttpRequest<'_>) -> Decision<H::State> {
+        self.handler.on_upgrade(req)
+    }
+
+    fn request(&mut self, req: &HttpRequest<'_>) -> Response {
+        self.handler.on_request(req, self.stats)
     }
 }
 
@@ -540,24 +789,45 @@ fn message(kind: DataKind, bytes: &[u8]) -> Message<'_> {
     }
 }
 
-fn on_message<H: Handler>(handler: &mut H, core: &mut Core, id: ConnId, msg: Message<'_>) {
+fn on_message<H: Handler>(
+    handler: &mut H,
+    core: &mut Core,
+    states: &mut States<H::State>,
+    id: ConnId,
+    msg: Message<'_>,
+) {
     core.stats.messages_in += 1;
     trace!("[{id}] message of {} bytes", msg.len());
-    handler.on_message(&mut Ctx::new(core, id), msg);
+    if let Some(state) = states.get_mut(id) {
+        handler.on_message(&mut Ctx::new(core, id), state, msg);
+    }
 }
 
-fn drain_reports<H: Handler>(handler: &mut H, core: &mut Core) {
-    while let Some(r) = core.reports.pop_front() {
-        core.stats.close(r.code.as_u16());
-        handler.on_close(&mut Ctx::new(core, r.id), r.code, &r.reason);
+fn drain_notices<H: Handler>(handler: &mut H, core: &mut Core, states: &mut States<H::State>) {
+    while let Some(notice) = core.notices.pop_front() {
+        match notice {
+            Notice::Close { id, code, reason } => {
+                core.stats.close(code.as_u16());
+                if let Some(state) = states.take(id) {
+                    handler.on_close(&mut Ctx::new(core, id), state, code, &reason);
+                }
+            }
+            Notice::Drain(id) => {
+                if let Some(state) = states.get_mut(id) {
+                    handler.on_drain(&mut Ctx::new(core, id), state);
+                }
+            }
+        }
     }
 }
 
 /// Which scratch buffer holds a connection's new frames.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Buf {
-    Out,
-    Tmp,
+    /// The batch of the connection being served.
+    Batch,
+    /// Frames for another connection, written at once.
+    Scratch,
 }
 
 impl Core {
@@ -565,28 +835,24 @@ impl Core {
         &self.cfg
     }
 
-    /// How much of the current connection's frames may wait in `out`: what the socket does
-    /// not take of it becomes the queue, which must stay within `max_backpressure` plus one
-    /// message.
+    pub(crate) fn stats(&self) -> Stats {
+        let mut stats = self.stats;
+        stats.connections_open = self.conns.len() as u64;
+        stats
+    }
+
+    /// How much of the current connection's frames may wait in the batch: what the socket
+    /// does not take of it becomes the queue, which must stay within `max_backpressure` plus
+    /// one message.
     fn flush_at(&self) -> usize {
         self.cfg.max_backpressure.clamp(1, OUT_FLUSH_AT)
     }
 
-    /// Reads the clock.
-    fn tick(&mut self) {
-        self.now = Millis(u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX));
-        self.clock_fresh = true;
-    }
-
-    /// Reads the clock once per wake-up: the events of one poll share one `now`.
-    fn tick_once(&mut self) {
-        if !self.clock_fresh {
-            self.tick();
-        }
-    }
-
-    pub(crate) fn slot(&self, id: ConnId) -> Option<&Slot> {
-        self.conns.get(id.key as usize).filter(|s| s.gen == id.gen)
+    fn id_of(&self, key: usize) -> Option<ConnId> {
+        self.conns.get(key).map(|s| ConnId {
+            key: key as u32,
+            gen: s.gen,
+        })
     }
 
     fn live(&mut self, id: ConnId) -> Option<&mut Slot> {
@@ -595,39 +861,142 @@ impl Core {
             .filter(|s| s.gen == id.gen)
     }
 
-    fn report(&mut self, id: ConnId, code: CloseCode, reason: &str) {
-        self.reports.push_back(Report {
+    fn slot(&self, id: ConnId) -> Option<&Slot> {
+        self.conns.get(id.key as usize).filter(|s| s.gen == id.gen)
+    }
+
+    pub(crate) fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
+        self.slot(id).map(|s| s.peer)
+    }
+
+    pub(crate) fn conn_state(&self, id: ConnId) -> State {
+        self.slot(id).map_or(State::Closed, |s| s.conn.state())
+    }
+
+    pub(crate) fn protocol(&self, id: ConnId) -> Option<&str> {
+        let index = usize::from(self.slot(id)?.protocol.checked_sub(1)?);
+        self.cfg.protocols.get(index).map(String::as_str)
+    }
+
+    pub(crate) fn buffered_amount(&self, id: ConnId) -> usize {
+        let current = self.current == Some(id.key as usize);
+        self.slot(id).map_or(0, |s| {
+            s.conn.outbox().queued() + if current { self.batch.len() } else { 0 }
+        })
+    }
+
+    fn notify_close(&mut self, id: ConnId, code: CloseCode, reason: &str) {
+        self.notices.push_back(Notice::Close {
             id,
             code,
-            reason: reason.to_owned(),
+            reason: reason.into(),
         });
+    }
+
+    /// Records readiness from a poll event.
+    fn on_ready(&mut self, key: usize, readable: bool, writable: bool, closed: bool) {
+        let Some(slot) = self.conns.get_mut(key) else {
+            return;
+        };
+        if writable && !slot.has(flag::WRITABLE) {
+            slot.flags |= flag::WRITABLE;
+            self.writable.push(key as u32);
+        }
+        if closed {
+            slot.flags |= flag::DRAIN;
+        }
+        if readable && !slot.has(flag::WAITING) {
+            slot.flags |= flag::WAITING;
+            self.ready.push(ConnId {
+                key: key as u32,
+                gen: slot.gen,
+            });
+        }
+    }
+
+    /// Takes a new connection within the limits.
+    fn admit(&mut self, mut io: Transport, peer: SocketAddr) -> Option<ConnId> {
+        let verdict = self.admission.admit(peer.ip(), self.conns.len(), &self.cfg);
+        if verdict == Verdict::Turn {
+            self.stats.reject(503);
+            debug!("at capacity: answering 503 at once to {peer}");
+            // Drain what the client sent already, so that closing sends a FIN behind the
+            // answer rather than a reset that could destroy it.
+            let mut sink = [0u8; 1024];
+            for _ in 0..8 {
+                if !matches!(io.read(&mut sink), ReadOutcome::Data(_)) {
+                    break;
+                }
+            }
+            self.scratch.clear();
+            response::error(&mut self.scratch, 503);
+            let _ = io.write(&self.scratch);
+            self.scratch.clear();
+            io.shutdown_write();
+            return None;
+        }
+        let refuse = match verdict {
+            Verdict::Refuse(status) => Some(status),
+            _ => None,
+        };
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let token = Token(self.token_base + key);
+        if io
+            .register(&self.registry, token, Interest::READABLE)
+            .is_err()
+        {
+            if refuse.is_none() {
+                self.admission.release(peer.ip());
+            }
+            return None;
+        }
+        io.set_nodelay();
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let gen = self.next_gen;
+        entry.insert(Slot {
+            conn: Conn::new(self.now, &self.cfg, refuse),
+            io,
+            peer,
+            gen,
+            protocol: 0,
+            flags: if refuse.is_none() { flag::ADMITTED } else { 0 },
+            scheduled: NOT_SCHEDULED,
+            accounted: 0,
+        });
+        trace!("[{key}.{gen}] accepted from {peer}");
+        self.settle(key);
+        Some(ConnId {
+            key: key as u32,
+            gen,
+        })
     }
 
     /// Writes a connection's new frames: after the queue, directly when it is empty; keeps
     /// what the socket did not take.
     fn flush(&mut self, key: usize, which: Buf) {
         let mut buf = std::mem::take(match which {
-            Buf::Out => &mut self.out,
-            Buf::Tmp => &mut self.tmp,
+            Buf::Batch => &mut self.batch,
+            Buf::Scratch => &mut self.scratch,
         });
         let mut failed = false;
         if let Some(slot) = self.conns.get_mut(key) {
             if !buf.is_empty() {
-                if slot.conn.queue().is_empty() {
-                    match io::write(&mut slot.sock, &buf) {
+                if slot.conn.outbox().is_empty() {
+                    match slot.io.write(&buf) {
                         Ok(n) => {
                             self.stats.bytes_out += n as u64;
                             let rest = buf.get(n..).unwrap_or_default();
-                            slot.conn.queue_mut().push_remainder(rest, n > 0);
+                            slot.conn.outbox_mut().unwritten(&[rest], n > 0);
                         }
                         Err(_) => failed = true,
                     }
                 } else {
-                    slot.conn.queue_mut().push(&buf);
+                    slot.conn.outbox_mut().unwritten(&[&buf], false);
                 }
-            } else if !slot.conn.queue().is_empty() && !slot.writable {
+            } else if !slot.conn.outbox().is_empty() && !slot.has(flag::INTEREST_WRITE) {
                 // Frames queued directly (a pong ahead of data): try them now.
-                match io::write_queue(&mut slot.sock, slot.conn.queue_mut()) {
+                match slot.io.write_queue(slot.conn.outbox_mut().queue_mut()) {
                     Ok(n) => self.stats.bytes_out += n as u64,
                     Err(_) => failed = true,
                 }
@@ -638,8 +1007,8 @@ impl Core {
             buf.shrink_to(OUT_FLUSH_AT);
         }
         match which {
-            Buf::Out => self.out = buf,
-            Buf::Tmp => self.tmp = buf,
+            Buf::Batch => self.batch = buf,
+            Buf::Scratch => self.scratch = buf,
         }
         if failed {
             self.remove(key);
@@ -647,26 +1016,26 @@ impl Core {
     }
 
     /// On writable readiness: writes the queue until empty or the socket is full.
-    fn write_queued(&mut self, key: usize) {
+    fn on_writable(&mut self, key: usize) {
         let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
-        let result = io::write_queue(&mut slot.sock, slot.conn.queue_mut());
-        match result {
+        slot.flags &= !flag::WRITABLE;
+        match slot.io.write_queue(slot.conn.outbox_mut().queue_mut()) {
             Ok(n) => self.stats.bytes_out += n as u64,
-            Err(_) => self.remove(key),
+            Err(_) => {
+                self.remove(key);
+                return;
+            }
         }
+        self.settle(key);
     }
 
-    /// After I/O on a connection: the slow-consumer policy, shutdown or close when finished,
+    /// After I/O on a connection: shutdown or close when finished, the drain notice,
     /// writable interest only while bytes are queued, and its next deadline.
     fn settle(&mut self, key: usize) {
-        let Some(slot) = self.conns.get_mut(key) else {
+        let Some(id) = self.id_of(key) else {
             return;
-        };
-        let id = ConnId {
-            key: key as u32,
-            gen: slot.gen,
         };
         let Some(slot) = self.conns.get_mut(key) else {
             return;
@@ -674,7 +1043,7 @@ impl Core {
         match slot.conn.finish() {
             Finish::Keep => {}
             Finish::ShutdownWrite => {
-                let _ = slot.sock.shutdown(Shutdown::Write);
+                slot.io.shutdown_write();
                 slot.conn.shut_write();
             }
             Finish::Close => {
@@ -683,23 +1052,24 @@ impl Core {
                 return;
             }
         }
-        let queued = slot.conn.queue().len();
-        self.stats.queued(slot.accounted, queued);
-        slot.accounted = queued;
+        let queued = slot.conn.outbox().queued();
+        let before = slot.accounted as usize;
+        self.stats.queued(before, queued);
+        slot.accounted = u32::try_from(queued).unwrap_or(u32::MAX);
+        let low = self.cfg.drain_low_water;
+        if before > low && queued <= low && slot.conn.is_open() {
+            self.notices.push_back(Notice::Drain(id));
+        }
         let wants = slot.conn.wants_write();
-        if wants != slot.writable {
+        if wants != slot.has(flag::INTEREST_WRITE) {
             let interest = if wants {
                 Interest::READABLE | Interest::WRITABLE
             } else {
                 Interest::READABLE
             };
-            let token = Token(self.token_base + 2 + key);
-            if self
-                .registry
-                .reregister(&mut slot.sock, token, interest)
-                .is_ok()
-            {
-                slot.writable = wants;
+            let token = Token(self.token_base + key);
+            if slot.io.reregister(&self.registry, token, interest).is_ok() {
+                slot.flags ^= flag::INTEREST_WRITE;
             }
         }
         if let Some(at) = slot.conn.next_deadline(&self.cfg) {
@@ -727,7 +1097,10 @@ impl Core {
             key: entry.key,
             gen: slot.gen,
         };
-        match slot.conn.on_deadline(&mut self.tmp, &self.cfg, self.now) {
+        match slot
+            .conn
+            .on_deadline(&mut self.scratch, &self.cfg, self.now)
+        {
             DeadlineAction::Drop(why) => {
                 debug!("[{id}] {}: dropping", why.as_str());
                 self.stats.timeouts += 1;
@@ -736,16 +1109,16 @@ impl Core {
             }
             DeadlineAction::Close => {
                 debug!("[{id}] idle timeout: closing");
-                self.report(id, CloseCode::NORMAL, "idle timeout");
+                self.notify_close(id, CloseCode::NORMAL, "idle timeout");
             }
             DeadlineAction::Ping => trace!("[{id}] ping"),
             DeadlineAction::Nothing => {}
         }
-        self.flush(key, Buf::Tmp);
+        self.flush(key, Buf::Scratch);
         self.settle(key);
     }
 
-    /// Closes the TCP connection and frees the slot; reports 1006 if it was open.
+    /// Closes the transport and frees the slot; reports 1006 if it was open.
     fn remove(&mut self, key: usize) {
         if !self.conns.contains(key) {
             return;
@@ -757,23 +1130,16 @@ impl Core {
         };
         if let Some(code) = slot.conn.on_closed(&mut self.pool) {
             debug!("[{id}] connection lost");
-            self.report(id, code, "");
+            self.notify_close(id, code, "");
         }
-        self.stats.queued(slot.accounted, 0);
-        if slot.refuse.is_none() {
-            self.admitted -= 1;
-            if let Some(n) = self.per_ip.get_mut(&slot.peer.ip()) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_ip.remove(&slot.peer.ip());
-                }
-            }
+        self.stats.queued(slot.accounted as usize, 0);
+        if slot.has(flag::ADMITTED) {
+            self.admission.release(slot.peer.ip());
         }
         self.topics.remove_conn(id);
-        self.stats.connections_open = self.stats.connections_open.saturating_sub(1);
-        let _ = self.registry.deregister(&mut slot.sock);
+        slot.io.deregister(&self.registry);
         if self.current == Some(key) {
-            self.out.clear();
+            self.batch.clear();
         }
     }
 }

@@ -1,163 +1,245 @@
-//! Sending: one message to one connection, publish and broadcast (framed once, shared by
-//! every queue that needs the bytes), closes, and the slow-consumer policy.
-//!
-//! Write first, queue only what the socket did not take; a message queues behind others only
-//! while the total stays within `max_backpressure`.
+//! Routing outgoing messages: to the connection being served (its batch, or a direct write
+//! for a large payload), to another connection (written at once), or to many (framed once,
+//! the bytes shared by every queue that needs them). Where a frame goes inside a connection,
+//! and in what order, is the [`Outbox`](crate::conn::Outbox)'s rule, not this file's.
 
 use std::rc::Rc;
 
 use log::debug;
 
 use super::inbox::ConnId;
-use super::{io, Buf, Core, DIRECT_WRITE_MIN};
+use super::{Buf, Core, DIRECT_WRITE_MIN};
 use crate::config::SlowConsumer;
-use crate::handler::Message;
-use crate::proto::frame::{FrameHeader, OpCode};
+use crate::conn::{opcode, outbox, FrameHead, Offer};
+use crate::ctx::{Delivery, Subscribed};
+use crate::handler::{Message, SendStatus};
+use crate::proto::message::DataKind;
 use crate::proto::CloseCode;
+
+fn kind(msg: &Message<'_>) -> DataKind {
+    match msg {
+        Message::Text(_) => DataKind::Text,
+        Message::Binary(_) => DataKind::Binary,
+    }
+}
 
 impl Core {
     /// Sends one message to one connection.
-    pub(crate) fn send(&mut self, id: ConnId, msg: Message<'_>) -> bool {
+    pub(crate) fn send(&mut self, id: ConnId, msg: Message<'_>) -> SendStatus {
         let key = id.key as usize;
+        let payload = msg.as_bytes();
+        if payload.len() > self.cfg.send_limit() {
+            return SendStatus::TooLarge;
+        }
         let now = self.now;
+        let limit = self.cfg.max_backpressure;
+        let current = self.current == Some(key);
         let Some(slot) = self.conns.get_mut(key).filter(|s| s.gen == id.gen) else {
-            return false;
+            return SendStatus::Closed;
         };
         if !slot.conn.is_open() {
-            return false;
+            return SendStatus::Closed;
         }
-        let header = data_header(&msg);
-        let payload = msg.as_bytes();
-        if self.current == Some(key) && payload.len() >= DIRECT_WRITE_MIN {
-            return self.send_direct(key, &header, payload);
+        if current && payload.len() >= DIRECT_WRITE_MIN {
+            return self.send_direct(key, kind(&msg), payload);
         }
-        if self.current == Some(key) && slot.conn.queue().is_empty() {
+        if current {
             // The common echo path: straight into the batch written after the callbacks.
-            encode_frame(&mut self.out, &header, msg.as_bytes());
-            slot.conn.note_message(now);
-            self.stats.messages_out += 1;
-            if self.out.len() >= self.flush_at() {
-                self.flush(key, Buf::Out);
+            let offer = slot
+                .conn
+                .send(&mut self.batch, kind(&msg), payload, limit, now);
+            let status = self.offered(key, offer);
+            if self.batch.len() >= self.flush_at() {
+                self.flush(key, Buf::Batch);
                 self.settle(key);
             }
-            return true;
+            return status;
         }
-        let mut frame = std::mem::take(&mut self.tmp);
-        encode_frame(&mut frame, &header, msg.as_bytes());
-        let delivered = self.deliver(key, &frame, &mut None);
+        let mut frame = std::mem::take(&mut self.scratch);
+        outbox::encode(&mut frame, opcode(kind(&msg)), payload);
+        let status = self.deliver(key, &frame, &mut None);
         frame.clear();
-        self.tmp = frame;
-        delivered
+        self.scratch = frame;
+        status
     }
 
     /// A large message to the connection being served: after the batch so far, written with
     /// one vectored write from where the payload lies (the read buffer, for an echo) instead
     /// of being copied into the batch. Only what the socket does not take is copied, into the
     /// queue.
-    fn send_direct(&mut self, key: usize, header: &FrameHeader, payload: &[u8]) -> bool {
-        if !self.out.is_empty() {
-            self.flush(key, Buf::Out);
+    fn send_direct(&mut self, key: usize, kind: DataKind, payload: &[u8]) -> SendStatus {
+        if !self.batch.is_empty() {
+            self.flush(key, Buf::Batch);
         }
         let now = self.now;
+        let limit = self.cfg.max_backpressure;
+        let head = FrameHead::new(opcode(kind), payload.len());
         let Some(slot) = self.conns.get_mut(key) else {
-            return false;
+            return SendStatus::Closed;
         };
-        let mut head = [0u8; FrameHeader::MAX_LEN];
-        let n = header.encode(&mut head);
-        let head = head.get(..n).unwrap_or_default();
-        if !slot.conn.queue().is_empty() {
-            if slot.conn.queue().len() + n + payload.len() > self.cfg.max_backpressure {
-                self.too_slow(key);
-                return false;
+        let offer = slot
+            .conn
+            .outbox()
+            .admits(head.as_bytes().len() + payload.len(), limit);
+        match offer {
+            Offer::TooSlow => return self.too_slow(key),
+            Offer::Queued => {
+                let mut none = Vec::new();
+                slot.conn
+                    .outbox_mut()
+                    .data(&mut none, &head, payload, limit);
             }
-            slot.conn.queue_mut().push_parts(&[head, payload]);
-        } else {
-            match io::write_parts(&mut slot.sock, head, payload) {
+            Offer::Staged => match slot.io.write_parts(head.as_bytes(), payload) {
                 Ok(written) => {
                     self.stats.bytes_out += written as u64;
-                    let rest_head = head.get(written..).unwrap_or_default();
-                    let rest = payload.get(written.saturating_sub(n)..).unwrap_or_default();
-                    slot.conn.queue_mut().push_parts(&[rest_head, rest]);
-                    if written > 0 {
-                        slot.conn.queue_mut().mark_started();
-                    }
+                    let h = head.as_bytes();
+                    let rest_head = h.get(written..).unwrap_or_default();
+                    let rest = payload
+                        .get(written.saturating_sub(h.len())..)
+                        .unwrap_or_default();
+                    slot.conn
+                        .outbox_mut()
+                        .unwritten(&[rest_head, rest], written > 0);
                 }
                 Err(_) => {
                     self.remove(key);
-                    return false;
+                    return SendStatus::Closed;
                 }
-            }
+            },
         }
         slot.conn.note_message(now);
         self.stats.messages_out += 1;
-        true
+        if offer == Offer::Queued {
+            SendStatus::Queued
+        } else {
+            SendStatus::Sent
+        }
+    }
+
+    /// The status of an offer made to the connection being served.
+    fn offered(&mut self, key: usize, offer: Option<Offer>) -> SendStatus {
+        match offer {
+            None => SendStatus::Closed,
+            Some(Offer::TooSlow) => self.too_slow(key),
+            Some(Offer::Staged) => {
+                self.stats.messages_out += 1;
+                SendStatus::Sent
+            }
+            Some(Offer::Queued) => {
+                self.stats.messages_out += 1;
+                SendStatus::Queued
+            }
+        }
     }
 
     /// Gives one framed message to a connection: written at once if its queue is empty,
     /// queued (sharing `shared` with other recipients) if not, or refused by the
     /// slow-consumer policy.
-    fn deliver(&mut self, key: usize, frame: &[u8], shared: &mut Option<Rc<[u8]>>) -> bool {
+    fn deliver(&mut self, key: usize, frame: &[u8], shared: &mut Option<Rc<[u8]>>) -> SendStatus {
+        let current = self.current == Some(key);
+        let limit = self.cfg.max_backpressure;
         let Some(slot) = self.conns.get_mut(key) else {
-            return false;
+            return SendStatus::Closed;
         };
         if !slot.conn.is_open() {
-            return false;
+            return SendStatus::Closed;
         }
-        let queued = slot.conn.queue().len();
-        if self.current == Some(key) && queued == 0 {
-            self.out.extend_from_slice(frame);
-        } else if queued == 0 {
-            match io::write(&mut slot.sock, frame) {
+        let status = match slot.conn.outbox().admits(frame.len(), limit) {
+            Offer::TooSlow => return self.too_slow(key),
+            Offer::Staged if current => {
+                self.batch.extend_from_slice(frame);
+                SendStatus::Sent
+            }
+            Offer::Staged => match slot.io.write(frame) {
                 Ok(n) => {
                     self.stats.bytes_out += n as u64;
                     if n < frame.len() {
                         let rc = shared.get_or_insert_with(|| Rc::from(frame)).clone();
-                        slot.conn.queue_mut().push_shared(rc, n);
+                        slot.conn.outbox_mut().shared(rc, n);
+                        SendStatus::Queued
+                    } else {
+                        SendStatus::Sent
                     }
                 }
                 Err(_) => {
                     self.remove(key);
-                    return false;
+                    return SendStatus::Closed;
                 }
+            },
+            Offer::Queued => {
+                let rc = shared.get_or_insert_with(|| Rc::from(frame)).clone();
+                slot.conn.outbox_mut().shared(rc, 0);
+                SendStatus::Queued
             }
-        } else if queued + frame.len() > self.cfg.max_backpressure {
-            self.too_slow(key);
-            return false;
-        } else {
-            let rc = shared.get_or_insert_with(|| Rc::from(frame)).clone();
-            slot.conn.queue_mut().push_shared(rc, 0);
-        }
-        if let Some(slot) = self.conns.get_mut(key) {
-            slot.conn.note_message(self.now);
-        }
+        };
+        slot.conn.note_message(self.now);
         self.stats.messages_out += 1;
-        if self.current != Some(key) {
+        if !current {
             self.settle(key);
         }
-        true
+        status
     }
 
-    pub(crate) fn subscribe(&mut self, id: ConnId, pattern: &str) -> bool {
-        if !self.live(id).is_some_and(|s| s.conn.is_open())
-            || self.topics.count(id) >= self.cfg.max_subscriptions
-        {
-            return false;
+    /// A frame from another thread for one connection.
+    pub(crate) fn deliver_frame(&mut self, id: ConnId, frame: &[u8]) -> SendStatus {
+        if self.live(id).is_none() {
+            return SendStatus::Closed;
         }
-        self.topics.subscribe(id, pattern)
+        self.deliver(id.key as usize, frame, &mut None)
+    }
+
+    pub(crate) fn subscribe(&mut self, id: ConnId, pattern: &str) -> Subscribed {
+        if !self.live(id).is_some_and(|s| s.conn.is_open()) {
+            return Subscribed::Closed;
+        }
+        if self.topics.count(id) >= self.cfg.max_subscriptions {
+            return Subscribed::Limit;
+        }
+        if self.topics.subscribe(id, pattern) {
+            Subscribed::Added
+        } else {
+            Subscribed::Already
+        }
     }
 
     /// Frames once, then delivers to every subscriber of `topic`.
-    pub(crate) fn publish(&mut self, topic: &str, msg: Message<'_>) -> usize {
+    pub(crate) fn publish(&mut self, topic: &str, msg: Message<'_>) -> Delivery {
+        if msg.len() > self.cfg.send_limit() {
+            return Delivery::default();
+        }
+        let mut frame = std::mem::take(&mut self.scratch);
+        outbox::encode(&mut frame, opcode(kind(&msg)), msg.as_bytes());
+        let d = self.publish_frame(topic, &frame);
+        frame.clear();
+        self.scratch = frame;
+        d
+    }
+
+    /// Delivers a framed message to every subscriber of `topic`.
+    pub(crate) fn publish_frame(&mut self, topic: &str, frame: &[u8]) -> Delivery {
         let mut targets = std::mem::take(&mut self.targets);
         self.topics.matching(topic, &mut targets);
-        let n = self.deliver_all(&targets, msg);
+        let d = self.deliver_all(&targets, frame);
         targets.clear();
         self.targets = targets;
-        n
+        d
     }
 
     /// Frames once, then delivers to every open connection.
-    pub(crate) fn broadcast(&mut self, msg: Message<'_>) -> usize {
+    pub(crate) fn broadcast(&mut self, msg: Message<'_>) -> Delivery {
+        if msg.len() > self.cfg.send_limit() {
+            return Delivery::default();
+        }
+        let mut frame = std::mem::take(&mut self.scratch);
+        outbox::encode(&mut frame, opcode(kind(&msg)), msg.as_bytes());
+        let d = self.broadcast_frame(&frame);
+        frame.clear();
+        self.scratch = frame;
+        d
+    }
+
+    /// Delivers a framed message to every open connection.
+    pub(crate) fn broadcast_frame(&mut self, frame: &[u8]) -> Delivery {
         let mut targets = std::mem::take(&mut self.targets);
         targets.extend(
             self.conns
@@ -168,36 +250,35 @@ impl Core {
                     gen: s.gen,
                 }),
         );
-        let n = self.deliver_all(&targets, msg);
+        let d = self.deliver_all(&targets, frame);
         targets.clear();
         self.targets = targets;
-        n
+        d
     }
 
-    fn deliver_all(&mut self, targets: &[ConnId], msg: Message<'_>) -> usize {
-        if targets.is_empty() {
-            return 0;
-        }
-        let mut frame = std::mem::take(&mut self.tmp);
-        encode_frame(&mut frame, &data_header(&msg), msg.as_bytes());
+    fn deliver_all(&mut self, targets: &[ConnId], frame: &[u8]) -> Delivery {
         let mut shared = None;
-        let mut n = 0;
+        let mut d = Delivery::default();
         for &id in targets {
-            if self.live(id).is_some() && self.deliver(id.key as usize, &frame, &mut shared) {
-                n += 1;
+            if self.live(id).is_some() {
+                d.count(self.deliver(id.key as usize, frame, &mut shared));
             }
         }
-        frame.clear();
-        self.tmp = frame;
-        n
+        d
     }
 
     /// A message would queue behind more than `max_backpressure` bytes: the policy applies
     /// and the message is not sent.
-    fn too_slow(&mut self, key: usize) {
+    fn too_slow(&mut self, key: usize) -> SendStatus {
         match self.cfg.slow_consumer {
-            SlowConsumer::Drop => self.stats.slow_drops += 1,
-            SlowConsumer::Close => self.close_slow(key),
+            SlowConsumer::Drop => {
+                self.stats.slow_drops += 1;
+                SendStatus::Dropped
+            }
+            SlowConsumer::Close => {
+                self.close_slow(key);
+                SendStatus::Closed
+            }
         }
     }
 
@@ -206,67 +287,55 @@ impl Core {
     fn close_slow(&mut self, key: usize) {
         let now = self.now;
         let current = self.current == Some(key);
+        let Some(id) = self.id_of(key) else {
+            return;
+        };
         let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
-        let id = ConnId {
-            key: key as u32,
-            gen: slot.gen,
-        };
         let buf = if current {
-            &mut self.out
+            &mut self.batch
         } else {
-            &mut self.tmp
+            &mut self.scratch
         };
         if slot.conn.close_slow(buf, &self.cfg, now).is_some() {
             self.stats.slow_closes += 1;
             debug!("[{id}] slow consumer: closing with 1008");
-            self.report(id, CloseCode::POLICY, "slow consumer");
+            self.notify_close(id, CloseCode::POLICY, "slow consumer");
             if !current {
-                self.flush(key, Buf::Tmp);
+                self.flush(key, Buf::Scratch);
                 self.settle(key);
             }
         }
     }
 
     /// Starts a server-initiated close; reported to the handler at once.
-    pub(crate) fn close(&mut self, id: ConnId, code: CloseCode, reason: &str) {
+    pub(crate) fn close(&mut self, id: ConnId, code: CloseCode, reason: &str) -> SendStatus {
         let key = id.key as usize;
         let now = self.now;
-        let which = if self.current == Some(key) {
-            Buf::Out
-        } else {
-            Buf::Tmp
-        };
+        let current = self.current == Some(key);
         let Some(slot) = self.conns.get_mut(key).filter(|s| s.gen == id.gen) else {
-            return;
+            return SendStatus::Closed;
         };
-        let buf = match which {
-            Buf::Out => &mut self.out,
-            Buf::Tmp => &mut self.tmp,
+        let buf = if current {
+            &mut self.batch
+        } else {
+            &mut self.scratch
         };
-        if slot.conn.close(buf, code, reason, &self.cfg, now) {
-            debug!("[{id}] closing with {code}");
-            self.report(id, code, reason);
-            if which == Buf::Tmp {
-                self.flush(key, Buf::Tmp);
-                self.settle(key);
-            }
+        let queued = !slot.conn.outbox().is_empty();
+        if !slot.conn.close(buf, code, reason, &self.cfg, now) {
+            return SendStatus::Closed;
+        }
+        debug!("[{id}] closing with {code}");
+        self.notify_close(id, code, reason);
+        if !current {
+            self.flush(key, Buf::Scratch);
+            self.settle(key);
+        }
+        if queued {
+            SendStatus::Queued
+        } else {
+            SendStatus::Sent
         }
     }
-}
-
-fn data_header(msg: &Message<'_>) -> FrameHeader {
-    let opcode = match msg {
-        Message::Text(_) => OpCode::Text,
-        Message::Binary(_) => OpCode::Binary,
-    };
-    FrameHeader::new(true, opcode, msg.len() as u64)
-}
-
-fn encode_frame(out: &mut Vec<u8>, header: &FrameHeader, payload: &[u8]) {
-    let mut head = [0u8; FrameHeader::MAX_LEN];
-    let n = header.encode(&mut head);
-    out.extend_from_slice(head.get(..n).unwrap_or_default());
-    out.extend_from_slice(payload);
 }

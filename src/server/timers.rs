@@ -41,11 +41,13 @@ impl TimerWheel {
     }
 
     /// Entries scheduled.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// True when nothing is scheduled: the loop may sleep without a timeout.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

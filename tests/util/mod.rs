@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex, Once};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use emberws::{CloseCode, Config, Ctx, Handler, Message, Server, ServerHandle};
+use emberws::{
+    CloseCode, Config, Ctx, Decision, Handler, HttpRequest, Message, Server, ServerHandle,
+};
 
 /// A generous bound for anything the tests wait for: only ever an upper bound, never how
 /// soon something is expected.
@@ -95,7 +97,13 @@ pub fn spawn_server<H: Handler + Send + 'static>(cfg: Config, handler: H) -> Tes
 pub struct Echo;
 
 impl Handler for Echo {
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Message<'_>) {
+    type State = ();
+
+    fn on_upgrade(&mut self, _req: &HttpRequest<'_>) -> Decision<()> {
+        Decision::Accept(())
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, _state: &mut (), msg: Message<'_>) {
         ctx.send(msg);
     }
 }
@@ -128,11 +136,17 @@ pub struct Recorder {
 }
 
 impl Handler for Recorder {
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Message<'_>) {
+    type State = ();
+
+    fn on_upgrade(&mut self, _req: &HttpRequest<'_>) -> Decision<()> {
+        Decision::Accept(())
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, _state: &mut (), msg: Message<'_>) {
         ctx.send(msg);
     }
 
-    fn on_close(&mut self, _ctx: &mut Ctx<'_>, code: CloseCode, _reason: &str) {
+    fn on_close(&mut self, _ctx: &mut Ctx<'_>, _state: (), code: CloseCode, _reason: &str) {
         self.closes.record(code);
     }
 }

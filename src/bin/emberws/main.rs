@@ -6,9 +6,9 @@ mod relay;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use emberws::{Config, Ctx, Error, Handler, Message, Server};
+use emberws::{Config, Ctx, Decision, Error, Handler, HttpRequest, Message, Server};
 use log::info;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -124,7 +124,9 @@ fn parse_args() -> Result<Option<Args>, String> {
         }
     }
     args.cfg.allowed_origins = origins;
-    // A 16 MiB message needs a read buffer no larger than the default; nothing to adjust.
+    // What the server sends may be a little larger than what it takes: the relay wraps each
+    // publish in an envelope, the echo sends back what it got.
+    args.cfg.max_send_size = args.cfg.max_send_size.max(args.cfg.max_message_size + 4096);
     Ok(Some(args))
 }
 
@@ -132,7 +134,13 @@ fn parse_args() -> Result<Option<Args>, String> {
 struct Echo;
 
 impl Handler for Echo {
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Message<'_>) {
+    type State = ();
+
+    fn on_upgrade(&mut self, _req: &HttpRequest<'_>) -> Decision<()> {
+        Decision::Accept(())
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, _: &mut (), msg: Message<'_>) {
         ctx.send(msg);
     }
 }
@@ -161,8 +169,9 @@ fn serve<H: Handler>(
         info!("listening on ws://{addr}");
     }
     let mut events = Events::with_capacity(1024);
+    let mut timeout = server.turn(Instant::now());
     while !server.is_finished() {
-        if let Err(e) = poll.poll(&mut events, server.next_timeout()) {
+        if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
@@ -178,7 +187,7 @@ fn serve<H: Handler>(
                 server.handle_event(event);
             }
         }
-        server.handle_timeouts();
+        timeout = server.turn(Instant::now());
     }
     info!("stopped");
     Ok(())

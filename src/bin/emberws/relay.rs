@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::Write as _;
 
-use emberws::{Ctx, Handler, HttpRequest, Message, Response, Stats};
+use emberws::{Ctx, Decision, Handler, HttpRequest, Message, Response, Stats};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -131,7 +131,7 @@ impl Relay {
                 } else {
                     Ok(())
                 };
-                self.ack(ctx, req.id, Some(delivered));
+                self.ack(ctx, req.id, Some(delivered.delivered()));
                 retained
             }
             "ping" => {
@@ -224,7 +224,7 @@ fn topic<'r>(req: &'r Request<'_>, pattern: bool) -> Result<&'r str, Refusal> {
 
 /// MQTT matching of a pattern against a topic.
 fn matches(pattern: &str, topic: &str) -> bool {
-    emberws::server::topics::topic_matches(pattern, topic)
+    emberws::topic_matches(pattern, topic)
 }
 
 /// Appends `s` as a JSON string.
@@ -241,6 +241,12 @@ fn error_text(reason: &str) -> String {
 }
 
 impl Handler for Relay {
+    type State = ();
+
+    fn on_upgrade(&mut self, _req: &HttpRequest<'_>) -> Decision<()> {
+        Decision::Accept(())
+    }
+
     fn on_request(&mut self, req: &HttpRequest<'_>, stats: &Stats) -> Response {
         if req.method() != "GET" && req.method() != "HEAD" {
             let mut res = Response::status(405);
@@ -258,7 +264,7 @@ impl Handler for Relay {
         }
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Message<'_>) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, _: &mut (), msg: Message<'_>) {
         let result = match msg {
             Message::Text(text) => self.handle(ctx, text),
             Message::Binary(_) => Err("binary messages are not part of the relay protocol"),

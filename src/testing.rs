@@ -1,0 +1,383 @@
+//! Drive a [`Handler`] without sockets: scripted peers, time passed in, and the frames the
+//! server sent, decoded.
+//!
+//! A [`Harness`] runs the real server — the same connection code, handshake path, outbox,
+//! topics and timers as over TCP — with each peer on an in-memory transport, and a clock
+//! that moves only when the test says so. Nothing sleeps; nothing is left to chance.
+//!
+//! ```
+//! use emberws::testing::{Frame, Harness};
+//! use emberws::{Config, Ctx, Decision, Handler, HttpRequest, Message};
+//!
+//! struct Echo;
+//!
+//! impl Handler for Echo {
+//!     type State = ();
+//!     fn on_upgrade(&mut self, _: &HttpRequest<'_>) -> Decision<()> {
+//!         Decision::Accept(())
+//!     }
+//!     fn on_message(&mut self, ctx: &mut Ctx<'_>, _: &mut (), msg: Message<'_>) {
+//!         ctx.send(msg);
+//!     }
+//! }
+//!
+//! let mut h = Harness::new(Config::default(), Echo);
+//! let mut peer = h.connect("/").expect("upgraded");
+//! h.send(&peer, Message::Text("hi"));
+//! assert_eq!(h.received(&mut peer), [Frame::Text("hi".into())]);
+//! ```
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::conn::{Millis, State};
+use crate::handler::{Handler, Message};
+use crate::proto::close;
+use crate::proto::frame::{FrameHeader, OpCode};
+use crate::proto::mask::unmask;
+use crate::proto::{Role, Status};
+use crate::server::inbox::ConnId;
+use crate::server::Server;
+use crate::stats::Stats;
+use crate::transport::memory::Wire;
+use crate::transport::Pipe;
+use crate::ServerHandle;
+
+/// The masking key of every harness peer.
+const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+/// A frame the server sent to a peer, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A text message (one frame: the server never fragments).
+    Text(String),
+    /// A binary message.
+    Binary(Vec<u8>),
+    /// A ping.
+    Ping(Vec<u8>),
+    /// A pong.
+    Pong(Vec<u8>),
+    /// A close frame: its code (`None` for an empty payload) and reason.
+    Close(Option<u16>, String),
+}
+
+/// One scripted peer: the client end of an in-memory connection.
+#[derive(Debug)]
+pub struct Peer {
+    id: ConnId,
+    wire: Rc<RefCell<Wire>>,
+    /// Bytes received and not yet decoded (a partial frame).
+    pending: Vec<u8>,
+    /// The HTTP response head was read.
+    upgraded: bool,
+}
+
+impl Peer {
+    /// The server's id for this connection.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// True once the server shut down its write side (it will send nothing more).
+    pub fn is_shut(&self) -> bool {
+        self.wire.borrow().outbound_closed
+    }
+}
+
+/// A server with peers in memory and a clock the test moves.
+pub struct Harness<H: Handler> {
+    server: Server<H>,
+    now: Millis,
+    next_port: u16,
+}
+
+/// The answer to a plain HTTP request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpAnswer {
+    /// The status code.
+    pub status: u16,
+    /// The header lines, as (name, value).
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl<H: Handler> Harness<H> {
+    /// A server with this configuration and handler, at time 0.
+    ///
+    /// # Panics
+    /// If the configuration is invalid or the poll (used only for the handle's waker) cannot
+    /// be created.
+    pub fn new(cfg: Config, handler: H) -> Self {
+        #[allow(clippy::expect_used)]
+        let server = Server::detached(cfg, handler).expect("a valid configuration");
+        Harness {
+            server,
+            now: Millis(0),
+            next_port: 40000,
+        }
+    }
+
+    /// A new peer that sends `head` as its first bytes.
+    pub fn open_raw(&mut self, head: &[u8]) -> Option<Peer> {
+        let wire = Rc::new(RefCell::new(Wire {
+            window: usize::MAX,
+            ..Wire::default()
+        }));
+        self.next_port = self.next_port.wrapping_add(1);
+        let peer = SocketAddr::from(([127, 0, 0, 1], self.next_port));
+        let id = self.server.admit_memory(Pipe(wire.clone()), peer)?;
+        let mut peer = Peer {
+            id,
+            wire,
+            pending: Vec::new(),
+            upgraded: false,
+        };
+        self.send_bytes(&mut peer, head);
+        Some(peer)
+    }
+
+    /// Upgrades a new peer at `target` (a path with an optional query). `Err` holds the
+    /// status the server answered instead of 101.
+    pub fn connect(&mut self, target: &str) -> Result<Peer, u16> {
+        self.connect_with(target, &[])
+    }
+
+    /// As [`Harness::connect`], with extra request headers.
+    pub fn connect_with(&mut self, target: &str, headers: &[(&str, &str)]) -> Result<Peer, u16> {
+        let head = request_head(target, true, headers);
+        let mut peer = self.open_raw(head.as_bytes()).ok_or(503u16)?;
+        let answer = self.take_head(&mut peer).ok_or(0u16)?;
+        if answer.status == 101 {
+            peer.upgraded = true;
+            Ok(peer)
+        } else {
+            Err(answer.status)
+        }
+    }
+
+    /// A plain HTTP `GET target`; the server's answer.
+    pub fn get(&mut self, target: &str) -> Option<HttpAnswer> {
+        let head = request_head(target, false, &[]);
+        let mut peer = self.open_raw(head.as_bytes())?;
+        let mut answer = self.take_head(&mut peer)?;
+        answer.body = std::mem::take(&mut peer.pending);
+        Some(answer)
+    }
+
+    fn take_head(&mut self, peer: &mut Peer) -> Option<HttpAnswer> {
+        self.pull(peer);
+        let end = peer.pending.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        let head: Vec<u8> = peer.pending.drain(..end).collect();
+        let head = String::from_utf8_lossy(&head);
+        let mut lines = head.trim_end().split("\r\n");
+        let status = lines.next()?.get(9..12)?.parse().ok()?;
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.to_owned(), v.trim().to_owned()))
+            .collect();
+        Some(HttpAnswer {
+            status,
+            headers,
+            body: Vec::new(),
+        })
+    }
+
+    /// The peer sends raw bytes; the server reads them in the next turn, which runs now.
+    pub fn send_bytes(&mut self, peer: &mut Peer, bytes: &[u8]) {
+        peer.wire.borrow_mut().inbound.extend(bytes.iter().copied());
+        self.server.mark_ready(peer.id, false);
+        self.turn();
+    }
+
+    /// The peer queues raw bytes without a turn running (see [`Harness::turn`]).
+    pub fn queue_bytes(&mut self, peer: &Peer, bytes: &[u8]) {
+        peer.wire.borrow_mut().inbound.extend(bytes.iter().copied());
+        self.server.mark_ready(peer.id, false);
+    }
+
+    /// The peer sends one message, masked as a client must.
+    pub fn send(&mut self, peer: &Peer, msg: Message<'_>) {
+        let opcode = match msg {
+            Message::Text(_) => 0x1,
+            Message::Binary(_) => 0x2,
+        };
+        let frame = client_frame(opcode, msg.as_bytes());
+        self.queue_bytes(peer, &frame);
+        self.turn();
+    }
+
+    /// The peer sends a ping.
+    pub fn ping(&mut self, peer: &Peer, payload: &[u8]) {
+        self.queue_bytes(peer, &client_frame(0x9, payload));
+        self.turn();
+    }
+
+    /// The peer sends a close frame.
+    pub fn close(&mut self, peer: &Peer, code: u16, reason: &str) {
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(reason.as_bytes());
+        self.queue_bytes(peer, &client_frame(0x8, &payload));
+        self.turn();
+    }
+
+    /// The peer's TCP connection ends (EOF) without a close frame.
+    pub fn disconnect(&mut self, peer: &Peer) {
+        peer.wire.borrow_mut().inbound_closed = true;
+        self.server.mark_ready(peer.id, true);
+        self.turn();
+    }
+
+    /// Limits how many unread bytes the peer's side takes before its "socket" is full: a
+    /// slow reader. `usize::MAX` for none.
+    pub fn set_window(&mut self, peer: &Peer, bytes: usize) {
+        peer.wire.borrow_mut().window = bytes;
+    }
+
+    /// Every frame the server sent to the peer since the last call, in order; the peer reads
+    /// them (making room in its window).
+    pub fn received(&mut self, peer: &mut Peer) -> Vec<Frame> {
+        self.pull(peer);
+        if !peer.upgraded {
+            if self.take_head(peer).is_none() {
+                return Vec::new();
+            }
+            peer.upgraded = true;
+        }
+        decode(&mut peer.pending)
+    }
+
+    fn pull(&mut self, peer: &mut Peer) {
+        let out = std::mem::take(&mut peer.wire.borrow_mut().outbound);
+        if !out.is_empty() {
+            peer.pending.extend_from_slice(&out);
+            // The peer read: its window has room again, as a writable event would say.
+            self.server.mark_ready(peer.id, false);
+            self.turn();
+            let more = std::mem::take(&mut peer.wire.borrow_mut().outbound);
+            peer.pending.extend_from_slice(&more);
+        }
+    }
+
+    /// Moves the clock forward by `d` and runs a turn: due deadlines fire.
+    pub fn advance(&mut self, d: Duration) {
+        self.now = self.now.after(d);
+        self.turn();
+    }
+
+    /// Runs one turn of the loop at the current time. Returns what the loop would sleep.
+    pub fn turn(&mut self) -> Option<Duration> {
+        self.server.turn_at(self.now)
+    }
+
+    /// The time since the harness started.
+    pub fn now(&self) -> Duration {
+        Duration::from_millis(self.now.0)
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        self.server.handler()
+    }
+
+    /// The handler, mutably.
+    pub fn handler_mut(&mut self) -> &mut H {
+        self.server.handler_mut()
+    }
+
+    /// The peer's connection state as the handler keeps it, while it is open.
+    pub fn state(&mut self, peer: &Peer) -> Option<&mut H::State> {
+        self.server.state_of(peer.id)
+    }
+
+    /// The connection's readyState.
+    pub fn conn_state(&self, peer: &Peer) -> State {
+        self.server.conn_state(peer.id)
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> Stats {
+        self.server.stats()
+    }
+
+    /// The server's handle (its commands run at the next turn).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// The server, for what the harness does not wrap.
+    pub fn server_mut(&mut self) -> &mut Server<H> {
+        &mut self.server
+    }
+}
+
+/// An upgrade (or plain) request head for `target`.
+fn request_head(target: &str, upgrade: bool, headers: &[(&str, &str)]) -> String {
+    let mut head = format!("GET {target} HTTP/1.1\r\nHost: harness\r\n");
+    if upgrade {
+        head.push_str(
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+        );
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    head
+}
+
+/// One final, masked client frame.
+pub fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x80 | opcode];
+    match payload.len() {
+        n @ 0..=125 => out.push(0x80 | n as u8),
+        n @ 126..=0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&MASK);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    if let Some(body) = out.get_mut(start..) {
+        unmask(body, MASK, 0);
+    }
+    out
+}
+
+/// Splits every whole server frame off the front of `buf`.
+fn decode(buf: &mut Vec<u8>) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while let Some(rest) = buf.get(at..) {
+        let Ok(Status::Complete((h, n))) = FrameHeader::parse(rest, Role::Client) else {
+            break;
+        };
+        let len = usize::try_from(h.payload_len).unwrap_or(usize::MAX);
+        let Some(payload) = rest.get(n..n.saturating_add(len)) else {
+            break;
+        };
+        frames.push(match h.opcode {
+            OpCode::Text => Frame::Text(String::from_utf8_lossy(payload).into_owned()),
+            OpCode::Binary => Frame::Binary(payload.to_vec()),
+            OpCode::Ping => Frame::Ping(payload.to_vec()),
+            OpCode::Pong => Frame::Pong(payload.to_vec()),
+            OpCode::Close => match close::parse_payload(payload) {
+                Ok(Some((code, reason))) => Frame::Close(Some(code.as_u16()), reason.to_owned()),
+                _ => Frame::Close(None, String::new()),
+            },
+            OpCode::Continuation => Frame::Binary(payload.to_vec()),
+        });
+        at += n + len;
+    }
+    buf.drain(..at);
+    frames
+}
