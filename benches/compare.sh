@@ -6,6 +6,7 @@
 #
 #   benches/compare.sh                      # RUNS=3, ~10–15 minutes
 #   RUNS=1 DURATION=3 benches/compare.sh    # a quick look
+#   BASE_BIN=/tmp/old/emberws benches/compare.sh   # also an older emberws build, side by side
 #
 # Output: a Markdown table on stdout, also written to target/compare.md; the raw JSON line of
 # every run (with the server's RSS samples and exit status) in target/compare/runs.jsonl, and each
@@ -20,9 +21,18 @@
 #   FANOUT_RATE_10K [2]   publishes per second to 10,000 subscribers (20,000 deliveries/s)
 #   GRACE [2]             seconds to wait for late echoes / deliveries
 #   HOLD [3]              seconds the idle connections are held
+#   FAIR_BASELINE [3]     fairness: seconds the bystander runs alone
+#   FAIR_DURATION [DURATION]  fairness: seconds it runs beside the flooders
 #   CLOSE_TIMEOUT [2]     seconds the generator waits for close handshakes at the end of a run
 #   SERVERS               subset of "emberws tokio-tungstenite node-ws"
-#   WORKLOADS             subset of "echo64 echo16k fanout1k fanout10k idle1k idle10k"
+#   BASE_BIN              an emberws binary (path without spaces) to compare with: it runs as
+#                         server `emberws-base` after `emberws` in every run (its echo and relay;
+#                         fan-out: relay only), and the table gains its column and "emberws ÷ base"
+#   WORKLOADS             subset of "echo64 echo16k fanout1k fanout10k idle1k idle10k", and
+#                         `fairness` (not by default): emberws and emberws-base only, the relay
+#                         with a timed bystander, alone and then beside 1 publish flooder
+#                         (`fairness-publish`) or 20 ping flooders that never read (`fairness-ping`);
+#                         either half can also be named alone
 #   SKIP_BUILD [0]        1: use the binaries already built
 #   PORT_BASE [19300]     first port tried; each server start takes the next free one
 #   LOAD_TIMEOUT [300]    seconds after which one generator run is stopped (it should never be)
@@ -42,12 +52,15 @@ FANOUT_RATE_1K=${FANOUT_RATE_1K:-20}
 FANOUT_RATE_10K=${FANOUT_RATE_10K:-2}
 GRACE=${GRACE:-2}
 HOLD=${HOLD:-3}
+FAIR_BASELINE=${FAIR_BASELINE:-3}
+FAIR_DURATION=${FAIR_DURATION:-$DURATION}
 CLOSE_TIMEOUT=${CLOSE_TIMEOUT:-2}
 SERVERS=${SERVERS:-"emberws tokio-tungstenite node-ws"}
 WORKLOADS=${WORKLOADS:-"echo64 echo16k fanout1k fanout10k idle1k idle10k"}
 SKIP_BUILD=${SKIP_BUILD:-0}
 PORT_BASE=${PORT_BASE:-19300}
 LOAD_TIMEOUT=${LOAD_TIMEOUT:-300}
+BASE_BIN=${BASE_BIN:-}
 
 SERVER_CORE=0
 LOAD_CORE=1
@@ -91,16 +104,35 @@ trap 'say "interrupted"; exit 130' INT TERM
 
 # --- checks and builds ---------------------------------------------------------------------------
 
-for tool in taskset timeout ss python3 cargo node npm; do
-    command -v "$tool" >/dev/null || die "$tool is needed"
-done
-[ "$(nproc)" -ge 2 ] || die "two cores are needed (server on core $SERVER_CORE, generator on core $LOAD_CORE)"
+# `fairness` stands for its two halves.
+WORKLOADS=$(for w in $WORKLOADS; do
+    if [ "$w" = fairness ]; then echo fairness-publish fairness-ping; else echo "$w"; fi
+done | tr '\n' ' ')
 for w in $WORKLOADS; do
-    case $w in echo64 | echo16k | fanout1k | fanout10k | idle1k | idle10k) ;; *) die "unknown workload $w" ;; esac
+    case $w in echo64 | echo16k | fanout1k | fanout10k | idle1k | idle10k | fairness-publish | fairness-ping) ;;
+        *) die "unknown workload $w" ;;
+    esac
 done
 for s in $SERVERS; do
     case $s in emberws | tokio-tungstenite | node-ws) ;; *) die "unknown server $s" ;; esac
 done
+# emberws-base runs right after emberws (first when emberws is not measured).
+if [ -n "$BASE_BIN" ]; then
+    [ -x "$BASE_BIN" ] || die "BASE_BIN=$BASE_BIN is not an executable file"
+    case " $SERVERS " in
+        *" emberws "*) SERVERS=$(echo " $SERVERS " | sed 's/ emberws / emberws emberws-base /') ;;
+        *) SERVERS="emberws-base $SERVERS" ;;
+    esac
+fi
+SERVERS=$(echo $SERVERS) # one space between names
+has_server() { case " $SERVERS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+tools="taskset timeout ss python3 cargo"
+has_server node-ws && tools="$tools node npm"
+for tool in $tools; do
+    command -v "$tool" >/dev/null || die "$tool is needed"
+done
+[ "$(nproc)" -ge 2 ] || die "two cores are needed (server on core $SERVER_CORE, generator on core $LOAD_CORE)"
 
 # 10,000 connections need 10,000 descriptors on each side: raise the soft limit to the hard one.
 hard=$(ulimit -Hn)
@@ -112,12 +144,19 @@ ulimit -n "$hard"
 if [ "$SKIP_BUILD" != 1 ]; then
     say "building emberws, the load generator and the broadcast example"
     cargo build --release --bin emberws --example load --example broadcast >&2
-    say "building the tokio-tungstenite peer"
-    cargo build --release --manifest-path "$TT_DIR/Cargo.toml" >&2
-    say "installing the node peer's packages (npm ci)"
-    (cd "$NODE_DIR" && npm ci --no-audit --no-fund >&2)
+    if has_server tokio-tungstenite; then
+        say "building the tokio-tungstenite peer"
+        cargo build --release --manifest-path "$TT_DIR/Cargo.toml" >&2
+    fi
+    if has_server node-ws; then
+        say "installing the node peer's packages (npm ci)"
+        (cd "$NODE_DIR" && npm ci --no-audit --no-fund >&2)
+    fi
 fi
-for f in "$EMBERWS" "$BROADCAST" "$LOAD" "$TT" "$NODE_DIR/node_modules/ws/package.json"; do
+needed="$EMBERWS $BROADCAST $LOAD"
+has_server tokio-tungstenite && needed="$needed $TT"
+has_server node-ws && needed="$needed $NODE_DIR/node_modules/ws/package.json"
+for f in $needed; do
     [ -e "$f" ] || die "$f is missing (build it, or run without SKIP_BUILD=1)"
 done
 
@@ -137,6 +176,8 @@ server_cmd() {
         emberws/echo) echo "$EMBERWS echo --listen $addr --max-connections 20000" ;;
         emberws/broadcast) echo "$BROADCAST --listen $addr" ;;
         emberws/relay) echo "$EMBERWS --listen $addr --max-connections 20000" ;;
+        emberws-base/echo) echo "$BASE_BIN echo --listen $addr --max-connections 20000" ;;
+        emberws-base/relay) echo "$BASE_BIN --listen $addr --max-connections 20000" ;;
         tokio-tungstenite/echo | tokio-tungstenite/broadcast) echo "$TT $kind --listen $addr" ;;
         node-ws/echo | node-ws/broadcast) echo "node $NODE_DIR/server.mjs $kind --listen $addr" ;;
         *) die "no $kind mode for $name" ;;
@@ -211,6 +252,13 @@ load_args() {
         fanout10k) echo "fanout --subscribers 10000 --rate $FANOUT_RATE_10K --duration $FANOUT_DURATION --grace $GRACE $ct" ;;
         idle1k) echo "connect --connections 1000 --hold $HOLD $ct" ;;
         idle10k) echo "connect --connections 10000 --hold $HOLD $ct" ;;
+        fairness-*)
+            local fair="fairness --relay --baseline $FAIR_BASELINE --duration $FAIR_DURATION $ct"
+            case $1 in
+                fairness-publish) echo "$fair --flood publish --flooders 1" ;;
+                fairness-ping) echo "$fair --flood ping --flooders 20" ;;
+            esac
+            ;;
     esac
 }
 
@@ -221,8 +269,12 @@ workload_servers() {
         case $w in
             echo* | idle*) echo "$s:echo:-" ;;
             fanout*)
-                echo "$s:broadcast:broadcast"
-                if [ "$s" = emberws ]; then echo "emberws-relay:relay:relay"; fi
+                # emberws-base is the emberws binary alone: no broadcast example to go with it.
+                if [ "$s" != emberws-base ]; then echo "$s:broadcast:broadcast"; fi
+                case $s in emberws | emberws-base) echo "$s-relay:relay:relay" ;; esac
+                ;;
+            fairness*)
+                case $s in emberws | emberws-base) echo "$s:relay:-" ;; esac
                 ;;
         esac
     done
@@ -310,9 +362,10 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 # --- the table -----------------------------------------------------------------------------------
 
 export LOAD_TIMEOUT RUNS WARMUP DURATION FANOUT_DURATION FANOUT_RATE_1K FANOUT_RATE_10K GRACE HOLD CLOSE_TIMEOUT
+export FAIR_BASELINE FAIR_DURATION BASE_BIN
 export START_S END_S PSI_BEFORE PSI_AFTER LOAD_BEFORE LOAD_AFTER SERVERS
 python3 - "$RESULTS" "$TABLE" "$TT_DIR/Cargo.lock" "$NODE_DIR/node_modules/ws/package.json" <<'PY'
-import json, os, platform, statistics, subprocess, sys, time
+import hashlib, json, os, platform, statistics, subprocess, sys, time
 
 results, table_path, tt_lock, ws_pkg = sys.argv[1:]
 recs = [json.loads(l) for l in open(results) if l.strip()]
@@ -368,6 +421,15 @@ IDLE = [
     ("server RSS bytes/conn (hold − before)/N", idle_bytes, "{:,.0f}", "lower"),
     ("handshakes/s", load("handshakes_per_s"), "{:,.0f}", "higher"),
 ]
+FAIRNESS = [
+    ("bystander RTT p99 alone µs", load("bystander_baseline_us.p99"), "{:,.1f}", "lower"),
+    ("bystander RTT p99 under flood µs", load("bystander_flood_us.p99"), "{:,.1f}", "lower"),
+    ("p99 increase µs", load("p99_increase_us"), "{:,.1f}", "lower"),
+    ("bystander RTT p50 under flood µs", load("bystander_flood_us.p50"), "{:,.1f}", "lower"),
+    ("bystander round trips under flood", load("bystander_flood_us.count"), "{:,.0f}", "higher"),
+    ("flooder msgs/s", load("flood_msgs_per_s"), "{:,.0f}", "—"),
+    ("server RSS KiB after the flood", load("server_rss_kib"), "{:,.0f}", "lower"),
+]
 TITLES = {
     "echo64": "echo 64 B, 100 conns, depth 1",
     "echo16k": "echo 16 KiB binary, 10 conns, depth 1",
@@ -375,10 +437,21 @@ TITLES = {
     "fanout10k": f"fan-out 10,000 subs @ {env['FANOUT_RATE_10K']}/s",
     "idle1k": "idle 1,000 conns",
     "idle10k": "idle 10,000 conns",
+    "fairness-publish": "fairness: relay bystander + 1 publish flooder",
+    "fairness-ping": "fairness: relay bystander + 20 ping flooders (never read)",
 }
 PEERS = ["tokio-tungstenite", "node-ws"]
 servers = env["SERVERS"].split()
-columns = ["emberws"] + [p for p in PEERS if p in servers]
+base = ["emberws-base"] if "emberws-base" in servers else []
+columns = ["emberws"] + base + [p for p in PEERS if p in servers]
+
+def src_of(c, ember_label):
+    """The record label behind column `c` in a section whose emberws runs are `ember_label`."""
+    if c == "emberws":
+        return ember_label
+    if c == "emberws-base":
+        return ember_label.replace("emberws", "emberws-base", 1)
+    return c
 
 def runs(w, server):
     return [r for r in recs if r["workload"] == w and r["server"] == server]
@@ -444,7 +517,7 @@ def ratio(a, b):
     return f"{x:.2f}×" if x >= 0.1 else f"{x:.2g}×"
 
 lines = []
-ratio_hdr = [f"emberws / {p}" for p in columns[1:]]
+ratio_hdr = [("emberws ÷ base" if p == "emberws-base" else f"emberws / {p}") for p in columns[1:]]
 lines.append("| workload | metric | " + " | ".join(columns) + " | " + " | ".join(ratio_hdr) + " |")
 lines.append("| --- | --- |" + " ---: |" * (len(columns) + len(ratio_hdr)))
 
@@ -454,8 +527,7 @@ def add_rows(w, title, metrics, ember_label="emberws"):
         vals = {}
         cells = []
         for c in columns:
-            src = ember_label if c == "emberws" else c
-            v, n = median(w, src, f)
+            v, n = median(w, src_of(c, ember_label), f)
             vals[c] = v
             cells.append(cell(v, fmt, n, total))
         ratios = []
@@ -467,14 +539,14 @@ def add_rows(w, title, metrics, ember_label="emberws"):
 def add_fanout_extra(w, ember_label):
     cells = []
     for c in columns:
-        rs = runs(w, ember_label if c == "emberws" else c)
+        rs = runs(w, src_of(c, ember_label))
         d = sum(get(r["load"], "delivered") or 0 for r in rs if r["load"])
         x = sum(get(r["load"], "expected") or 0 for r in rs if r["load"])
         cells.append(f"{d:,}/{x:,} ({100 * d / x:.2f}%)" if x else "—")
     lines.append("| | delivered/expected (all runs) | " + " | ".join(cells) + " |" + " — |" * (len(columns) - 1))
 
 def add_error_row(w, ember_label="emberws"):
-    cells = [err_cell(runs(w, ember_label if c == "emberws" else c)) for c in columns]
+    cells = [err_cell(runs(w, src_of(c, ember_label))) for c in columns]
     lines.append("| | errors, all runs | " + " | ".join(cells) + " |" + " — |" * (len(columns) - 1))
 
 workloads = []
@@ -489,10 +561,13 @@ for w in workloads:
         add_rows(w, TITLES[w] + " (broadcast server)", FANOUT)
         add_fanout_extra(w, "emberws")
         add_error_row(w)
-        if runs(w, "emberws-relay"):
+        if runs(w, "emberws-relay") or runs(w, "emberws-base-relay"):
             add_rows(w, TITLES[w] + ": emberws **relay** protocol (peers: broadcast, as above)", FANOUT, "emberws-relay")
             add_fanout_extra(w, "emberws-relay")
             add_error_row(w, "emberws-relay")
+    elif w.startswith("fairness"):
+        add_rows(w, TITLES[w], FAIRNESS)
+        add_error_row(w)
     else:
         add_rows(w, TITLES[w], IDLE)
         add_error_row(w)
@@ -528,6 +603,19 @@ try:
 except (OSError, ValueError):
     pass
 commit = sh("git", "rev-parse", "--short", "HEAD")
+base_note = ""
+if base:
+    try:
+        digest = hashlib.sha256(open(env["BASE_BIN"], "rb").read()).hexdigest()[:12]
+    except OSError:
+        digest = "?"
+    base_note = (f" emberws-base: `{env['BASE_BIN']}` (sha256 {digest}…), the same modes and flags; "
+                 f"\"emberws ÷ base\" is emberws ÷ emberws-base.")
+fair_note = ""
+if any(w.startswith("fairness") for w in workloads):
+    fair_note = (f" Fairness: one relay client keeps one publish to its own topic in flight and times "
+                 f"its delivery, {env['FAIR_BASELINE']} s alone, then {env['FAIR_DURATION']} s beside "
+                 f"the flooders (emberws servers only).")
 dirty = " (+ uncommitted changes)" if sh("git", "status", "--porcelain", "--untracked-files=no") not in ("", "?") else ""
 
 head = [
@@ -545,7 +633,7 @@ head = [
     f"connecting and 1 s into the hold. Server CPU = utime + stime from /proc/PID/stat over the "
     f"measuring window. Ratios are emberws ÷ peer (below 1× is better for emberws except msgs/s "
     f"and handshakes/s). emberws servers: `emberws echo`, `examples/broadcast`, and the relay "
-    f"(`emberws`). Load average {env['LOAD_BEFORE']} → {env['LOAD_AFTER']}{psi}; wall time {elapsed} s.",
+    f"(`emberws`).{base_note}{fair_note} Load average {env['LOAD_BEFORE']} → {env['LOAD_AFTER']}{psi}; wall time {elapsed} s.",
     "",
 ]
 out = "\n".join(head + lines)

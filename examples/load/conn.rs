@@ -64,6 +64,8 @@ struct Repeat {
     owed: u64,
     /// Bytes of the current frame already written.
     cur: usize,
+    /// Frames written whole so far.
+    sent: u64,
 }
 
 /// A connection's output: control and one-off bytes (`ctrl`) and the repeated frame, never
@@ -130,6 +132,7 @@ impl Writer {
             copies,
             owed: 0,
             cur: 0,
+            sent: 0,
         });
     }
 
@@ -138,6 +141,19 @@ impl Writer {
         if let Some(r) = &mut self.repeat {
             r.owed += n;
         }
+    }
+
+    /// Owes no more copies than it takes to finish the one partly written, so the stream ends
+    /// on a frame boundary.
+    pub fn stop_repeat(&mut self) {
+        if let Some(r) = &mut self.repeat {
+            r.owed = u64::from(r.cur > 0).min(r.owed);
+        }
+    }
+
+    /// Copies of the repeated frame written whole so far.
+    pub fn repeats_sent(&self) -> u64 {
+        self.repeat.as_ref().map_or(0, |r| r.sent)
     }
 
     /// True if bytes are waiting to be written.
@@ -187,7 +203,9 @@ impl Writer {
                 return Ok(());
             };
             let done = r.cur + n;
-            r.owed -= (done / r.frame_len) as u64;
+            let whole = (done / r.frame_len) as u64;
+            r.owed -= whole;
+            r.sent += whole;
             r.cur = done % r.frame_len;
             if n < want {
                 return Ok(());
@@ -268,5 +286,30 @@ mod tests {
             }
         }
         assert_eq!(sock.got, expected);
+    }
+
+    #[test]
+    fn a_stopped_repeat_ends_on_a_frame_boundary_and_counts_whole_frames() {
+        let key = [1, 2, 3, 4];
+        let mut wr = Writer::new(key);
+        let mut frame = Vec::new();
+        push_masked(&mut frame, op::PING, b"0123456789", key); // 16 bytes
+        wr.set_repeat(&frame, 4);
+        wr.send_repeat(u64::MAX / 2);
+        let mut sock = Trickle {
+            got: Vec::new(),
+            room: 40,
+            blocked: false,
+        };
+        wr.flush(&mut sock).unwrap(); // two frames and half of the third
+        assert_eq!(wr.repeats_sent(), 2);
+        wr.stop_repeat();
+        while wr.has_pending() {
+            wr.flush(&mut sock).unwrap();
+        }
+        assert_eq!(wr.repeats_sent(), 3);
+        assert_eq!(sock.got, frame.repeat(3));
+        wr.stop_repeat(); // on a boundary: owes nothing more
+        assert!(!wr.has_pending());
     }
 }

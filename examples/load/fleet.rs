@@ -335,6 +335,28 @@ impl Fleet {
         self.core.flush(registry, id);
     }
 
+    /// Stops reading connection `id`: from now on only its writability is watched, so what the
+    /// server sends piles up in the socket buffers (a client that never reads).
+    ///
+    /// # Errors
+    /// A failure of `epoll_ctl`.
+    pub fn stop_reading(&mut self, id: usize) -> io::Result<()> {
+        match self.core.conns[id].stream.as_mut() {
+            Some(s) => self
+                .poll
+                .registry()
+                .reregister(s, Token(id), Interest::WRITABLE),
+            None => Ok(()),
+        }
+    }
+
+    /// Drops connection `id` without a close handshake, and counts no error: the mode chose
+    /// to (a client that never reads would not see the server's close frame).
+    pub fn abort(&mut self, id: usize) {
+        let registry = self.poll.registry();
+        self.core.drop_conn(registry, id);
+    }
+
     /// Starts the close handshake (code 1000) on every open connection, and waits until each
     /// is closed or `timeout` has passed; the rest are dropped and counted.
     ///

@@ -14,11 +14,12 @@
 //! are accepted. Module map: `target` (URL, sources) → `fleet` (the loop: open, read, write,
 //! close) over `conn` (one socket: `reader` + `Writer`), `frame` and `handshake` (wire format),
 //! `hist` (percentiles), `procfs` (server CPU and memory), `json` (the report), and one module
-//! per mode: `echo`, `fanout`, `connect`.
+//! per mode: `echo`, `fanout`, `connect`, `fairness`.
 
 mod conn;
 mod connect;
 mod echo;
+mod fairness;
 mod fanout;
 mod fleet;
 mod frame;
@@ -50,6 +51,7 @@ MODES:
     echo      C connections, P messages in flight each; round-trip time and throughput
     fanout    N subscribers and one publisher at R messages/s; delivery latency and losses
     connect   open N connections as fast as possible, hold them, close them cleanly
+    fairness  one client's round trips, alone and then beside F flooding clients
 
 COMMON OPTIONS:
     --url URL                  ws://host[:port][/path]; host 127.x.x.x, localhost or [::1]
@@ -67,6 +69,9 @@ echo:     --connections C [100] --depth P [1] --size S [64] --binary
 fanout:   --subscribers N [100] --rate R [1000] --duration SECS [5] --topic T [bench]
           --protocol relay|broadcast [relay] --size S [0: smallest] --grace SECS [2]
 connect:  --connections N [1000] --hold SECS [5]
+fairness: --relay (relay server; else echo) --baseline SECS [3] --duration SECS [5]
+          --flooders F [1] --flood publish|echo|ping [publish with --relay, else echo]
+          (ping: sent as fast as the socket takes, and never read)
 
 Exit status: 0 when the run had no errors, 1 when it counted some, 2 on bad usage.
 ";
@@ -93,6 +98,10 @@ struct Flags {
     topic: String,
     broadcast: bool,
     hold: Duration,
+    relay: bool,
+    flood: Option<fairness::Flood>,
+    flooders: usize,
+    baseline: Duration,
 }
 
 const COMMON: &[&str] = &[
@@ -128,6 +137,7 @@ fn mode_flags(mode: &str) -> Option<&'static [&'static str]> {
             "grace",
         ],
         "connect" => &["connections", "hold"],
+        "fairness" => &["relay", "flood", "flooders", "baseline", "duration"],
         _ => return None,
     })
 }
@@ -156,6 +166,10 @@ fn parse_flags() -> Result<Option<Flags>, String> {
         topic: "bench".into(),
         broadcast: false,
         hold: Duration::from_secs(5),
+        relay: false,
+        flood: None,
+        flooders: 1,
+        baseline: Duration::from_secs(3),
     };
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         let name = match &arg {
@@ -177,13 +191,14 @@ fn parse_flags() -> Result<Option<Flags>, String> {
             .find(|k| **k == name);
         let Some(&flag) = known else {
             return Err(if f.mode.is_empty() {
-                format!("--{name}: give the mode first (echo, fanout or connect)")
+                format!("--{name}: give the mode first (echo, fanout, connect or fairness)")
             } else {
                 format!("--{name} is not an option of {}", f.mode)
             });
         };
-        if flag == "binary" {
-            f.binary = true;
+        if flag == "binary" || flag == "relay" {
+            f.binary |= flag == "binary";
+            f.relay |= flag == "relay";
             continue;
         }
         let v = p.value().map_err(|_| format!("--{flag} needs a value"))?;
@@ -208,6 +223,9 @@ fn parse_flags() -> Result<Option<Flags>, String> {
             "subscribers" => f.subscribers = num(&v, flag, 1, 1_000_000)? as usize,
             "rate" => f.rate = num(&v, flag, 1, 10_000_000)? as f64,
             "hold" => f.hold = secs(&v, flag)?,
+            "flood" => f.flood = Some(fairness::Flood::parse(&v)?),
+            "flooders" => f.flooders = num(&v, flag, 1, 10_000)? as usize,
+            "baseline" => f.baseline = secs(&v, flag)?,
             "topic" => {
                 let ok = !v.is_empty()
                     && v.len() <= 128
@@ -229,7 +247,7 @@ fn parse_flags() -> Result<Option<Flags>, String> {
         }
     }
     if f.mode.is_empty() {
-        return Err("no mode given (echo, fanout or connect)".into());
+        return Err("no mode given (echo, fanout, connect or fairness)".into());
     }
     Ok(Some(f))
 }
@@ -445,6 +463,7 @@ fn main() -> ExitCode {
     let conns_needed = match flags.mode.as_str() {
         "fanout" => flags.subscribers + 1,
         "echo" => flags.connections.unwrap_or(100),
+        "fairness" => flags.flooders + 1,
         _ => flags.connections.unwrap_or(1000),
     };
     if let Err(msg) = raise_fd_limit(conns_needed) {
@@ -476,6 +495,22 @@ fn main() -> ExitCode {
                 grace: flags.grace,
             },
         ),
+        "fairness" => match fairness::Flood::resolve(flags.flood, flags.relay) {
+            Ok(flood) => fairness::run(
+                &run,
+                &fairness::Config {
+                    relay: flags.relay,
+                    flood,
+                    flooders: flags.flooders,
+                    baseline: flags.baseline,
+                    duration: flags.duration,
+                },
+            ),
+            Err(msg) => {
+                eprintln!("load: {msg}\n\nRun with --help for the options.");
+                return ExitCode::from(2);
+            }
+        },
         _ => connect::run(
             &run,
             &connect::Config {

@@ -1,11 +1,17 @@
-//! Cheap scans of relay JSON: the message type and the sequence number, without a JSON parser.
+//! Cheap scans of relay JSON: the message type and number fields (the sequence number), without a
+//! JSON parser.
 //!
-//! Both look at the first occurrence of a key, which is enough for messages this generator
+//! Each looks at the first occurrence of a key, which is enough for messages this generator
 //! built itself (its `pad` string holds only `x`).
 
 /// The unsigned number after the first `"seq"` key (whitespace allowed around the colon).
 pub fn seq(json: &[u8]) -> Option<u64> {
-    let rest = value_of(json, b"\"seq\"")?;
+    uint(json, b"\"seq\"")
+}
+
+/// The unsigned number after the first occurrence of `key` (quoted, e.g. `b"\"data\""`).
+pub fn uint(json: &[u8], key: &[u8]) -> Option<u64> {
+    let rest = value_of(json, key)?;
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     if digits == 0 || digits > 20 {
         return None;
