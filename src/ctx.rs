@@ -104,7 +104,9 @@ impl<'a> Ctx<'a> {
         self.core.send(id, msg)
     }
 
-    /// Bytes queued for this connection that its peer has not read yet.
+    /// Bytes queued for this connection that its socket has not taken yet. (Frames this
+    /// callback sent to it wait in a batch, at most 64 KiB, that is written when the batch is
+    /// full or the callback returns; they count here once the socket refuses them.)
     pub fn buffered_amount(&self) -> usize {
         self.core.buffered_amount(self.id)
     }

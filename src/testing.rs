@@ -270,6 +270,7 @@ impl<H: Handler> Harness<H> {
 
     /// Runs one turn of the loop at the current time. Returns what the loop would sleep.
     pub fn turn(&mut self) -> Option<Duration> {
+        self.server.poll_now();
         self.server.turn_at(self.now)
     }
 

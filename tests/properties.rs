@@ -20,7 +20,7 @@ use emberws::proto::handshake::{self, find_head_end, Header, Request};
 use emberws::proto::message::DataKind;
 use emberws::proto::utf8::Validator;
 use emberws::proto::{ProtocolError, Role, Status};
-use emberws::server::topics::topic_matches;
+use emberws::topic_matches;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::{select, Index};

@@ -731,6 +731,20 @@ impl<H: Handler> Server<H> {
         }
     }
 
+    /// Takes the events of the server's own poll without waiting (the handle's waker).
+    pub(crate) fn poll_now(&mut self) {
+        let Some(mut poll) = self.poll.take() else {
+            return;
+        };
+        let mut events = Events::with_capacity(16);
+        if poll.poll(&mut events, Some(Duration::ZERO)).is_ok() {
+            for event in events.iter() {
+                self.handle_event(event);
+            }
+        }
+        self.poll = Some(poll);
+    }
+
     pub(crate) fn handler(&self) -> &H {
         &self.handler
     }
@@ -879,10 +893,7 @@ impl Core {
     }
 
     pub(crate) fn buffered_amount(&self, id: ConnId) -> usize {
-        let current = self.current == Some(id.key as usize);
-        self.slot(id).map_or(0, |s| {
-            s.conn.outbox().queued() + if current { self.batch.len() } else { 0 }
-        })
+        self.slot(id).map_or(0, |s| s.conn.outbox().queued())
     }
 
     fn notify_close(&mut self, id: ConnId, code: CloseCode, reason: &str) {
