@@ -22,7 +22,7 @@ mod util;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use emberws::conn::{Answered, Conn, Decide, Decision, Event, HttpRequest, Millis, Response};
+use emberws::conn::{AcceptAll, Answered, Conn, Event, Millis};
 use emberws::pool::Pool;
 use emberws::proto::message::DataKind;
 use emberws::Config;
@@ -37,21 +37,6 @@ const SMALL_LEN: usize = 64;
 const SMALL_FRAME_LEN: usize = 2 + 4 + SMALL_LEN;
 const READ_BUFFER: usize = 64 * 1024;
 const SMALL_COUNT: usize = READ_BUFFER / SMALL_FRAME_LEN;
-
-/// Accepts every upgrade, as the echo server does.
-struct AcceptAll;
-
-impl Decide for AcceptAll {
-    type State = ();
-
-    fn upgrade(&mut self, _req: &HttpRequest<'_>) -> Decision<()> {
-        Decision::Accept(())
-    }
-
-    fn request(&mut self, _req: &HttpRequest<'_>) -> Response {
-        Response::status(404)
-    }
-}
 
 /// An open server connection with the loop's pool and output buffer.
 struct Open {

@@ -197,6 +197,29 @@ impl Config {
         self.max_send_size.max(self.max_message_size)
     }
 
+    /// The most bytes one connection can make the server hold: idle + a message being
+    /// assembled + its outgoing queue (`max_backpressure`, or one message of up to the send
+    /// limit that fits an empty queue, whichever is larger, plus a frame header), for a
+    /// handler state of `S`.
+    pub fn worst_case_connection_bytes<S>(&self) -> usize {
+        crate::server::idle_connection_bytes::<S>()
+            + self.max_message_size.max(self.max_request_head)
+            + self.max_backpressure.max(self.send_limit() + 14)
+    }
+
+    /// The loop's own buffers, whatever the connections: the read buffer, the batch for the
+    /// connection being served and the scratch batch (each shrunk back to 64 KiB, the scratch
+    /// up to one frame of the send limit), the pool's spares, the inbox from other threads,
+    /// and the timer wheel's 1024 slot headers.
+    pub fn fixed_bytes(&self) -> usize {
+        self.read_buffer_size
+            + crate::server::BATCH_BYTES
+            + crate::server::BATCH_BYTES.max(self.send_limit() + 14)
+            + self.max_spare_buffers * self.spare_buffer_size()
+            + self.max_inbox_bytes
+            + crate::server::timers::WHEEL_SLOTS * std::mem::size_of::<Vec<u8>>()
+    }
+
     /// The size of each spare buffer the pool keeps.
     pub fn spare_buffer_size(&self) -> usize {
         self.max_message_size

@@ -6,42 +6,58 @@
 //! and close codes. It never touches a socket, a clock or the heap beyond what the caller
 //! lends, so tests, fuzzers and benches drive it directly.
 //!
-//! **Layer 2, [`conn`]**, is one connection: its readyState (`Connecting → Open → Closing →
-//! Closed`), the buffer it borrows from the [`pool`] only while a head or message is
-//! incomplete, its bounded write queue and its deadlines. Still no syscalls: bytes and `now`
-//! come in, events, bytes to write and the next deadline go out.
+//! **Layer 2, the connection** (`conn`, internal), is one peer: its phase (`Connecting →
+//! Open → Closing → Closed`, the close steps in one enum), the whole handshake (parse,
+//! validate, Origin, the application's decision, the answer), its outbox (the one encoder of
+//! outgoing frames and the one owner of their order) and its deadlines. Still no syscalls:
+//! bytes and `now` come in; events, bytes to write and the next deadline go out.
+//!
+//! **The transport** (internal) is the seam between a socket and a connection: bytes in,
+//! bytes out, readiness interest. TCP today, an in-memory pipe for [`testing`].
 //!
 //! **Layer 3, [`server`]**, is the loop and the only place that does I/O: `mio::Poll`, the
-//! listener, `Slab` of connections, a timing wheel, the topic table and the inbox that other
-//! threads reach through a [`ServerHandle`].
+//! listeners, a `Slab` of connections, admission, the ready FIFO (each connection once per
+//! turn, within a byte and frame budget), a timing wheel, the topic table and the bounded
+//! inbox that other threads reach through a [`ServerHandle`].
 //!
-//! **Layer 4** is the API: [`Config`], the [`Handler`] trait, the [`Ctx`] handed to its
-//! callbacks, and [`ServerHandle`].
+//! **Layer 4** is the API: [`Config`], the [`Handler`] trait with its per-connection
+//! `State`, the [`Ctx`] handed to its callbacks, [`ServerHandle`], and [`testing`] to drive
+//! a handler without sockets.
 //!
 //! # The pipeline
 //!
 //! ```text
-//! socket ─server::io::read─▶ ① proto::handshake::parse ─▶ ② proto::response ─▶ ③ FrameHeader::parse
-//!    ─▶ ④ mask::unmask ─▶ ⑤ utf8::Validator::push ─▶ ⑥ message::Assembler ─▶ Handler::on_message
-//! Ctx::send ─▶ ⑦ FrameHeader::encode ─▶ ⑧ WriteQueue::push ─server::io::write─▶ socket
+//! socket ─transport::read─▶ ① proto::handshake::parse ─▶ Conn::answer_head ─▶ Handler::on_upgrade
+//!    ─▶ ② proto::response (101 / HTTP) ─▶ ③ FrameHeader::parse ─▶ ④ mask::unmask
+//!    ─▶ ⑤ utf8::Validator::push ─▶ ⑥ message::Assembler ─▶ Handler::on_message
+//! Ctx::send ─▶ ⑦ Outbox (FrameHead, order, backpressure) ─▶ ⑧ WriteQueue ─transport::write─▶ socket
 //! ```
 //!
 //! # Memory per connection
 //!
-//! - idle: the connection record (216 bytes with its socket and timer slot) and no buffer;
-//! - worst case: idle + [`Config::max_message_size`] + [`Config::max_backpressure`];
+//! - idle: one slab entry (the connection record with its socket and timer slot) and one
+//!   entry of the handler's states, no buffer: [`server::idle_connection_bytes`];
+//! - worst case: idle + [`Config::max_message_size`] + max([`Config::max_backpressure`],
+//!   [`Config::max_send_size`]) ([`Config::worst_case_connection_bytes`]);
 //! - server worst case: [`Config::max_connections`] × worst case + the fixed loop buffers
-//!   ([`Config::read_buffer_size`] and the timer wheel).
+//!   ([`Config::fixed_bytes`]: the read buffer, the write batches, the spare buffers, the
+//!   inbox and the timer wheel).
 //!
 //! # Example: an echo server
 //!
 //! ```no_run
-//! use emberws::{Config, Ctx, Handler, Message, Server};
+//! use emberws::{Config, Ctx, Decision, Handler, HttpRequest, Message, Server};
 //!
 //! struct Echo;
 //!
 //! impl Handler for Echo {
-//!     fn on_message(&mut self, ctx: &mut Ctx<'_>, msg: Message<'_>) {
+//!     type State = ();
+//!
+//!     fn on_upgrade(&mut self, _req: &HttpRequest<'_>) -> Decision<()> {
+//!         Decision::Accept(())
+//!     }
+//!
+//!     fn on_message(&mut self, ctx: &mut Ctx<'_>, _: &mut (), msg: Message<'_>) {
 //!         ctx.send(msg);
 //!     }
 //! }

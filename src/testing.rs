@@ -331,9 +331,15 @@ fn request_head(target: &str, upgrade: bool, headers: &[(&str, &str)]) -> String
     head
 }
 
-/// One final, masked client frame.
+/// One final client frame, masked with the harness's key.
 pub fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x80 | opcode];
+    masked_frame(true, opcode, payload, MASK)
+}
+
+/// A client frame as RFC 6455 §5.2 lays it out: FIN, the 4-bit opcode, the shortest length
+/// encoding, the masking key, the masked payload.
+pub fn masked_frame(fin: bool, opcode: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
+    let mut out = vec![(u8::from(fin) << 7) | (opcode & 0x0f)];
     match payload.len() {
         n @ 0..=125 => out.push(0x80 | n as u8),
         n @ 126..=0xffff => {
@@ -345,11 +351,11 @@ pub fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
             out.extend_from_slice(&(n as u64).to_be_bytes());
         }
     }
-    out.extend_from_slice(&MASK);
+    out.extend_from_slice(&key);
     let start = out.len();
     out.extend_from_slice(payload);
     if let Some(body) = out.get_mut(start..) {
-        unmask(body, MASK, 0);
+        unmask(body, key, 0);
     }
     out
 }

@@ -4,9 +4,7 @@
 //! bounds, and once it has failed it produces nothing more.
 
 use emberws::config::Config;
-use emberws::conn::{
-    Answered, Conn, Decide, Decision, Event, HttpRequest, Millis, Response, State,
-};
+use emberws::conn::{AcceptAll, Answered, Conn, Event, Millis, State};
 use emberws::pool::Pool;
 
 /// xorshift64*: small, seeded, good enough to pick bytes and cut points.
@@ -30,21 +28,7 @@ const REQUEST: &[u8] =
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
 fn masked(fin: bool, opcode: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
-    let mut out = vec![(u8::from(fin) << 7) | opcode];
-    match payload.len() {
-        n @ 0..=125 => out.push(0x80 | n as u8),
-        n @ 126..=65535 => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&key);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    out
+    emberws::testing::masked_frame(fin, opcode, payload, key)
 }
 
 /// A plausible conversation: fragments, pings, text with multibyte characters, a close.
@@ -86,21 +70,6 @@ fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>) {
                 bytes.remove(at);
             }
         }
-    }
-}
-
-/// The application's side: every upgrade accepted, plain requests answered 404.
-struct AcceptAll;
-
-impl Decide for AcceptAll {
-    type State = ();
-
-    fn upgrade(&mut self, _req: &HttpRequest<'_>) -> Decision<()> {
-        Decision::Accept(())
-    }
-
-    fn request(&mut self, _req: &HttpRequest<'_>) -> Response {
-        Response::status(404)
     }
 }
 

@@ -32,20 +32,7 @@ pub const CONTINUATION: u8 = 0x0;
 
 /// Appends a masked frame, as a client sends it, written straight from RFC 6455 §5.2.
 pub fn push_client_frame(out: &mut Vec<u8>, fin: bool, opcode: u8, payload: &[u8]) {
-    out.push(if fin { 0x80 } else { 0 } | opcode);
-    match payload.len() {
-        n @ 0..=125 => out.push(0x80 | n as u8),
-        n @ 126..=0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&KEY);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ KEY[i % 4]));
+    out.extend_from_slice(&emberws::testing::masked_frame(fin, opcode, payload, KEY));
 }
 
 /// One masked, final frame.

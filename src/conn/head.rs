@@ -149,6 +149,23 @@ pub trait Decide {
     fn request(&mut self, req: &HttpRequest<'_>) -> Response;
 }
 
+/// Accepts every upgrade with no state and answers plain requests 404: the decision of an
+/// echo server, for scripted tests, benches and fuzzers of the connection.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AcceptAll;
+
+impl Decide for AcceptAll {
+    type State = ();
+
+    fn upgrade(&mut self, _req: &HttpRequest<'_>) -> Decision<()> {
+        Decision::Accept(())
+    }
+
+    fn request(&mut self, _req: &HttpRequest<'_>) -> Response {
+        Response::status(404)
+    }
+}
+
 /// What [`Conn::answer_head`] wrote and what the connection is now.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Answered<S> {

@@ -22,7 +22,7 @@ pub mod write_queue;
 use core::fmt;
 
 pub use deadlines::{DeadlineAction, Deadlines, Expired, Millis};
-pub use head::{Answered, Decide, Decision, HttpRequest, Protocol, Response};
+pub use head::{AcceptAll, Answered, Decide, Decision, HttpRequest, Protocol, Response};
 pub use outbox::{FrameHead, Offer, Outbox};
 pub use write_queue::{Chunk, WriteQueue};
 

@@ -13,8 +13,8 @@ use std::io::IoSlice;
 use std::time::Duration;
 
 use super::{
-    Answered, Conn, Data, DeadlineAction, Decide, Decision, Event, Expired, Finish, HttpRequest,
-    Millis, State, WriteQueue,
+    AcceptAll, Answered, Conn, Data, DeadlineAction, Event, Expired, Finish, Millis, State,
+    WriteQueue,
 };
 use crate::config::Config;
 use crate::pool::Pool;
@@ -335,21 +335,6 @@ fn parse_101(wire: &[u8]) -> Vec<ServerFrame> {
 // The loop's side: what it lends the connection and how it answers events.
 
 const PEER: &str = "127.0.0.1:40000";
-
-/// The application's side of the handshake: every upgrade accepted, plain requests 404.
-struct AcceptAll;
-
-impl Decide for AcceptAll {
-    type State = ();
-
-    fn upgrade(&mut self, _req: &HttpRequest<'_>) -> Decision<()> {
-        Decision::Accept(())
-    }
-
-    fn request(&mut self, _req: &HttpRequest<'_>) -> super::Response {
-        super::Response::status(404)
-    }
-}
 
 /// Where an event's bytes came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

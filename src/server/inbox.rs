@@ -7,6 +7,7 @@
 //! [`Config::max_inbox_bytes`]: crate::Config::max_inbox_bytes
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::ThreadId;
 
@@ -93,9 +94,13 @@ pub(crate) struct Shared {
     queue: Mutex<Queue>,
     room: Condvar,
     limit: usize,
-    /// Turns begun, turns ended, and the counters as of the end of the last.
-    stats: Mutex<(u64, u64, Stats)>,
+    /// Turns begun.
+    turns: AtomicU64,
+    /// The last turn ended, and the counters as of its end.
+    stats: Mutex<(u64, Stats)>,
     fresh: Condvar,
+    /// Threads waiting in [`Shared::fresh_stats`]: the loop wakes them only if there are any.
+    waiting: AtomicUsize,
     loop_thread: Mutex<Option<ThreadId>>,
 }
 
@@ -110,8 +115,10 @@ impl Shared {
             queue: Mutex::new(Queue::default()),
             room: Condvar::new(),
             limit,
-            stats: Mutex::new((0, 0, Stats::default())),
+            turns: AtomicU64::new(0),
+            stats: Mutex::new((0, Stats::default())),
             fresh: Condvar::new(),
+            waiting: AtomicUsize::new(0),
             loop_thread: Mutex::new(None),
         }
     }
@@ -176,7 +183,7 @@ impl Shared {
         q.bytes = 0;
         drop(q);
         self.room.notify_all();
-        lock(&self.stats).1 = u64::MAX;
+        lock(&self.stats).0 = u64::MAX;
         self.fresh.notify_all();
     }
 
@@ -194,37 +201,42 @@ impl Shared {
 
     /// A turn begins.
     pub(crate) fn turn_begins(&self) {
-        lock(&self.stats).0 += 1;
+        self.turns.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Publishes the counters at the end of a turn, for other threads.
+    /// Publishes the counters at the end of a turn, for other threads: one uncontended lock
+    /// and a copy, and a wake-up only when a thread waits for them.
     pub(crate) fn publish_stats(&self, stats: &Stats) {
         let mut s = lock(&self.stats);
-        s.1 = s.0;
-        s.2 = *stats;
+        s.0 = self.turns.load(Ordering::Acquire);
+        s.1 = *stats;
         drop(s);
-        self.fresh.notify_all();
+        if self.waiting.load(Ordering::Acquire) > 0 {
+            self.fresh.notify_all();
+        }
     }
 
     /// The counters as of the end of the latest turn.
     pub(crate) fn stats(&self) -> Stats {
-        lock(&self.stats).2
+        lock(&self.stats).1
     }
 
     /// The number the next turn will have: [`Shared::fresh_stats`] waits for it to end.
     pub(crate) fn next_turn(&self) -> u64 {
-        lock(&self.stats).0 + 1
+        self.turns.load(Ordering::Acquire) + 1
     }
 
     /// The counters as of the end of turn `turn` or later (the caller has woken the loop).
     /// Waits at most `limit`; `None` if that turn did not end by then.
     pub(crate) fn fresh_stats(&self, turn: u64, limit: std::time::Duration) -> Option<Stats> {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
         let s = lock(&self.stats);
         let (s, _) = self
             .fresh
-            .wait_timeout_while(s, limit, |s| s.1 < turn)
+            .wait_timeout_while(s, limit, |s| s.0 < turn)
             .unwrap_or_else(|e| e.into_inner());
-        (s.1 >= turn).then_some(s.2)
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        (s.0 >= turn).then_some(s.1)
     }
 
     /// True when called on the loop's own thread.

@@ -1,6 +1,6 @@
 //! Layer 3: the loop — `mio::Poll`, the listeners, `Slab` of connections, and the parts that
-//! share it: [`admission`], the [`ready`] FIFO, [`timers`], [`topics`] and the [`inbox`]. The
-//! only module that does I/O (through [`crate::transport`]).
+//! share it, each behind its own small API: admission, the ready FIFO, the timer wheel, the
+//! topic table and the bounded inbox. The only module that does I/O (through the transport).
 //!
 //! A poll's events only record readiness ([`Server::handle_event`]); the work happens in one
 //! [`Server::turn`] with the time the caller read: queued writes, new connections, commands
@@ -47,6 +47,9 @@ use topics::Topics;
 /// Frames for the connection being served are written once they reach this many bytes, and
 /// the batch is shrunk back to it after a larger burst.
 const OUT_FLUSH_AT: usize = 64 * 1024;
+
+/// The capacity each write batch keeps between bursts.
+pub(crate) const BATCH_BYTES: usize = OUT_FLUSH_AT;
 
 /// Payloads from this size up, sent to the connection being served, are written straight
 /// from where they lie rather than copied into the batch.
@@ -144,9 +147,14 @@ impl<S> States<S> {
         }
     }
 
-    fn insert(&mut self, id: ConnId, state: S) {
+    /// Stores a state; `capacity` is the slab's, which the table follows exactly (no
+    /// doubling of its own on top of the slab's).
+    fn insert(&mut self, id: ConnId, state: S, capacity: usize) {
         let key = id.key as usize;
         if self.0.len() <= key {
+            // Reserved, not written: pages not yet used cost no memory.
+            let cap = capacity.max(key + 1);
+            self.0.reserve_exact(cap.saturating_sub(self.0.len()));
             self.0.resize_with(key + 1, || None);
         }
         if let Some(slot) = self.0.get_mut(key) {
@@ -256,7 +264,7 @@ impl<H: Handler> Server<H> {
             batch: Vec::with_capacity(OUT_FLUSH_AT),
             scratch: Vec::new(),
             current: None,
-            timers: TimerWheel::new(1024, 50),
+            timers: TimerWheel::new(timers::WHEEL_SLOTS, 50),
             due: Vec::new(),
             targets: Vec::new(),
             topics: Topics::default(),
@@ -423,9 +431,11 @@ impl<H: Handler> Server<H> {
             self.on_loop_thread = true;
         }
         self.shared.turn_begins();
-        for key in std::mem::take(&mut self.core.writable) {
+        let mut writable = std::mem::take(&mut self.core.writable);
+        for key in writable.drain(..) {
             self.core.on_writable(key as usize);
         }
+        self.core.writable = writable;
         self.drain_notices();
         self.accept();
         if self.woken || self.inbox_more {
@@ -439,6 +449,13 @@ impl<H: Handler> Server<H> {
             self.serve(id);
         }
         self.expire();
+        self.core.ready.shrink();
+        if self.core.writable.capacity() > ready::SHRINK_ABOVE {
+            self.core.writable.shrink_to(ready::SHRINK_ABOVE);
+        }
+        if self.core.targets.capacity() > ready::SHRINK_ABOVE {
+            self.core.targets.shrink_to(ready::SHRINK_ABOVE);
+        }
         self.core.stats.connections_open = self.core.conns.len() as u64;
         self.shared.publish_stats(&self.core.stats);
         let busy = !self.core.ready.is_empty()
@@ -661,7 +678,7 @@ impl<H: Handler> Server<H> {
                             slot.protocol = protocol.map_or(0, |p| p.index() as u8 + 1);
                             core.stats.accepted += 1;
                             debug!("[{id}] open from {peer}");
-                            states.insert(id, state);
+                            states.insert(id, state, core.conns.capacity());
                             if let Some(state) = states.get_mut(id) {
                                 handler.on_open(&mut Ctx::new(core, id), state);
                             }
@@ -763,6 +780,25 @@ impl<H: Handler> Drop for Server<H> {
         // Handles refuse from now on; none waits for a loop that is gone.
         self.shared.stop();
     }
+}
+
+/// The bytes one idle connection costs the server with a handler state of `S`: its slab
+/// entry (the connection record, transport, peer address, timer slot and flags, or a
+/// free-list link, plus the slab's tag), its entry in the handler's states, and its share of
+/// the loop's lists sized to the connections (the ready FIFO, the writable list and the
+/// publish targets, held during a burst and given back after one: see
+/// [`loop_list_bytes_per_connection`]). It holds no buffer and no queue.
+pub fn idle_connection_bytes<S>() -> usize {
+    std::mem::size_of::<Slot>()
+        + 8
+        + std::mem::size_of::<Option<(u32, S)>>()
+        + loop_list_bytes_per_connection()
+}
+
+/// Per connection, the most the loop's lists hold when every connection is in them at once:
+/// an entry in the ready FIFO, in the writable list and in a publish's target list.
+pub fn loop_list_bytes_per_connection() -> usize {
+    2 * std::mem::size_of::<ConnId>() + std::mem::size_of::<u32>()
 }
 
 /// The handler, asked about one request head.
@@ -1162,13 +1198,45 @@ mod tests {
     /// The idle cost per connection of the README's memory formula.
     #[test]
     fn idle_connection_record_stays_small() {
-        // A slab entry is the slot or a free-list link, whichever is larger, plus a tag.
-        let slot = std::mem::size_of::<Slot>() + 8;
+        let idle = idle_connection_bytes::<()>();
         println!(
-            "Conn {} B, Slot {} B",
+            "Conn {} B, Slot {} B, idle with no state {idle} B",
             std::mem::size_of::<Conn>(),
             std::mem::size_of::<Slot>()
         );
-        assert!(slot <= 256, "a slab entry is {slot} bytes");
+        assert!(idle <= 256, "an idle connection costs {idle} bytes");
+        let slab_entry = std::mem::size_of::<Slot>() + 8;
+        assert!(slab_entry <= 256, "a slab entry is {slab_entry} bytes");
+        assert_eq!(
+            std::mem::size_of::<Slot>() % 8,
+            0,
+            "a slab entry is the slot or a free-list link, plus an 8-byte tag"
+        );
+    }
+
+    /// The README's formula states these figures: they are the real sizes.
+    #[test]
+    fn the_readme_memory_formula_matches_the_real_sizes() {
+        let readme = include_str!("../../README.md");
+        let cfg = Config::default();
+        let claims = [
+            ("idle connection", idle_connection_bytes::<()>()),
+            ("state entry", std::mem::size_of::<Option<(u32, ())>>()),
+            ("loop lists", loop_list_bytes_per_connection()),
+            ("worst case", cfg.worst_case_connection_bytes::<()>()),
+            ("fixed", cfg.fixed_bytes()),
+        ];
+        for (what, bytes) in claims {
+            let line = format!("<!-- {what}: {bytes} B -->");
+            assert!(
+                readme.contains(&line),
+                "README.md must state the {what} cost as `{line}`"
+            );
+        }
+        // Every term of the fixed part, as the README lists them.
+        assert_eq!(
+            cfg.fixed_bytes(),
+            64 * 1024 + 64 * 1024 + (128 * 1024 + 14) + 32 * 64 * 1024 + 1024 * 1024 + 1024 * 24
+        );
     }
 }

@@ -11,6 +11,9 @@ use std::collections::VecDeque;
 
 use super::inbox::ConnId;
 
+/// Entries the loop's per-connection lists keep between bursts.
+pub(crate) const SHRINK_ABOVE: usize = 1024;
+
 /// The FIFO of connections with bytes to read.
 #[derive(Debug, Default)]
 pub(crate) struct Ready {
@@ -36,5 +39,12 @@ impl Ready {
     /// The next to serve (possibly a connection that ended since: the caller checks).
     pub(crate) fn pop(&mut self) -> Option<ConnId> {
         self.queue.pop_front()
+    }
+
+    /// Gives back what a burst (every connection ready at once) made the queue hold.
+    pub(crate) fn shrink(&mut self) {
+        if self.queue.is_empty() && self.queue.capacity() > SHRINK_ABOVE {
+            self.queue.shrink_to(SHRINK_ABOVE);
+        }
     }
 }

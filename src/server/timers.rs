@@ -5,6 +5,9 @@
 
 use crate::conn::Millis;
 
+/// Slots in the loop's wheel: 1024 of 50 ms, one turn every 51.2 s.
+pub(crate) const WHEEL_SLOTS: usize = 1024;
+
 /// One scheduled deadline: the connection's slab key and generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry {

@@ -277,7 +277,138 @@ impl Handler for Relay {
 
 #[cfg(test)]
 mod tests {
+    use emberws::testing::{Frame, Harness, Peer};
+    use emberws::Config;
+    use serde_json::Value;
+
     use super::*;
+
+    fn relay() -> Harness<Relay> {
+        Harness::new(Config::default(), Relay::default())
+    }
+
+    fn say(h: &mut Harness<Relay>, peer: &Peer, json: &str) {
+        h.send(peer, Message::Text(json));
+    }
+
+    /// Every JSON message the relay sent to `peer` since the last look.
+    fn heard(h: &mut Harness<Relay>, peer: &mut Peer) -> Vec<Value> {
+        h.received(peer)
+            .into_iter()
+            .map(|f| match f {
+                Frame::Text(t) => serde_json::from_str(&t).unwrap(),
+                other => panic!("not a text frame: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn publish_reaches_matching_subscribers_and_acks_with_the_count() {
+        let mut h = relay();
+        let mut a = h.connect("/").unwrap();
+        let mut b = h.connect("/").unwrap();
+        let mut c = h.connect("/").unwrap();
+        say(
+            &mut h,
+            &a,
+            r#"{"type":"subscribe","topic":"sensors/#","id":1}"#,
+        );
+        say(
+            &mut h,
+            &b,
+            r#"{"type":"subscribe","topic":"sensors/+/temp"}"#,
+        );
+        say(&mut h, &c, r#"{"type":"subscribe","topic":"other"}"#);
+        assert_eq!(
+            heard(&mut h, &mut a),
+            [serde_json::json!({"type":"ack","id":1})]
+        );
+        say(
+            &mut h,
+            &c,
+            r#"{"type":"publish","topic":"sensors/k/temp","data":{"c": 21.50},"id":"x"}"#,
+        );
+        let expect = r#"{"type":"message","topic":"sensors/k/temp","data":{"c": 21.50}}"#;
+        // The data goes through as the publisher wrote it, byte for byte.
+        assert_eq!(h.received(&mut a), [Frame::Text(expect.into())]);
+        assert_eq!(h.received(&mut b), [Frame::Text(expect.into())]);
+        assert_eq!(
+            heard(&mut h, &mut c),
+            [serde_json::json!({"type":"ack","id":"x","delivered":2})]
+        );
+    }
+
+    #[test]
+    fn retained_values_reach_late_subscribers_and_clear() {
+        let mut h = relay();
+        let p = h.connect("/").unwrap();
+        say(
+            &mut h,
+            &p,
+            r#"{"type":"publish","topic":"s/1","data":1,"retain":true}"#,
+        );
+        say(
+            &mut h,
+            &p,
+            r#"{"type":"publish","topic":"s/2","data":2,"retain":true}"#,
+        );
+        let mut late = h.connect("/").unwrap();
+        say(&mut h, &late, r#"{"type":"subscribe","topic":"s/#"}"#);
+        let mut got: Vec<i64> = heard(&mut h, &mut late)
+            .iter()
+            .map(|v| v["data"].as_i64().unwrap())
+            .collect();
+        got.sort();
+        assert_eq!(got, [1, 2]);
+        say(
+            &mut h,
+            &p,
+            r#"{"type":"publish","topic":"s/1","data":null,"retain":true}"#,
+        );
+        let mut later = h.connect("/").unwrap();
+        say(&mut h, &later, r#"{"type":"subscribe","topic":"s/#"}"#);
+        let got: Vec<Value> = heard(&mut h, &mut later);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0]["topic"], "s/2");
+    }
+
+    #[test]
+    fn bad_requests_get_errors_and_the_connection_stays_open() {
+        let mut h = relay();
+        let mut p = h.connect("/").unwrap();
+        for bad in [
+            "not json",
+            r#"{"type":"dance"}"#,
+            r#"{"type":"publish","topic":"a/+","data":1}"#,
+            r#"{"type":"subscribe","topic":"a/#/b"}"#,
+            r#"{"type":"publish","topic":"a"}"#,
+        ] {
+            say(&mut h, &p, bad);
+            let answer = heard(&mut h, &mut p);
+            assert_eq!(answer.len(), 1, "{bad}");
+            assert_eq!(answer[0]["type"], "error", "{bad}");
+        }
+        h.send(&p, Message::Binary(b"\x00"));
+        assert_eq!(heard(&mut h, &mut p)[0]["type"], "error");
+        say(&mut h, &p, r#"{"type":"ping","id":7}"#);
+        assert_eq!(
+            heard(&mut h, &mut p),
+            [serde_json::json!({"type":"pong","id":7})]
+        );
+    }
+
+    #[test]
+    fn http_routes() {
+        let mut h = relay();
+        let page = h.get("/").unwrap();
+        assert_eq!(page.status, 200);
+        assert!(String::from_utf8_lossy(&page.body).contains("<html"));
+        let health = h.get("/healthz").unwrap();
+        let v: Value = serde_json::from_slice(&health.body).unwrap();
+        assert_eq!(v["connections_open"], 1, "the request's own connection");
+        assert_eq!(h.get("/metrics").unwrap().status, 200);
+        assert_eq!(h.get("/nope").unwrap().status, 404);
+    }
 
     fn req(json: &str) -> Request<'_> {
         serde_json::from_str(json).unwrap()
