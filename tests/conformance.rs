@@ -116,6 +116,7 @@ impl fmt::Debug for Ev {
     }
 }
 
+#[derive(Clone)]
 enum Step {
     /// Queue bytes on the writer thread: in `chunk`-byte writes (0: one write),
     /// sleeping `pause` after each.
@@ -132,6 +133,7 @@ enum Step {
 }
 
 /// How the connection must end (Autobahn's `expectedClose`).
+#[derive(Clone)]
 enum Close {
     /// `closedByMe`, Autobahn's automatic close: once every expected event arrived we
     /// send this close payload; the server must answer with one of `codes`.
@@ -144,6 +146,7 @@ enum Close {
     ByServer { codes: Vec<u16> },
 }
 
+#[derive(Clone)]
 struct Case {
     /// Autobahn's case id, e.g. "5.19".
     id: String,
@@ -501,9 +504,46 @@ fn matches_filter(id: &str, filter: &str) -> bool {
 /// Runs the cases of one subcategory against a fresh `emberws echo`, then reports
 /// every failure at once.
 fn run_group(group: &str, cases: impl IntoIterator<Item = Case>) {
+    let cases: Vec<Case> = cases.into_iter().collect();
+    run_group_over(group, cases.clone(), Over::Tcp);
+    run_group_over(group, cases, Over::Tls);
+}
+
+/// What carries a group's cases to the server.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Over {
+    /// Plain TCP to `emberws echo`.
+    Tcp,
+    /// `wss://`: the same raw client through a local proxy that terminates TLS, to
+    /// `emberws echo --tls-listen` (with the `tls` feature; without it, the TLS half fails).
+    Tls,
+}
+
+fn run_group_over(group: &str, cases: Vec<Case>, over: Over) {
     let filter = std::env::var("EMBERWS_CASE").ok();
-    let mut server = ServerProcess::echo(&["--max-message", MAX_MESSAGE]);
-    let addr = server.addr();
+    let cert = util::tls::TestCert::new("conformance");
+    let (mut server, addr) = match over {
+        Over::Tcp => {
+            let server = ServerProcess::echo(&["--max-message", MAX_MESSAGE]);
+            let addr = server.addr();
+            (server, addr)
+        }
+        Over::Tls => {
+            let mut args = vec![
+                "echo".to_string(),
+                "--max-message".into(),
+                MAX_MESSAGE.into(),
+            ];
+            args.extend(cert.flags());
+            let server = ServerProcess::spawn(&args);
+            let proxy = util::tls::TlsProxy::start(server.tls_addr(), cert.client_config());
+            (server, proxy.addr)
+        }
+    };
+    let group = &format!(
+        "{group}{}",
+        if over == Over::Tls { " over wss" } else { "" }
+    );
     let group_start = Instant::now();
     let (mut ran, mut timeouts) = (0usize, 0usize);
     let mut failures = Vec::new();

@@ -5,8 +5,8 @@
 //! The loop, the unit tests and the robustness harness all go through [`Conn::answer_head`];
 //! the application decides through [`Decide`], nothing else.
 
+use core::net::SocketAddr;
 use std::borrow::Cow;
-use std::net::SocketAddr;
 
 use super::{Conn, Data, Phase};
 use crate::config::{Config, MAX_HEADERS};

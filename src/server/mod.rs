@@ -175,6 +175,9 @@ struct Listener {
     sock: TcpListener,
     addr: SocketAddr,
     ready: bool,
+    /// The TLS configuration of a `wss://` listener; new handshakes use the latest.
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The server: listeners and their connections on one poll loop.
@@ -225,27 +228,123 @@ impl<H: Handler> Server<H> {
         registry: Registry,
         first_token: Token,
     ) -> Result<Self, Error> {
+        let mut server = Self::unbound_with_registry(cfg, handler, registry, first_token)?;
+        server.listen(addr)?;
+        Ok(server)
+    }
+
+    /// A server with a poll of its own and no listener yet: add them with
+    /// [`Server::listen`] (and `listen_tls` with the `tls` feature), then [`Server::run`].
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid configuration, [`Error::Io`] if the poll cannot be
+    /// created.
+    pub fn unbound(cfg: Config, handler: H) -> Result<Self, Error> {
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let mut server = Self::unbound_with_registry(cfg, handler, registry, Token(0))?;
+        server.poll = Some(poll);
+        Ok(server)
+    }
+
+    /// As [`Server::with_registry`], with no listener yet.
+    ///
+    /// # Errors
+    /// As [`Server::unbound`].
+    pub fn unbound_with_registry(
+        cfg: Config,
+        handler: H,
+        registry: Registry,
+        first_token: Token,
+    ) -> Result<Self, Error> {
         cfg.validate().map_err(Error::Config)?;
-        let mut sock = listen(addr, cfg.listen_backlog).map_err(|e| Error::Bind(addr, e))?;
+        Self::new(cfg, handler, registry, first_token)
+    }
+
+    /// Listens on `addr` for `ws://` (and plain HTTP). Returns the bound address.
+    ///
+    /// # Errors
+    /// [`Error::Bind`] if the address cannot be bound, [`Error::Config`] past
+    /// [`MAX_LISTENERS`].
+    pub fn listen(&mut self, addr: SocketAddr) -> Result<SocketAddr, Error> {
+        self.add_listener(
+            addr,
+            #[cfg(feature = "tls")]
+            None,
+        )
+    }
+
+    /// Listens on `addr` for `wss://` (and HTTPS), with this rustls configuration. Returns
+    /// the bound address. Its ALPN list should name `http/1.1`.
+    ///
+    /// # Errors
+    /// As [`Server::listen`].
+    #[cfg(feature = "tls")]
+    pub fn listen_tls(
+        &mut self,
+        addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> Result<SocketAddr, Error> {
+        self.add_listener(addr, Some(tls))
+    }
+
+    /// Replaces the TLS configuration of the listener bound to `addr` (a renewed
+    /// certificate): new handshakes use it, open connections keep theirs. False if no TLS
+    /// listener has that address.
+    #[cfg(feature = "tls")]
+    pub fn set_tls_config(&mut self, addr: SocketAddr, tls: Arc<rustls::ServerConfig>) -> bool {
+        let mut found = false;
+        for l in self.listeners.iter_mut().filter(|l| l.addr == addr) {
+            if let Some(old) = l.tls.as_mut() {
+                *old = tls.clone();
+                found = true;
+            }
+        }
+        found
+    }
+
+    /// Every address the server listens on, and whether it is TLS.
+    pub fn listeners(&self) -> Vec<(SocketAddr, bool)> {
+        self.listeners
+            .iter()
+            .map(|l| {
+                #[cfg(feature = "tls")]
+                let tls = l.tls.is_some();
+                #[cfg(not(feature = "tls"))]
+                let tls = false;
+                (l.addr, tls)
+            })
+            .collect()
+    }
+
+    fn add_listener(
+        &mut self,
+        addr: SocketAddr,
+        #[cfg(feature = "tls")] tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Result<SocketAddr, Error> {
+        if self.listeners.len() >= MAX_LISTENERS {
+            return Err(Error::Config("at most 8 listeners"));
+        }
+        let mut sock =
+            listen(addr, self.core.cfg.listen_backlog).map_err(|e| Error::Bind(addr, e))?;
         let local = sock.local_addr()?;
-        registry.register(&mut sock, Token(first_token.0 + 1), Interest::READABLE)?;
-        let mut server = Self::new(cfg, handler, registry, first_token)?;
-        server.listeners.push(Listener {
+        let token = Token(self.core.token_base - MAX_LISTENERS + self.listeners.len());
+        self.core
+            .registry
+            .register(&mut sock, token, Interest::READABLE)?;
+        self.listeners.push(Listener {
             sock,
             addr: local,
             ready: true,
+            #[cfg(feature = "tls")]
+            tls,
         });
-        Ok(server)
+        Ok(local)
     }
 
     /// A server with no listener and a poll of its own, for [`crate::testing`].
     pub(crate) fn detached(cfg: Config, handler: H) -> Result<Self, Error> {
-        cfg.validate().map_err(Error::Config)?;
-        let poll = Poll::new()?;
-        let registry = poll.registry().try_clone()?;
-        let mut server = Self::new(cfg, handler, registry, Token(0))?;
-        server.poll = Some(poll);
-        Ok(server)
+        Self::unbound(cfg, handler)
     }
 
     fn new(cfg: Config, handler: H, registry: Registry, first_token: Token) -> Result<Self, Error> {
@@ -356,7 +455,9 @@ impl<H: Handler> Server<H> {
             .take()
             .ok_or(Error::Config("the server has no poll of its own"))?;
         let mut events = Events::with_capacity(1024);
-        info!("listening on ws://{}", self.local_addr());
+        for (addr, tls) in self.listeners() {
+            info!("listening on {}://{addr}", if tls { "wss" } else { "ws" });
+        }
         let mut timeout = self.turn(Instant::now());
         let result = loop {
             if self.is_finished() {
@@ -501,7 +602,18 @@ impl<H: Handler> Server<H> {
                 }
                 match l.sock.accept() {
                     Ok((sock, peer)) => {
-                        self.core.admit(Transport::Tcp(sock), peer);
+                        #[cfg(feature = "tls")]
+                        let io = match &l.tls {
+                            Some(config) => match transport::tls::Tls::accept(sock, config.clone())
+                            {
+                                Some(tls) => Transport::Tls(Box::new(tls)),
+                                None => continue,
+                            },
+                            None => Transport::Tcp(sock),
+                        };
+                        #[cfg(not(feature = "tls"))]
+                        let io = Transport::Tcp(sock);
+                        self.core.admit(io, peer);
                     }
                     Err(e) if transport::would_block(&e) => l.ready = false,
                     Err(e) if transport::interrupted(&e) => {}
@@ -583,7 +695,7 @@ impl<H: Handler> Server<H> {
         let Some(slot) = self.core.live(id) else {
             return;
         };
-        let drain = slot.has(flag::DRAIN);
+        let drain = slot.has(flag::DRAIN) || !slot.io.short_read_is_empty();
         let frames_at_start = slot.conn.frames();
         let mut left = self.core.cfg.read_budget;
         let frame_budget = self.core.cfg.frame_budget;
@@ -1068,6 +1180,10 @@ impl Core {
             return;
         };
         slot.flags &= !flag::WRITABLE;
+        if slot.io.flush_pending().is_err() {
+            self.remove(key);
+            return;
+        }
         match slot.io.write_queue(slot.conn.outbox_mut().queue_mut()) {
             Ok(n) => self.stats.bytes_out += n as u64,
             Err(_) => {
@@ -1095,6 +1211,7 @@ impl Core {
             }
             Finish::Close => {
                 trace!("[{id}] closed");
+                slot.io.close_notify();
                 self.remove(key);
                 return;
             }
@@ -1107,7 +1224,7 @@ impl Core {
         if before > low && queued <= low && slot.conn.is_open() {
             self.notices.push_back(Notice::Drain(id));
         }
-        let wants = slot.conn.wants_write();
+        let wants = slot.conn.wants_write() || slot.io.wants_write();
         if wants != slot.has(flag::INTEREST_WRITE) {
             let interest = if wants {
                 Interest::READABLE | Interest::WRITABLE

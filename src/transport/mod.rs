@@ -6,6 +6,8 @@
 //! loops here are the only ones in the crate: until `WouldBlock`, retrying `Interrupted`.
 
 pub(crate) mod memory;
+#[cfg(feature = "tls")]
+pub(crate) mod tls;
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
@@ -41,6 +43,9 @@ pub(crate) enum Transport {
     Tcp(TcpStream),
     /// An in-memory pipe: the test harness plays the peer.
     Memory(Pipe),
+    /// A TLS session over a TCP socket (boxed: an idle plain connection stays small).
+    #[cfg(feature = "tls")]
+    Tls(Box<tls::Tls>),
 }
 
 impl Transport {
@@ -48,6 +53,46 @@ impl Transport {
         match self {
             Transport::Tcp(s) => s,
             Transport::Memory(p) => p,
+            #[cfg(feature = "tls")]
+            Transport::Tls(t) => &mut **t,
+        }
+    }
+
+    /// True if a read shorter than the buffer means the transport is empty (a plain socket:
+    /// with edge-triggered readiness a later byte raises a new event). A TLS session may
+    /// hold decrypted bytes, or the socket more records, after a short read.
+    pub(crate) fn short_read_is_empty(&self) -> bool {
+        match self {
+            Transport::Tcp(_) | Transport::Memory(_) => true,
+            #[cfg(feature = "tls")]
+            Transport::Tls(_) => false,
+        }
+    }
+
+    /// True while the transport itself holds bytes to write (TLS records the socket has not
+    /// taken): the loop keeps writable interest until they are out.
+    pub(crate) fn wants_write(&self) -> bool {
+        match self {
+            #[cfg(feature = "tls")]
+            Transport::Tls(t) => t.wants_write(),
+            _ => false,
+        }
+    }
+
+    /// Writes what the transport itself holds; `Err` if it failed.
+    pub(crate) fn flush_pending(&mut self) -> io::Result<()> {
+        match self {
+            #[cfg(feature = "tls")]
+            Transport::Tls(t) => t.flush_tls(),
+            _ => Ok(()),
+        }
+    }
+
+    /// The connection ends cleanly: a TLS session says `close_notify` first.
+    pub(crate) fn close_notify(&mut self) {
+        #[cfg(feature = "tls")]
+        if let Transport::Tls(t) = self {
+            t.shutdown_write();
         }
     }
 
@@ -125,13 +170,22 @@ impl Transport {
                 let _ = s.shutdown(Shutdown::Write);
             }
             Transport::Memory(p) => p.shutdown_write(),
+            #[cfg(feature = "tls")]
+            Transport::Tls(t) => t.shutdown_write(),
         }
     }
 
     /// Disables Nagle's algorithm: frames go out as they are written.
     pub(crate) fn set_nodelay(&mut self) {
-        if let Transport::Tcp(s) = self {
-            let _ = s.set_nodelay(true);
+        match self {
+            Transport::Tcp(s) => {
+                let _ = s.set_nodelay(true);
+            }
+            #[cfg(feature = "tls")]
+            Transport::Tls(t) => {
+                let _ = t.sock.set_nodelay(true);
+            }
+            Transport::Memory(_) => {}
         }
     }
 
@@ -143,6 +197,8 @@ impl Transport {
     ) -> io::Result<()> {
         match self {
             Transport::Tcp(s) => registry.register(s, token, interest),
+            #[cfg(feature = "tls")]
+            Transport::Tls(t) => registry.register(&mut t.sock, token, interest),
             Transport::Memory(_) => Ok(()),
         }
     }
@@ -155,13 +211,22 @@ impl Transport {
     ) -> io::Result<()> {
         match self {
             Transport::Tcp(s) => registry.reregister(s, token, interest),
+            #[cfg(feature = "tls")]
+            Transport::Tls(t) => registry.reregister(&mut t.sock, token, interest),
             Transport::Memory(_) => Ok(()),
         }
     }
 
     pub(crate) fn deregister(&mut self, registry: &Registry) {
-        if let Transport::Tcp(s) = self {
-            let _ = registry.deregister(s);
+        match self {
+            Transport::Tcp(s) => {
+                let _ = registry.deregister(s);
+            }
+            #[cfg(feature = "tls")]
+            Transport::Tls(t) => {
+                let _ = registry.deregister(&mut t.sock);
+            }
+            Transport::Memory(_) => {}
         }
     }
 }

@@ -114,9 +114,26 @@ impl ServerProcess {
         ))
     }
 
-    /// The address the server listens on.
+    /// The address the server listens on (its first listening line, plain or TLS).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of its first `wss://` listener, waiting for the line (the plain
+    /// listeners are logged first).
+    pub fn tls_addr(&self) -> SocketAddr {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let found = self.stderr_lines().iter().find_map(|l| {
+                let at = l.find(TLS_LISTEN_MARKER)? + TLS_LISTEN_MARKER.len();
+                l[at..].split([' ', '/']).next()?.parse().ok()
+            });
+            if let Some(addr) = found {
+                return addr;
+            }
+            assert!(Instant::now() < deadline, "no `{TLS_LISTEN_MARKER}` line");
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// `ws://ADDR/`.
@@ -198,9 +215,15 @@ fn drain_stderr(
     }
 }
 
-/// `None` when the line has no listening marker; else the parsed address.
+/// The text that precedes a TLS listener's address in the server's log line.
+pub const TLS_LISTEN_MARKER: &str = "listening on wss://";
+
+/// `None` when the line has no listening marker (plain or TLS); else the parsed address.
 fn parse_listen_line(line: &str) -> Option<Result<SocketAddr, ()>> {
-    let start = line.find(LISTEN_MARKER)? + LISTEN_MARKER.len();
+    let start = match line.find(LISTEN_MARKER) {
+        Some(at) => at + LISTEN_MARKER.len(),
+        None => line.find(TLS_LISTEN_MARKER)? + TLS_LISTEN_MARKER.len(),
+    };
     let token: String = line[start..]
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']' | '-'))

@@ -4,6 +4,7 @@
 pub mod binary;
 pub mod clients;
 pub mod raw;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Once};

@@ -3,15 +3,16 @@
 //! Uses only the library's public API.
 
 mod relay;
+mod tls;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use emberws::{Config, Ctx, Decision, Error, Handler, HttpRequest, Message, Server};
-use log::info;
+use log::{info, warn};
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 const USAGE: &str = "\
@@ -25,7 +26,12 @@ MODES:
     echo      echoes every message back (text as text, binary as binary)
 
 OPTIONS:
-    --listen ADDR                 address to listen on [default: 127.0.0.1:9001]
+    --listen ADDR                 listen for ws:// and http:// on ADDR (repeatable)
+                                  [default, when no listener is given: 127.0.0.1:9001]
+    --tls-listen ADDR             listen for wss:// and https:// on ADDR (repeatable)
+    --tls-cert PEM                the certificate chain for --tls-listen
+    --tls-key PEM                 its private key (PKCS#8, SEC1 or RSA); SIGHUP re-reads
+                                  both, and a bad file on reload keeps the old ones
     --max-connections N           open connections at most; past it, 503 [default: 1024]
     --max-connections-per-ip N    connections per client IP; 0 = no cap [default: 0]
     --max-message BYTES           largest message; past it, close 1009 [default: 65536]
@@ -41,8 +47,16 @@ Logging: RUST_LOG=debug (default: info).
 
 struct Args {
     echo: bool,
-    listen: SocketAddr,
+    listen: Vec<SocketAddr>,
+    tls_listen: Vec<SocketAddr>,
+    tls_files: Option<tls::Files>,
     cfg: Config,
+}
+
+fn address(value: &str, flag: &str) -> Result<SocketAddr, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{flag}: '{value}' is not an address like 127.0.0.1:9001"))
 }
 
 fn seconds(value: &str, flag: &str) -> Result<Duration, String> {
@@ -74,21 +88,27 @@ fn parse_args() -> Result<Option<Args>, String> {
     let mut parser = lexopt::Parser::from_env();
     let mut args = Args {
         echo: false,
-        listen: SocketAddr::from(([127, 0, 0, 1], 9001)),
+        listen: Vec::new(),
+        tls_listen: Vec::new(),
+        tls_files: None,
         cfg: Config::default(),
     };
+    let (mut cert, mut key) = (None, None);
     let mut origins = Vec::new();
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         match arg {
             Value(mode) if mode == "echo" && !args.echo => args.echo = true,
             Value(other) => return Err(format!("unknown mode '{}'", other.to_string_lossy())),
             Short('h') | Long("help") => return Ok(None),
-            Long("listen") => {
-                let v = value(&mut parser, "--listen")?;
-                args.listen = v.parse().map_err(|_| {
-                    format!("--listen: '{v}' is not an address like 127.0.0.1:9001")
-                })?;
-            }
+            Long("listen") => args
+                .listen
+                .push(address(&value(&mut parser, "--listen")?, "--listen")?),
+            Long("tls-listen") => args.tls_listen.push(address(
+                &value(&mut parser, "--tls-listen")?,
+                "--tls-listen",
+            )?),
+            Long("tls-cert") => cert = Some(value(&mut parser, "--tls-cert")?),
+            Long("tls-key") => key = Some(value(&mut parser, "--tls-key")?),
             Long("max-connections") => {
                 args.cfg.max_connections = number(
                     &value(&mut parser, "--max-connections")?,
@@ -124,6 +144,20 @@ fn parse_args() -> Result<Option<Args>, String> {
         }
     }
     args.cfg.allowed_origins = origins;
+    match (cert, key, args.tls_listen.is_empty()) {
+        (Some(cert), Some(key), false) => {
+            args.tls_files = Some(tls::Files {
+                cert: cert.into(),
+                key: key.into(),
+            });
+        }
+        (None, None, true) => {}
+        (_, _, true) => return Err("--tls-cert and --tls-key need a --tls-listen".into()),
+        _ => return Err("--tls-listen needs both --tls-cert and --tls-key".into()),
+    }
+    if args.listen.is_empty() && args.tls_listen.is_empty() {
+        args.listen.push(SocketAddr::from(([127, 0, 0, 1], 9001)));
+    }
     // What the server sends may be a little larger than what it takes: the relay wraps each
     // publish in an envelope, the echo sends back what it got.
     args.cfg.max_send_size = args.cfg.max_send_size.max(args.cfg.max_message_size + 4096);
@@ -149,24 +183,38 @@ const SIGNALS: Token = Token(0);
 const SERVER: Token = Token(1);
 
 /// Runs the server in this program's own mio loop, beside the signal source: SIGINT or
-/// SIGTERM starts a graceful shutdown (close 1001 to everyone, flush, exit 0).
-fn serve<H: Handler>(
-    listen: SocketAddr,
-    cfg: Config,
-    handler: H,
-    dashboard: bool,
-) -> Result<(), Error> {
-    let mut poll = Poll::new()?;
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+/// SIGTERM starts a graceful shutdown (close 1001 to everyone, flush, exit 0); SIGHUP
+/// re-reads the TLS certificate and key (new handshakes use them, open connections stay).
+fn serve<H: Handler>(args: Args, handler: H, dashboard: bool) -> Result<(), String> {
+    let fail = |e: Error| e.to_string();
+    let mut poll = Poll::new().map_err(|e| e.to_string())?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| e.to_string())?;
     poll.registry()
-        .register(&mut signals, SIGNALS, Interest::READABLE)?;
-    let registry = poll.registry().try_clone()?;
-    let mut server = Server::with_registry(listen, cfg, handler, registry, SERVER)?;
-    let addr = server.local_addr();
-    if dashboard {
-        info!("listening on ws://{addr} (dashboard: http://{addr}/)");
-    } else {
-        info!("listening on ws://{addr}");
+        .register(&mut signals, SIGNALS, Interest::READABLE)
+        .map_err(|e| e.to_string())?;
+    let registry = poll.registry().try_clone().map_err(|e| e.to_string())?;
+    let mut server =
+        Server::unbound_with_registry(args.cfg, handler, registry, SERVER).map_err(fail)?;
+    for addr in &args.listen {
+        let addr = server.listen(*addr).map_err(fail)?;
+        if dashboard {
+            info!("listening on ws://{addr} (dashboard: http://{addr}/)");
+        } else {
+            info!("listening on ws://{addr}");
+        }
+    }
+    let mut tls_addrs = Vec::new();
+    if let Some(files) = &args.tls_files {
+        let config = files.load()?;
+        for addr in &args.tls_listen {
+            let addr = server.listen_tls(*addr, config.clone()).map_err(fail)?;
+            tls_addrs.push(addr);
+            if dashboard {
+                info!("listening on wss://{addr} (dashboard: https://{addr}/)");
+            } else {
+                info!("listening on wss://{addr}");
+            }
+        }
     }
     let mut events = Events::with_capacity(1024);
     let mut timeout = server.turn(Instant::now());
@@ -175,13 +223,17 @@ fn serve<H: Handler>(
             if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            return Err(e.into());
+            return Err(e.to_string());
         }
         for event in events.iter() {
             if event.token() == SIGNALS {
                 for signal in signals.pending() {
-                    info!("signal {signal}: shutting down");
-                    server.shutdown();
+                    if signal == SIGHUP {
+                        reload(&mut server, args.tls_files.as_ref(), &tls_addrs);
+                    } else {
+                        info!("signal {signal}: shutting down");
+                        server.shutdown();
+                    }
                 }
             } else {
                 server.handle_event(event);
@@ -191,6 +243,27 @@ fn serve<H: Handler>(
     }
     info!("stopped");
     Ok(())
+}
+
+/// SIGHUP: new TLS files for new handshakes; a bad file keeps the old ones.
+fn reload<H: Handler>(server: &mut Server<H>, files: Option<&tls::Files>, addrs: &[SocketAddr]) {
+    let Some(files) = files else {
+        info!("SIGHUP: nothing to reload");
+        return;
+    };
+    match files.load() {
+        Ok(config) => {
+            for addr in addrs {
+                server.set_tls_config(*addr, config.clone());
+            }
+            info!(
+                "SIGHUP: reloaded {} and {}",
+                files.cert.display(),
+                files.key.display()
+            );
+        }
+        Err(e) => warn!("SIGHUP: kept the current certificate: {e}"),
+    }
 }
 
 fn main() -> ExitCode {
@@ -207,9 +280,9 @@ fn main() -> ExitCode {
         }
     };
     let result = if args.echo {
-        serve(args.listen, args.cfg, Echo, false)
+        serve(args, Echo, false)
     } else {
-        serve(args.listen, args.cfg, relay::Relay::default(), true)
+        serve(args, relay::Relay::default(), true)
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,342 @@
+//! wss:// end to end: the binary with a certificate made at test time, a real rustls client
+//! under tungstenite, TLS-level bad input from raw sockets with a bystander that keeps being
+//! served, close_notify, the handshake timeout, and a certificate reload on SIGHUP.
+#![cfg(feature = "tls")]
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tungstenite::{Message, WebSocket};
+use util::binary::ServerProcess;
+use util::tls::{client_config, tls_connect, wss_client, TestCert, TlsStream};
+
+fn echo_tls(cert: &TestCert, extra: &[&str]) -> ServerProcess {
+    let mut args = vec!["echo".to_string()];
+    args.extend(cert.flags());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    ServerProcess::spawn(&args)
+}
+
+fn round(ws: &mut WebSocket<TlsStream>, msg: Message) {
+    ws.send(msg.clone()).unwrap();
+    loop {
+        match ws.read().unwrap() {
+            Message::Ping(_) | Message::Pong(_) => continue,
+            got => {
+                assert_eq!(got, msg);
+                return;
+            }
+        }
+    }
+}
+
+/// Reads until the server closes; returns what it sent (with a generous bound on time).
+fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!("the server neither answered nor closed: {e}"),
+        }
+    }
+}
+
+#[test]
+fn echoes_every_size_class_fragments_and_pings_over_wss_on_the_tls_port_alone() {
+    let cert = TestCert::new("tls-echo");
+    let server = echo_tls(&cert, &["--max-message", "4194304"]);
+    // --tls-listen alone: only the TLS port listens.
+    assert_eq!(server.addr(), server.tls_addr());
+    assert!(
+        !server.stderr_lines().iter().any(|l| l.contains("ws://")),
+        "no plain listener: {:?}",
+        server.stderr_lines()
+    );
+    let mut ws = wss_client(server.tls_addr(), cert.client_config(), "/");
+    for n in [0, 1, 125, 126, 65535, 65536, 300_000, 3 << 20] {
+        round(&mut ws, Message::binary(vec![(n % 251) as u8; n]));
+    }
+    round(&mut ws, Message::text("héllo ✓".repeat(5000)));
+    ws.send(Message::Ping(b"tls".to_vec().into())).unwrap();
+    loop {
+        if let Message::Pong(p) = ws.read().unwrap() {
+            assert_eq!(&p[..], b"tls");
+            break;
+        }
+    }
+    // Fragments, interleaved with a ping, reassembled by the server.
+    use tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tungstenite::protocol::frame::Frame;
+    let mut first = Frame::message(b"frag".to_vec(), OpCode::Data(Data::Text), false);
+    let last = Frame::message(b"ment".to_vec(), OpCode::Data(Data::Continue), true);
+    first.header_mut().is_final = false;
+    ws.write(Message::Frame(first)).unwrap();
+    ws.write(Message::Ping(Vec::new().into())).unwrap();
+    ws.write(Message::Frame(last)).unwrap();
+    ws.flush().unwrap();
+    loop {
+        match ws.read().unwrap() {
+            Message::Text(t) => {
+                assert_eq!(t.as_str(), "fragment");
+                break;
+            }
+            Message::Pong(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    // A client-initiated close: echoed, then the server closes TLS with close_notify.
+    ws.close(None).unwrap();
+    loop {
+        match ws.read() {
+            Ok(_) => {}
+            Err(tungstenite::Error::ConnectionClosed) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let stream = ws.get_mut();
+    let mut rest = Vec::new();
+    match stream.read_to_end(&mut rest) {
+        Ok(_) => assert!(rest.is_empty()),
+        Err(e) => panic!("no close_notify before the end of the stream: {e}"),
+    }
+}
+
+#[test]
+fn the_relay_and_its_pages_work_over_wss_and_https_beside_a_plain_listener() {
+    let cert = TestCert::new("tls-relay");
+    let mut args = vec!["--listen".to_string(), "127.0.0.1:0".into()];
+    args.extend(cert.flags());
+    let server = ServerProcess::spawn(&args);
+    let (plain, tls) = (server.addr(), server.tls_addr());
+    assert_ne!(plain, tls);
+    // A publisher on the plain port, a subscriber on the TLS port: one relay.
+    let mut sub = wss_client(tls, cert.client_config(), "/");
+    sub.send(Message::text(
+        r#"{"type":"subscribe","topic":"s/#","id":1}"#,
+    ))
+    .unwrap();
+    assert_eq!(
+        sub.read().unwrap().to_text().unwrap(),
+        r#"{"type":"ack","id":1}"#
+    );
+    let (mut publisher, _) =
+        tungstenite::connect(format!("ws://{plain}/")).expect("plain ws client");
+    publisher
+        .send(Message::text(
+            r#"{"type":"publish","topic":"s/t","data":21.5}"#,
+        ))
+        .unwrap();
+    assert_eq!(
+        sub.read().unwrap().to_text().unwrap(),
+        r#"{"type":"message","topic":"s/t","data":21.5}"#
+    );
+    // The dashboard and /healthz over https.
+    for (path, needle) in [("/", "<html"), ("/healthz", "connections_open")] {
+        let mut stream = tls_connect(tls, cert.client_config());
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        stream.flush().unwrap();
+        let mut page = Vec::new();
+        let _ = stream.read_to_end(&mut page);
+        let page = String::from_utf8_lossy(&page);
+        assert!(page.starts_with("HTTP/1.1 200"), "{path}: {page:.200}");
+        assert!(page.contains(needle), "{path}");
+    }
+}
+
+/// A ClientHello offering TLS 1.0 only (record and handshake version 3.1).
+fn tls10_client_hello() -> Vec<u8> {
+    let mut body = vec![0x03, 0x01];
+    body.extend_from_slice(&[7u8; 32]); // random
+    body.push(0); // no session id
+    body.extend_from_slice(&[0x00, 0x02, 0x00, 0x2f]); // TLS_RSA_WITH_AES_128_CBC_SHA
+    body.extend_from_slice(&[0x01, 0x00]); // null compression
+    let mut hs = vec![0x01, 0, 0, body.len() as u8];
+    hs.extend_from_slice(&body);
+    let mut record = vec![0x16, 0x03, 0x01, 0, hs.len() as u8];
+    record.extend_from_slice(&hs);
+    record
+}
+
+#[test]
+fn bad_tls_input_gets_an_alert_or_a_close_and_the_bystander_is_served() {
+    let cert = TestCert::new("tls-bad");
+    let server = echo_tls(&cert, &[]);
+    let addr = server.tls_addr();
+    let mut bystander = wss_client(addr, cert.client_config(), "/");
+    round(&mut bystander, Message::text("before"));
+    let upgrade = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    let hello = tls10_client_hello();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("plain HTTP", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        ("a plain WebSocket upgrade", upgrade.as_bytes().to_vec()),
+        ("garbage", vec![0xff; 64]),
+        ("a TLS 1.0 ClientHello", hello.clone()),
+        ("a truncated ClientHello, then EOF", hello[..20].to_vec()),
+    ];
+    for (what, bytes) in cases {
+        let mut raw = TcpStream::connect(addr).unwrap();
+        raw.write_all(&bytes).unwrap();
+        if what.contains("EOF") {
+            raw.shutdown(std::net::Shutdown::Write).unwrap();
+        }
+        let answer = read_to_close(&mut raw);
+        // Never a plaintext HTTP answer: a TLS alert record (content type 21), or nothing.
+        assert!(
+            answer.is_empty() || answer[0] == 0x15,
+            "{what}: {:?}",
+            &answer[..answer.len().min(16)]
+        );
+        assert!(
+            !String::from_utf8_lossy(&answer).contains("HTTP/1.1"),
+            "{what}"
+        );
+        round(&mut bystander, Message::text(format!("after {what}")));
+    }
+    // A TLS 1.0 offer gets a fatal alert: rustls says handshake_failure (40), as it speaks
+    // only 1.2 and 1.3 and finds nothing in common (protocol_version, 70, would do too).
+    let mut raw = TcpStream::connect(addr).unwrap();
+    raw.write_all(&hello).unwrap();
+    let answer = read_to_close(&mut raw);
+    assert_eq!(
+        answer.get(..1),
+        Some(&[0x15][..]),
+        "an alert record: {answer:?}"
+    );
+    assert_eq!(answer.get(5), Some(&2), "a fatal alert: {answer:?}");
+    assert!(matches!(answer.get(6), Some(40 | 70)), "{answer:?}");
+    // A peer that vanishes mid-handshake (a reset) changes nothing either.
+    let raw = TcpStream::connect(addr).unwrap();
+    (&raw).write_all(&hello[..30]).unwrap();
+    let sock = socket2::SockRef::from(&raw);
+    sock.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(raw);
+    round(&mut bystander, Message::text("after a reset"));
+}
+
+#[test]
+fn a_slow_client_hello_is_dropped_at_the_handshake_timeout() {
+    use emberws::{Config, Ctx, Decision, Handler, HttpRequest, Message as Msg, Server};
+    struct Echo;
+    impl Handler for Echo {
+        type State = ();
+        fn on_upgrade(&mut self, _: &HttpRequest<'_>) -> Decision<()> {
+            Decision::Accept(())
+        }
+        fn on_message(&mut self, ctx: &mut Ctx<'_>, _: &mut (), msg: Msg<'_>) {
+            ctx.send(msg);
+        }
+    }
+    let cert = TestCert::new("tls-slow");
+    let certs = vec![cert.der.clone()];
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&cert.key_path).unwrap();
+    use rustls::pki_types::pem::PemObject;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let cfg = Config::default().handshake_timeout(Duration::from_millis(300));
+        let mut server = Server::unbound(cfg, Echo).unwrap();
+        let addr = server
+            .listen_tls("127.0.0.1:0".parse().unwrap(), Arc::new(tls))
+            .unwrap();
+        tx.send((addr, server.handle())).unwrap();
+        server.run().unwrap();
+    });
+    let (addr, handle): (SocketAddr, _) = rx.recv().unwrap();
+    let mut slow = TcpStream::connect(addr).unwrap();
+    let hello = tls10_client_hello();
+    let started = Instant::now();
+    // One byte at a time, slower than the timeout allows in all.
+    for b in &hello[..5] {
+        if slow.write_all(&[*b]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let answer = read_to_close(&mut slow);
+    assert!(answer.is_empty(), "dropped without an answer: {answer:?}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let stats = handle.stats().unwrap();
+    assert_eq!(stats.timeouts, 1, "{}", stats.to_json());
+    let mut ws = wss_client(addr, client_config(&cert.der), "/");
+    round(&mut ws, Message::text("still serving"));
+    handle.shutdown().unwrap();
+    thread.join().unwrap();
+}
+
+#[test]
+fn sighup_reloads_the_certificate_and_keeps_open_connections() {
+    let mut cert = TestCert::new("tls-reload");
+    let server = echo_tls(&cert, &[]);
+    let addr = server.tls_addr();
+    let old = cert.client_config();
+    let mut before = wss_client(addr, old.clone(), "/");
+    round(&mut before, Message::text("before the reload"));
+
+    cert.renew();
+    let new = cert.client_config();
+    signal(&server, "HUP");
+    wait_for_log(&server, "SIGHUP: reloaded");
+    // New handshakes see the new certificate; a client trusting only the old one fails.
+    let mut after = wss_client(addr, new.clone(), "/");
+    round(&mut after, Message::text("new certificate"));
+    let stream = tls_connect(addr, old.clone());
+    assert!(
+        tungstenite::client(format!("wss://localhost:{}/", addr.port()), stream).is_err(),
+        "the old certificate is no longer served"
+    );
+    // The connection opened before the reload is still open.
+    round(&mut before, Message::text("still here"));
+
+    // A broken file on reload changes nothing, and says so once.
+    std::fs::write(&cert.key_path, "not a key").unwrap();
+    signal(&server, "HUP");
+    wait_for_log(&server, "SIGHUP: kept the current certificate");
+    let mut again = wss_client(addr, new, "/");
+    round(&mut again, Message::text("same certificate"));
+    round(&mut before, Message::text("and still here"));
+    let kept: Vec<String> = server
+        .stderr_lines()
+        .into_iter()
+        .filter(|l| l.contains("kept the current certificate"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(
+        !kept[0].contains("not a key"),
+        "the file's contents are never logged"
+    );
+}
+
+fn signal(server: &ServerProcess, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{name}"), server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn wait_for_log(server: &ServerProcess, needle: &str) {
+    util::eventually(needle, || {
+        server
+            .stderr_lines()
+            .iter()
+            .any(|l| l.contains(needle))
+            .then_some(())
+    });
+}
