@@ -2,7 +2,10 @@
 // Usage: node tests/browser/dashboard.mjs path/to/emberws
 // Checks what a person would see: the connection state, live values per topic, the chart,
 // a typed subscription pattern, and reconnection after the server goes away and comes back.
-import { spawn } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import WebSocket from 'ws';
 
@@ -11,16 +14,18 @@ const WAIT = 30_000;
 let passed = 0;
 let failed = 0;
 
-function startRelay(listen) {
+function startRelay(listen, extra = []) {
   return new Promise((resolve, reject) => {
-    const child = spawn(binary, ['--listen', listen], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(binary, ['--listen', listen, ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
     let seen = '';
     const timer = setTimeout(() => reject(new Error(`relay did not start: ${seen}`)), WAIT);
     child.stderr.on('data', (chunk) => {
       seen += chunk;
       const m = /listening on ws:\/\/(\S+)/.exec(seen);
-      if (m && !child.addr) {
+      const tls = /listening on wss:\/\/(\S+)/.exec(seen);
+      if (m && !child.addr && (extra.length === 0 || tls)) {
         child.addr = m[1];
+        child.tlsAddr = tls?.[1];
         clearTimeout(timer);
         resolve(child);
       }
@@ -142,6 +147,42 @@ try {
       if (Date.now() > deadline) throw new Error('no message after reconnecting');
     }
     pub2.close();
+  });
+
+  // The same page over https from the TLS listener (a certificate made for this test; the
+  // browser context trusts it by ignoring certificate errors, for this check only).
+  await check('over https the page connects with wss:// and shows published values', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'emberws-dash-'));
+    const cert = join(dir, 'cert.pem');
+    const key = join(dir, 'key.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1',
+      '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost',
+      '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'], { stdio: 'ignore' });
+    const secure = await startRelay('127.0.0.1:0', ['--tls-listen', '127.0.0.1:0', '--tls-cert', cert, '--tls-key', key]);
+    const context = await browser.newContext({ ignoreHTTPSErrors: true });
+    try {
+      const tlsPage = await context.newPage();
+      const wsUrls = [];
+      tlsPage.on('websocket', (ws) => wsUrls.push(ws.url()));
+      await tlsPage.goto(`https://${secure.tlsAddr}/`);
+      await tlsPage.waitForFunction(() => /open/i.test(document.querySelector('#state')?.textContent ?? ''), null, { timeout: WAIT });
+      if (!wsUrls.some((u) => u.startsWith('wss://'))) throw new Error(`no wss:// connection: ${wsUrls}`);
+      const pubTls = await publisher(secure.addr);
+      const deadline = Date.now() + WAIT;
+      let value = 1;
+      for (;;) {
+        value += 1;
+        publish(pubTls, 'secure/value', value);
+        const shown = await tlsPage.locator('#topics [data-topic="secure/value"] .value').textContent({ timeout: 1000 }).catch(() => null);
+        if (shown && shown.includes(String(value))) break;
+        if (Date.now() > deadline) throw new Error(`value never shown over https (saw ${shown})`);
+      }
+      pubTls.close();
+    } finally {
+      await context.close();
+      await stopRelay(secure);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   await check('no script errors on the page', async () => {
