@@ -3,14 +3,27 @@
 //! Uses only the library's public API.
 
 mod relay;
+#[cfg(feature = "tls")]
 mod tls;
+#[cfg(not(feature = "tls"))]
+mod tls {
+    //! Built without the `tls` feature: no TLS listener can be configured.
+    use std::path::PathBuf;
+
+    #[derive(Clone, Debug)]
+    #[allow(dead_code)]
+    pub struct Files {
+        pub cert: PathBuf,
+        pub key: PathBuf,
+    }
+}
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use emberws::{Config, Ctx, Decision, Error, Handler, HttpRequest, Message, Server};
-use log::{info, warn};
+use log::info;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -203,7 +216,13 @@ fn serve<H: Handler>(args: Args, handler: H, dashboard: bool) -> Result<(), Stri
             info!("listening on ws://{addr}");
         }
     }
+    #[cfg(not(feature = "tls"))]
+    if args.tls_files.is_some() {
+        return Err("this emberws was built without the `tls` feature".into());
+    }
+    #[cfg(feature = "tls")]
     let mut tls_addrs = Vec::new();
+    #[cfg(feature = "tls")]
     if let Some(files) = &args.tls_files {
         let config = files.load()?;
         for addr in &args.tls_listen {
@@ -229,7 +248,10 @@ fn serve<H: Handler>(args: Args, handler: H, dashboard: bool) -> Result<(), Stri
             if event.token() == SIGNALS {
                 for signal in signals.pending() {
                     if signal == SIGHUP {
+                        #[cfg(feature = "tls")]
                         reload(&mut server, args.tls_files.as_ref(), &tls_addrs);
+                        #[cfg(not(feature = "tls"))]
+                        info!("SIGHUP: nothing to reload");
                     } else {
                         info!("signal {signal}: shutting down");
                         server.shutdown();
@@ -246,6 +268,7 @@ fn serve<H: Handler>(args: Args, handler: H, dashboard: bool) -> Result<(), Stri
 }
 
 /// SIGHUP: new TLS files for new handshakes; a bad file keeps the old ones.
+#[cfg(feature = "tls")]
 fn reload<H: Handler>(server: &mut Server<H>, files: Option<&tls::Files>, addrs: &[SocketAddr]) {
     let Some(files) = files else {
         info!("SIGHUP: nothing to reload");
@@ -262,7 +285,7 @@ fn reload<H: Handler>(server: &mut Server<H>, files: Option<&tls::Files>, addrs:
                 files.key.display()
             );
         }
-        Err(e) => warn!("SIGHUP: kept the current certificate: {e}"),
+        Err(e) => log::warn!("SIGHUP: kept the current certificate: {e}"),
     }
 }
 
