@@ -340,3 +340,33 @@ fn wait_for_log(server: &ServerProcess, needle: &str) {
             .then_some(())
     });
 }
+
+#[test]
+fn a_server_initiated_close_over_tls_sends_1001_then_close_notify() {
+    let cert = TestCert::new("tls-shutdown");
+    let server = echo_tls(&cert, &[]);
+    let mut ws = wss_client(server.tls_addr(), cert.client_config(), "/");
+    round(&mut ws, Message::text("before the shutdown"));
+    signal(&server, "TERM");
+    let code = loop {
+        match ws.read() {
+            Ok(Message::Close(Some(frame))) => break u16::from(frame.code),
+            Ok(Message::Close(None)) => panic!("a close without a code"),
+            Ok(_) => {}
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    };
+    assert_eq!(code, 1001);
+    // tungstenite answers the close; the server then ends TLS cleanly.
+    loop {
+        match ws.read() {
+            Ok(_) => {}
+            Err(tungstenite::Error::ConnectionClosed) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let mut rest = Vec::new();
+    ws.get_mut()
+        .read_to_end(&mut rest)
+        .expect("close_notify before the end of the stream");
+}
