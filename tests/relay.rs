@@ -469,3 +469,29 @@ fn busy_port_exits_with_a_clear_error() {
     );
     drop(taken);
 }
+
+#[test]
+fn a_listener_off_loopback_is_refused_without_allow_anonymous() {
+    for args in [
+        &["--listen", "0.0.0.0:0"][..],
+        &["--listen", "127.0.0.1:0", "--listen", "[::]:0"],
+        &["echo", "--listen", "0.0.0.0:0"],
+    ] {
+        let (status, stderr) = run_to_exit(args);
+        assert_eq!(status.code(), Some(2), "emberws {args:?}: {stderr}");
+        assert!(
+            stderr.contains("without authentication") && stderr.contains("--allow-anonymous"),
+            "the refusal says why and what to do: {stderr}"
+        );
+    }
+    // Asked for explicitly: it listens (on every interface; only loopback is used here).
+    let server = ServerProcess::spawn(&["--listen", "0.0.0.0:0", "--allow-anonymous"]);
+    let port = server.addr().port();
+    let (mut ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{port}/")).unwrap();
+    ws.send(tungstenite::Message::text(r#"{"type":"ping","id":1}"#))
+        .unwrap();
+    assert_eq!(
+        ws.read().unwrap().to_text().unwrap(),
+        r#"{"type":"pong","id":1}"#
+    );
+}

@@ -51,6 +51,9 @@ OPTIONS:
     --max-backpressure BYTES      bytes queued per slow connection before 1008 [default: 65536]
     --ping-interval SECS          ping a quiet connection after SECS; 0 = never [default: 30]
     --pong-timeout SECS           drop it if nothing comes back within SECS [default: 10]
+    --allow-anonymous             allow listening on an address other than loopback
+                                  (emberws has no client authentication yet: without
+                                  this flag such a listener is refused at start)
     --allow-origin ORIGIN         allow browser pages from ORIGIN (repeatable);
                                   none given = any origin
     -h, --help                    print this help
@@ -60,6 +63,7 @@ Logging: RUST_LOG=debug (default: info).
 
 struct Args {
     echo: bool,
+    allow_anonymous: bool,
     listen: Vec<SocketAddr>,
     tls_listen: Vec<SocketAddr>,
     tls_files: Option<tls::Files>,
@@ -101,6 +105,7 @@ fn parse_args() -> Result<Option<Args>, String> {
     let mut parser = lexopt::Parser::from_env();
     let mut args = Args {
         echo: false,
+        allow_anonymous: false,
         listen: Vec::new(),
         tls_listen: Vec::new(),
         tls_files: None,
@@ -153,6 +158,7 @@ fn parse_args() -> Result<Option<Args>, String> {
                     seconds(&value(&mut parser, "--pong-timeout")?, "--pong-timeout")?;
             }
             Long("allow-origin") => origins.push(value(&mut parser, "--allow-origin")?),
+            Long("allow-anonymous") => args.allow_anonymous = true,
             _ => return Err(arg.unexpected().to_string()),
         }
     }
@@ -170,6 +176,21 @@ fn parse_args() -> Result<Option<Args>, String> {
     }
     if args.listen.is_empty() && args.tls_listen.is_empty() {
         args.listen.push(SocketAddr::from(([127, 0, 0, 1], 9001)));
+    }
+    // Secure by default: nothing off loopback without credentials unless asked for.
+    let exposed: Vec<String> = args
+        .listen
+        .iter()
+        .chain(&args.tls_listen)
+        .filter(|a| !a.ip().is_loopback())
+        .map(ToString::to_string)
+        .collect();
+    if !exposed.is_empty() && !args.allow_anonymous {
+        return Err(format!(
+            "refusing to listen on {} without authentication: anyone who can reach it could \
+             publish and subscribe. Listen on loopback, or pass --allow-anonymous to allow it",
+            exposed.join(", ")
+        ));
     }
     // What the server sends may be a little larger than what it takes: the relay wraps each
     // publish in an envelope, the echo sends back what it got.
