@@ -7,6 +7,8 @@
 #   benches/compare.sh                      # RUNS=3, ~10–15 minutes
 #   RUNS=1 DURATION=3 benches/compare.sh    # a quick look
 #   BASE_BIN=/tmp/old/emberws benches/compare.sh   # also an older emberws build, side by side
+#   WORKLOADS="tls-echo64 tls-echo16k tls-idle10k" benches/compare.sh   # wss://: emberws and the
+#                                           # tokio-tungstenite + tokio-rustls peer
 #
 # Output: a Markdown table on stdout, also written to target/compare.md; the raw JSON line of
 # every run (with the server's RSS samples and exit status) in target/compare/runs.jsonl, and each
@@ -24,7 +26,10 @@
 #   FAIR_BASELINE [3]     fairness: seconds the bystander runs alone
 #   FAIR_DURATION [DURATION]  fairness: seconds it runs beside the flooders
 #   CLOSE_TIMEOUT [2]     seconds the generator waits for close handshakes at the end of a run
-#   SERVERS               subset of "emberws tokio-tungstenite node-ws"
+#   SERVERS               subset of "emberws tokio-tungstenite node-ws tokio-tungstenite-tls"; each
+#                         runs the workloads it serves: the TLS peer only the tls-* ones, the
+#                         plain peers none of them, emberws all (a server that runs none of the
+#                         chosen workloads is neither built nor checked for)
 #   BASE_BIN              an emberws binary (path without spaces) to compare with: it runs as
 #                         server `emberws-base` after `emberws` in every run (its echo and relay;
 #                         fan-out: relay only), and the table gains its column and "emberws ÷ base"
@@ -32,7 +37,14 @@
 #                         `fairness` (not by default): emberws and emberws-base only, the relay
 #                         with a timed bystander, alone and then beside 1 publish flooder
 #                         (`fairness-publish`) or 20 ping flooders that never read (`fairness-ping`);
-#                         either half can also be named alone
+#                         either half can also be named alone; and, not by default, over
+#                         wss:// (emberws `echo --tls-listen` and tokio-tungstenite-tls only):
+#                         `tls-echo64`, `tls-echo16k` (as echo64, echo16k) and `tls-idle10k`
+#                         (as idle10k: server RSS per idle TLS connection, TLS handshakes/s).
+#                         One throwaway ECDSA P-256 certificate (examples/tlscert, rcgen) is made
+#                         per compare run; the generator connects with --insecure (no chain
+#                         check, handshake signatures still checked) and never resumes a session,
+#                         so every handshake is a full one
 #   SKIP_BUILD [0]        1: use the binaries already built
 #   PORT_BASE [19300]     first port tried; each server start takes the next free one
 #   LOAD_TIMEOUT [300]    seconds after which one generator run is stopped (it should never be)
@@ -55,7 +67,7 @@ HOLD=${HOLD:-3}
 FAIR_BASELINE=${FAIR_BASELINE:-3}
 FAIR_DURATION=${FAIR_DURATION:-$DURATION}
 CLOSE_TIMEOUT=${CLOSE_TIMEOUT:-2}
-SERVERS=${SERVERS:-"emberws tokio-tungstenite node-ws"}
+SERVERS=${SERVERS:-"emberws tokio-tungstenite node-ws tokio-tungstenite-tls"}
 WORKLOADS=${WORKLOADS:-"echo64 echo16k fanout1k fanout10k idle1k idle10k"}
 SKIP_BUILD=${SKIP_BUILD:-0}
 PORT_BASE=${PORT_BASE:-19300}
@@ -76,6 +88,9 @@ BROADCAST="$ROOT/target/release/examples/broadcast"
 LOAD="$ROOT/target/release/examples/load"
 TT_DIR="$ROOT/benches/peers/tokio-tungstenite"
 TT="$TT_DIR/target/release/peer-tokio-tungstenite"
+TTT_DIR="$ROOT/benches/peers/tokio-tungstenite-tls"
+TTT="$TTT_DIR/target/release/peer-tokio-tungstenite-tls"
+TLSCERT="$ROOT/target/release/examples/tlscert"
 NODE_DIR="$ROOT/benches/peers/node-ws"
 
 say() { printf 'compare: %s\n' "$*" >&2; }
@@ -110,11 +125,12 @@ WORKLOADS=$(for w in $WORKLOADS; do
 done | tr '\n' ' ')
 for w in $WORKLOADS; do
     case $w in echo64 | echo16k | fanout1k | fanout10k | idle1k | idle10k | fairness-publish | fairness-ping) ;;
+        tls-echo64 | tls-echo16k | tls-idle10k) ;;
         *) die "unknown workload $w" ;;
     esac
 done
 for s in $SERVERS; do
-    case $s in emberws | tokio-tungstenite | node-ws) ;; *) die "unknown server $s" ;; esac
+    case $s in emberws | tokio-tungstenite | node-ws | tokio-tungstenite-tls) ;; *) die "unknown server $s" ;; esac
 done
 # emberws-base runs right after emberws (first when emberws is not measured).
 if [ -n "$BASE_BIN" ]; then
@@ -127,8 +143,48 @@ fi
 SERVERS=$(echo $SERVERS) # one space between names
 has_server() { case " $SERVERS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
+# The (server, mode, protocol) rows of a workload, as "NAME:KIND:PROTOCOL" words.
+workload_servers() {
+    local w=$1 s
+    for s in $SERVERS; do
+        case $w in
+            tls-*)
+                # wss://: emberws and the TLS peer (emberws-base, an older build, may not have
+                # the TLS flags).
+                case $s in emberws | tokio-tungstenite-tls) echo "$s:tls-echo:-" ;; esac
+                continue
+                ;;
+        esac
+        # The TLS peer serves wss:// only.
+        if [ "$s" = tokio-tungstenite-tls ]; then continue; fi
+        case $w in
+            echo* | idle*) echo "$s:echo:-" ;;
+            fanout*)
+                # emberws-base is the emberws binary alone: no broadcast example to go with it.
+                if [ "$s" != emberws-base ]; then echo "$s:broadcast:broadcast"; fi
+                case $s in emberws | emberws-base) echo "$s-relay:relay:relay" ;; esac
+                ;;
+            fairness*)
+                case $s in emberws | emberws-base) echo "$s:relay:-" ;; esac
+                ;;
+        esac
+    done
+}
+
+# server_used NAME: some chosen workload runs on server NAME.
+server_used() {
+    local w e
+    for w in $WORKLOADS; do
+        for e in $(workload_servers "$w"); do
+            if [ "${e%%:*}" = "$1" ]; then return 0; fi
+        done
+    done
+    return 1
+}
+has_tls() { case " $WORKLOADS " in *" tls-"*) return 0 ;; *) return 1 ;; esac; }
+
 tools="taskset timeout ss python3 cargo"
-has_server node-ws && tools="$tools node npm"
+server_used node-ws && tools="$tools node npm"
 for tool in $tools; do
     command -v "$tool" >/dev/null || die "$tool is needed"
 done
@@ -143,19 +199,28 @@ ulimit -n "$hard"
 
 if [ "$SKIP_BUILD" != 1 ]; then
     say "building emberws, the load generator and the broadcast example"
-    cargo build --release --bin emberws --example load --example broadcast >&2
-    if has_server tokio-tungstenite; then
+    extra=""
+    has_tls && extra="--example tlscert"
+    # shellcheck disable=SC2086
+    cargo build --release --bin emberws --example load --example broadcast $extra >&2
+    if server_used tokio-tungstenite; then
         say "building the tokio-tungstenite peer"
         cargo build --release --manifest-path "$TT_DIR/Cargo.toml" >&2
     fi
-    if has_server node-ws; then
+    if server_used tokio-tungstenite-tls; then
+        say "building the tokio-tungstenite + tokio-rustls peer"
+        cargo build --release --manifest-path "$TTT_DIR/Cargo.toml" >&2
+    fi
+    if server_used node-ws; then
         say "installing the node peer's packages (npm ci)"
         (cd "$NODE_DIR" && npm ci --no-audit --no-fund >&2)
     fi
 fi
 needed="$EMBERWS $BROADCAST $LOAD"
-has_server tokio-tungstenite && needed="$needed $TT"
-has_server node-ws && needed="$needed $NODE_DIR/node_modules/ws/package.json"
+server_used tokio-tungstenite && needed="$needed $TT"
+server_used tokio-tungstenite-tls && needed="$needed $TTT"
+server_used node-ws && needed="$needed $NODE_DIR/node_modules/ws/package.json"
+has_tls && needed="$needed $TLSCERT"
 for f in $needed; do
     [ -e "$f" ] || die "$f is missing (build it, or run without SKIP_BUILD=1)"
 done
@@ -164,12 +229,21 @@ rm -rf "$OUT"
 mkdir -p "$LOGS"
 : >"$RESULTS"
 
+# One certificate and key for every TLS server of this run (self-signed ECDSA P-256 for
+# localhost, 127.0.0.1 and ::1).
+TLS_CERT="$OUT/tls/cert.pem"
+TLS_KEY="$OUT/tls/key.pem"
+if has_tls; then
+    "$TLSCERT" "$OUT/tls" 2>>"$LOGS/tlscert.log" || die "examples/tlscert failed (see $LOGS/tlscert.log)"
+fi
+
 # --- servers -------------------------------------------------------------------------------------
 
 NEXT_PORT=$PORT_BASE
 port_in_use() { ss -Hltn "sport = :$1" | grep -q .; }
 
-# server_cmd NAME KIND PORT: the command line of server NAME in mode KIND (echo|broadcast|relay).
+# server_cmd NAME KIND PORT: the command line of server NAME in mode KIND
+# (echo|broadcast|relay|tls-echo).
 server_cmd() {
     local name=$1 kind=$2 addr="$HOST:$3"
     case "$name/$kind" in
@@ -178,7 +252,9 @@ server_cmd() {
         emberws/relay) echo "$EMBERWS --listen $addr --max-connections 20000" ;;
         emberws-base/echo) echo "$BASE_BIN echo --listen $addr --max-connections 20000" ;;
         emberws-base/relay) echo "$BASE_BIN --listen $addr --max-connections 20000" ;;
+        emberws/tls-echo) echo "$EMBERWS echo --tls-listen $addr --tls-cert $TLS_CERT --tls-key $TLS_KEY --max-connections 20000" ;;
         tokio-tungstenite/echo | tokio-tungstenite/broadcast) echo "$TT $kind --listen $addr" ;;
+        tokio-tungstenite-tls/tls-echo) echo "$TTT echo --listen $addr --cert $TLS_CERT --key $TLS_KEY" ;;
         node-ws/echo | node-ws/broadcast) echo "node $NODE_DIR/server.mjs $kind --listen $addr" ;;
         *) die "no $kind mode for $name" ;;
     esac
@@ -251,7 +327,8 @@ load_args() {
         fanout1k) echo "fanout --subscribers 1000 --rate $FANOUT_RATE_1K --duration $FANOUT_DURATION --grace $GRACE $ct" ;;
         fanout10k) echo "fanout --subscribers 10000 --rate $FANOUT_RATE_10K --duration $FANOUT_DURATION --grace $GRACE $ct" ;;
         idle1k) echo "connect --connections 1000 --hold $HOLD $ct" ;;
-        idle10k) echo "connect --connections 10000 --hold $HOLD $ct" ;;
+        idle10k | tls-idle10k) echo "connect --connections 10000 --hold $HOLD $ct" ;;
+        tls-echo64 | tls-echo16k) load_args "${1#tls-}" ;;
         fairness-*)
             local fair="fairness --relay --baseline $FAIR_BASELINE --duration $FAIR_DURATION $ct"
             case $1 in
@@ -262,41 +339,28 @@ load_args() {
     esac
 }
 
-# The (server, mode, protocol) rows of a workload, as "NAME:KIND:PROTOCOL" words.
-workload_servers() {
-    local w=$1 s
-    for s in $SERVERS; do
-        case $w in
-            echo* | idle*) echo "$s:echo:-" ;;
-            fanout*)
-                # emberws-base is the emberws binary alone: no broadcast example to go with it.
-                if [ "$s" != emberws-base ]; then echo "$s:broadcast:broadcast"; fi
-                case $s in emberws | emberws-base) echo "$s-relay:relay:relay" ;; esac
-                ;;
-            fairness*)
-                case $s in emberws | emberws-base) echo "$s:relay:-" ;; esac
-                ;;
-        esac
-    done
-}
-
 # run_one WORKLOAD RUN NAME KIND PROTOCOL: one measurement on a fresh server; appends a record.
 run_one() {
     local w=$1 r=$2 label=$3 kind=$4 proto=$5
     local name=${label%-relay}
     local tag="$w.$label.$r"
     local slog="$LOGS/$tag.server.log" llog="$LOGS/$tag.load.log" lout="$LOGS/$tag.load.json"
-    local args rc=0 rss_before rss_hold="" alive line i
+    local args rc=0 rss_before rss_hold="" alive line i url
     start_server "$name" "$kind" "$slog"
     args=$(load_args "$w")
     [ "$proto" != - ] && args="$args --protocol $proto"
+    url="ws://$HOST:$PORT/"
+    if [[ $w == tls-* ]]; then
+        url="wss://$HOST:$PORT/"
+        args="$args --insecure"
+    fi
     rss_before=$(rss_kib "$SERVER_PID")
     say "$w run $r/$RUNS: $label ($kind) on :$PORT"
     # shellcheck disable=SC2086
-    timeout "$LOAD_TIMEOUT" taskset -c "$LOAD_CORE" "$LOAD" $args --url "ws://$HOST:$PORT/" --server-pid "$SERVER_PID" \
+    timeout "$LOAD_TIMEOUT" taskset -c "$LOAD_CORE" "$LOAD" $args --url "$url" --server-pid "$SERVER_PID" \
         >"$lout" 2>"$llog" &
     LOAD_PID=$!
-    if [[ $w == idle* ]]; then
+    if [[ $w == idle* || $w == tls-idle* ]]; then
         # Sample the server's RSS one second into the hold (all connections open by then).
         for i in $(seq 1 1200); do
             if grep -q 'load: holding' "$llog" 2>/dev/null; then
@@ -364,10 +428,10 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 export LOAD_TIMEOUT RUNS WARMUP DURATION FANOUT_DURATION FANOUT_RATE_1K FANOUT_RATE_10K GRACE HOLD CLOSE_TIMEOUT
 export FAIR_BASELINE FAIR_DURATION BASE_BIN
 export START_S END_S PSI_BEFORE PSI_AFTER LOAD_BEFORE LOAD_AFTER SERVERS
-python3 - "$RESULTS" "$TABLE" "$TT_DIR/Cargo.lock" "$NODE_DIR/node_modules/ws/package.json" <<'PY'
+python3 - "$RESULTS" "$TABLE" "$TT_DIR/Cargo.lock" "$NODE_DIR/node_modules/ws/package.json" "$TTT_DIR/Cargo.lock" <<'PY'
 import hashlib, json, os, platform, statistics, subprocess, sys, time
 
-results, table_path, tt_lock, ws_pkg = sys.argv[1:]
+results, table_path, tt_lock, ws_pkg, ttt_lock = sys.argv[1:]
 recs = [json.loads(l) for l in open(results) if l.strip()]
 env = os.environ
 
@@ -421,6 +485,13 @@ IDLE = [
     ("server RSS bytes/conn (hold − before)/N", idle_bytes, "{:,.0f}", "lower"),
     ("handshakes/s", load("handshakes_per_s"), "{:,.0f}", "higher"),
 ]
+# Over TLS the handshake is most of the work, on both sides: the generator's share says whether
+# it, not the server, set the handshake rate.
+IDLE_TLS = IDLE + [
+    ("server CPU µs/handshake", load("server_cpu_us_per_handshake"), "{:,.0f}", "lower"),
+    ("generator CPU µs/handshake", load("client_cpu_us_per_handshake"), "{:,.0f}", "—"),
+    ("generator CPU % while opening", load("client_cpu_pct"), "{:.0f}", "—"),
+]
 FAIRNESS = [
     ("bystander RTT p99 alone µs", load("bystander_baseline_us.p99"), "{:,.1f}", "lower"),
     ("bystander RTT p99 under flood µs", load("bystander_flood_us.p99"), "{:,.1f}", "lower"),
@@ -439,11 +510,16 @@ TITLES = {
     "idle10k": "idle 10,000 conns",
     "fairness-publish": "fairness: relay bystander + 1 publish flooder",
     "fairness-ping": "fairness: relay bystander + 20 ping flooders (never read)",
+    "tls-echo64": "wss:// echo 64 B, 100 conns, depth 1",
+    "tls-echo16k": "wss:// echo 16 KiB binary, 10 conns, depth 1",
+    "tls-idle10k": "wss:// idle 10,000 conns (full TLS handshakes)",
 }
-PEERS = ["tokio-tungstenite", "node-ws"]
+PEERS = ["tokio-tungstenite", "node-ws", "tokio-tungstenite-tls"]
 servers = env["SERVERS"].split()
+measured = {r["server"] for r in recs}
 base = ["emberws-base"] if "emberws-base" in servers else []
-columns = ["emberws"] + base + [p for p in PEERS if p in servers]
+# A peer gets a column when it ran something (the TLS peer runs only the tls-* workloads).
+columns = ["emberws"] + base + [p for p in PEERS if p in servers and p in measured]
 
 def src_of(c, ember_label):
     """The record label behind column `c` in a section whose emberws runs are `ember_label`."""
@@ -554,7 +630,13 @@ for r in recs:
     if r["workload"] not in workloads:
         workloads.append(r["workload"])
 for w in workloads:
-    if w.startswith("echo"):
+    if w.startswith("tls-echo"):
+        add_rows(w, TITLES[w], ECHO)
+        add_error_row(w)
+    elif w.startswith("tls-idle"):
+        add_rows(w, TITLES[w], IDLE_TLS)
+        add_error_row(w)
+    elif w.startswith("echo"):
         add_rows(w, TITLES[w], ECHO)
         add_error_row(w)
     elif w.startswith("fanout"):
@@ -611,6 +693,14 @@ if base:
         digest = "?"
     base_note = (f" emberws-base: `{env['BASE_BIN']}` (sha256 {digest}…), the same modes and flags; "
                  f"\"emberws ÷ base\" is emberws ÷ emberws-base.")
+tls_note = ""
+if any(w.startswith("tls-") for w in workloads):
+    tls_note = (f" wss:// (tls-*): emberws `echo --tls-listen`, and tokio-tungstenite-tls "
+                f"(tokio-rustls {lock_version(ttt_lock, 'tokio-rustls')}, rustls "
+                f"{lock_version(ttt_lock, 'rustls')}, ring); one self-signed ECDSA P-256 "
+                f"certificate per compare run (examples/tlscert); the generator (rustls, ring) "
+                f"connects with --insecure (handshake signatures checked, no chain check) and "
+                f"without session resumption: every handshake is a full one.")
 fair_note = ""
 if any(w.startswith("fairness") for w in workloads):
     fair_note = (f" Fairness: one relay client keeps one publish to its own topic in flight and times "
@@ -633,7 +723,7 @@ head = [
     f"connecting and 1 s into the hold. Server CPU = utime + stime from /proc/PID/stat over the "
     f"measuring window. Ratios are emberws ÷ peer (below 1× is better for emberws except msgs/s "
     f"and handshakes/s). emberws servers: `emberws echo`, `examples/broadcast`, and the relay "
-    f"(`emberws`).{base_note}{fair_note} Load average {env['LOAD_BEFORE']} → {env['LOAD_AFTER']}{psi}; wall time {elapsed} s.",
+    f"(`emberws`).{base_note}{fair_note}{tls_note} Load average {env['LOAD_BEFORE']} → {env['LOAD_AFTER']}{psi}; wall time {elapsed} s.",
     "",
 ]
 out = "\n".join(head + lines)

@@ -1,9 +1,11 @@
-//! One client connection: its socket, its read buffer, and its output (control bytes and a
-//! pre-built, pre-masked frame sent again and again).
+//! One client connection: its socket (with a rustls client connection over it for `wss://`),
+//! its read buffer, and its output (control bytes and a pre-built, pre-masked frame sent again
+//! and again).
 
 use std::io::{self, Write};
 
 use mio::net::TcpStream;
+use rustls::ClientConnection;
 
 use crate::frame::{op, push_masked};
 use crate::handshake::KEY_LEN;
@@ -15,7 +17,7 @@ pub enum State {
     Idle,
     /// TCP connect in progress.
     Connecting,
-    /// Upgrade request sent, waiting for `101`.
+    /// TCP connected: the TLS handshake (`wss://`) and the upgrade request, waiting for `101`.
     Handshaking,
     Open,
     /// A close frame was sent or received; waiting for the other one and the server's FIN.
@@ -25,6 +27,9 @@ pub enum State {
 
 pub struct Conn {
     pub stream: Option<TcpStream>,
+    /// `wss://`: the TLS session between `stream` and `rd`/`wr` (boxed: rustls's state is
+    /// large, and plain runs should not carry its room).
+    pub tls: Option<Box<ClientConnection>>,
     pub state: State,
     pub rd: Reader,
     pub wr: Writer,
@@ -39,6 +44,7 @@ impl Conn {
     pub fn new(read_capacity: usize, mask: [u8; 4], key: [u8; KEY_LEN]) -> Self {
         Self {
             stream: None,
+            tls: None,
             state: State::Idle,
             rd: Reader::new(read_capacity),
             wr: Writer::new(mask),

@@ -64,7 +64,8 @@ pub fn run(run: &Run, cfg: &Config) -> Result<(String, u64), String> {
             .u("server_rss_kib_open", open)
             .f("server_rss_bytes_per_conn", per_conn, 0);
     }
-    let o = o
+    let o = run
+        .tls_fields(o, &fleet)
         .f("hold_s", Some(cfg.hold.as_secs_f64()), 1)
         .u("lost_during_hold", lost_in_hold)
         .u("open_after_hold", still_open)

@@ -2,7 +2,11 @@
 //! handshakes, reads, writes, pings, closes, and the counts of what went wrong.
 //!
 //! Each mode supplies an `App` that sees opened connections and complete messages; the fleet
-//! answers pings and close frames itself.
+//! answers pings and close frames itself. For `wss://` each socket carries a rustls client
+//! connection (`tls`), driven here from the same events: reads go socket → rustls → `Reader`,
+//! writes `Writer` → rustls → socket; both ends keep their readable and writable interest for
+//! the connection's life (edge-triggered), so a record rustls still holds goes out on the next
+//! writable edge.
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -21,6 +25,7 @@ use crate::hist::Histogram;
 use crate::json::Obj;
 use crate::reader::Event;
 use crate::target::Target;
+use crate::tls;
 
 pub use crate::conn::Writer;
 
@@ -70,6 +75,8 @@ pub struct OpenPlan {
     pub rate_limit: f64,
     pub handshake_timeout: Duration,
     pub read_capacity: usize,
+    /// `wss://`: the client configuration every connection shares.
+    pub tls: Option<tls::Plan>,
 }
 
 /// Failures, by kind.
@@ -81,6 +88,10 @@ pub struct Errors {
     pub bad_upgrade: u64,
     pub malformed_response: u64,
     pub dropped_in_handshake: u64,
+    /// The TLS handshake failed (a certificate refused, an alert, a TLS protocol error).
+    pub tls_handshake: u64,
+    /// A TLS error after the upgrade (a bad record, an alert).
+    pub tls: u64,
     pub protocol: u64,
     /// TCP closed or reset without a close handshake (a 1006 in browser terms).
     pub dropped: u64,
@@ -100,6 +111,8 @@ impl Errors {
             + self.bad_upgrade
             + self.malformed_response
             + self.dropped_in_handshake
+            + self.tls_handshake
+            + self.tls
             + self.protocol
             + self.dropped
             + by_code(&self.server_close)
@@ -113,6 +126,7 @@ impl Errors {
             + self.bad_upgrade
             + self.malformed_response
             + self.dropped_in_handshake
+            + self.tls_handshake
     }
 
     /// Prints the first three failures of each kind in full; the rest are only counted.
@@ -150,6 +164,8 @@ impl Errors {
             .u("bad_upgrade", self.bad_upgrade)
             .u("malformed_response", self.malformed_response)
             .u("dropped_in_handshake", self.dropped_in_handshake)
+            .u("tls_handshake", self.tls_handshake)
+            .u("tls", self.tls)
             .u("protocol", self.protocol)
             .u("dropped", self.dropped)
             .o("server_close", by_code(&self.server_close))
@@ -176,6 +192,8 @@ pub struct Stats {
     pub handshake: Histogram,
     pub pings: u64,
     pub clean_closes: u64,
+    /// `wss://`: what the first connection to open negotiated (version, suite, group).
+    pub tls_params: Option<String>,
 }
 
 pub struct Fleet {
@@ -228,6 +246,7 @@ impl Fleet {
                     handshake: Histogram::new(),
                     pings: 0,
                     clean_closes: 0,
+                    tls_params: None,
                 },
                 plan,
                 next: 0,
@@ -445,6 +464,14 @@ impl Core {
         self.stats.first_start.get_or_insert(now);
         let sources = &self.plan.sources;
         let source = (!sources.is_empty()).then(|| sources[id % sources.len()]);
+        let tls = match self.plan.tls.as_ref().map(tls::Plan::connect).transpose() {
+            Ok(tls) => tls,
+            Err(e) => {
+                self.conns[id].state = State::Closed;
+                self.errors.tls_handshake += 1;
+                return self.errors.note("tls handshake", id, format_args!("{e}"));
+            }
+        };
         let stream = connect(self.plan.target.addr, source).and_then(|mut s| {
             registry.register(&mut s, Token(id), Interest::READABLE | Interest::WRITABLE)?;
             Ok(s)
@@ -453,6 +480,7 @@ impl Core {
         match stream {
             Ok(s) => {
                 c.stream = Some(s);
+                c.tls = tls.map(Box::new);
                 c.state = State::Connecting;
                 c.since = now;
                 let t = &self.plan.target;
@@ -502,6 +530,7 @@ impl Core {
         if let Some(mut s) = c.stream.take() {
             let _ = registry.deregister(&mut s);
         }
+        c.tls = None;
         c.state = State::Closed;
     }
 
@@ -543,13 +572,21 @@ impl Core {
 
     fn flush(&mut self, registry: &Registry, id: usize) {
         let c = &mut self.conns[id];
-        if c.state == State::Connecting || !c.wr.has_pending() {
+        let tls_wants = c.tls.as_ref().is_some_and(|t| t.wants_write());
+        if c.state == State::Connecting || !(c.wr.has_pending() || tls_wants) {
             return;
         }
         let Some(stream) = c.stream.as_mut() else {
             return;
         };
-        if let Err(e) = c.wr.flush(stream) {
+        let result = match c.tls.as_deref_mut() {
+            None => c.wr.flush(stream),
+            Some(tls) => {
+                let mut sink = tls::Sink { tls, sock: stream };
+                c.wr.flush(&mut sink).and_then(|()| sink.push().map(drop))
+            }
+        };
+        if let Err(e) = result {
             self.broken(registry, id, &e);
         }
     }
@@ -557,6 +594,9 @@ impl Core {
     /// Reads until the socket is drained, handling what arrives. `closed`: the peer's FIN (or
     /// an error) is already known, so read on to the end of the stream.
     fn read(&mut self, registry: &Registry, id: usize, now: u64, app: &mut impl App, closed: bool) {
+        if self.conns[id].tls.is_some() {
+            return self.read_tls(registry, id, now, app, closed);
+        }
         loop {
             let c = &mut self.conns[id];
             let Some(stream) = c.stream.as_mut() else {
@@ -583,6 +623,75 @@ impl Core {
         }
     }
 
+    /// `read` for a TLS connection: socket → `read_tls` → `process_new_packets` → plaintext into
+    /// the connection's read buffer, handled as it comes; until the socket is drained.
+    fn read_tls(
+        &mut self,
+        registry: &Registry,
+        id: usize,
+        now: u64,
+        app: &mut impl App,
+        closed: bool,
+    ) {
+        loop {
+            let c = &mut self.conns[id];
+            let (Some(stream), Some(tls)) = (c.stream.as_mut(), c.tls.as_deref_mut()) else {
+                return;
+            };
+            let mut probe = tls::Probe {
+                inner: stream,
+                short: false,
+            };
+            match tls.read_tls(&mut probe) {
+                Ok(0) => return self.eof(registry, id),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return self.broken(registry, id, &e),
+            }
+            let drained = probe.short && !closed;
+            if let Err(e) = tls.process_new_packets() {
+                // rustls has queued an alert saying why: send it if the socket takes it.
+                let _ = tls.write_tls(stream);
+                return self.tls_failed(registry, id, &e);
+            }
+            // The plaintext, a buffer's room at a time (the `Reader` always has room after a
+            // drain, and hands over or skips what does not fit).
+            loop {
+                let c = &mut self.conns[id];
+                let Some(tls) = c.tls.as_deref_mut() else {
+                    return; // dropped while handling what came before
+                };
+                match tls.reader().read(c.rd.spare()) {
+                    // The server's close_notify, after the last of its data.
+                    Ok(0) => return self.eof(registry, id),
+                    Ok(n) => {
+                        c.rd.filled(n);
+                        self.process(registry, id, now, app);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return self.broken(registry, id, &e),
+                }
+            }
+            if drained {
+                return;
+            }
+        }
+    }
+
+    fn tls_failed(&mut self, registry: &Registry, id: usize, e: &rustls::Error) {
+        let state = self.conns[id].state;
+        if matches!(state, State::Connecting | State::Handshaking) {
+            self.errors.tls_handshake += 1;
+            self.errors.note("tls handshake", id, format_args!("{e}"));
+            self.fail_handshake(registry, id);
+        } else {
+            self.errors.tls += 1;
+            self.errors.note("tls", id, format_args!("{e} ({state:?})"));
+            self.drop_conn(registry, id);
+        }
+    }
+
     fn process(&mut self, registry: &Registry, id: usize, now: u64, app: &mut impl App) {
         let c = &mut self.conns[id];
         if c.state == State::Handshaking {
@@ -604,6 +713,9 @@ impl Core {
                     self.stats.opened += 1;
                     self.stats.last_open = now;
                     self.stats.handshake.record(now.saturating_sub(c.since));
+                    if self.stats.tls_params.is_none() {
+                        self.stats.tls_params = c.tls.as_deref().map(tls::describe);
+                    }
                     app.on_open(id, &mut c.wr, now);
                 }
                 Err(refusal) => {

@@ -1,20 +1,24 @@
-//! `load`: a load generator for any `ws://` server on this machine (emberws, tokio-tungstenite,
-//! Node's `ws`, …).
+//! `load`: a load generator for any `ws://` or `wss://` server on this machine (emberws,
+//! tokio-tungstenite, Node's `ws`, …).
 //!
 //! One thread, one mio poll loop driving every client connection. Frames are built and masked
 //! once per connection (one mask key each) and resent as they are; server frames are parsed in
-//! place in a fixed per-connection buffer; the steady state allocates nothing per message.
+//! place in a fixed per-connection buffer; the steady state allocates nothing per message (over
+//! `wss://`, rustls's buffered connection keeps one `Vec` per TLS record it queues: see `tls`).
 //!
 //! ```text
 //! cargo run --release --example load -- echo --url ws://127.0.0.1:9001/ --connections 100 \
 //!     --depth 1 --size 64 --warmup 2 --duration 5 --server-pid $(pgrep -n emberws)
+//! cargo run --release --example load -- connect --url wss://localhost:9443/ --ca cert.pem
 //! ```
 //!
 //! Every run ends with one JSON line on stdout; progress goes to stderr. Only loopback targets
 //! are accepted. Module map: `target` (URL, sources) → `fleet` (the loop: open, read, write,
-//! close) over `conn` (one socket: `reader` + `Writer`), `frame` and `handshake` (wire format),
-//! `hist` (percentiles), `procfs` (server CPU and memory), `json` (the report), and one module
-//! per mode: `echo`, `fanout`, `connect`, `fairness`.
+//! close) over `conn` (one socket: `reader` + `Writer`, and for `wss://` a rustls client
+//! connection between them and the socket, configured and driven by `tls`), `frame` and
+//! `handshake` (wire format), `hist` (percentiles), `procfs` (server CPU and memory), `json`
+//! (the report), and one module per mode: `echo`, `fanout`, `connect`, `fairness`; each works
+//! over `ws://` and `wss://` alike.
 
 mod conn;
 mod connect;
@@ -30,6 +34,7 @@ mod procfs;
 mod reader;
 mod scan;
 mod target;
+mod tls;
 
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -54,8 +59,12 @@ MODES:
     fairness  one client's round trips, alone and then beside F flooding clients
 
 COMMON OPTIONS:
-    --url URL                  ws://host[:port][/path]; host 127.x.x.x, localhost or [::1]
-                               [default: ws://127.0.0.1:9001/]
+    --url URL                  ws://host[:port][/path] or wss://…; host 127.x.x.x, localhost
+                               or [::1] [default: ws://127.0.0.1:9001/]
+    --ca PEM                   wss://: trust the certificates in PEM (a CA, or the server's
+                               self-signed certificate); the URL's host must be in it
+    --insecure                 wss://: accept any certificate (handshake signatures are still
+                               checked): for benchmarks. wss:// needs --ca or --insecure
     --server-pid PID           report the server's CPU time (and memory) from /proc/PID
     --sources A,B,...          bind connections round-robin to these 127.x.x.x addresses
     --source-count K           same, with 127.0.0.1 … 127.0.0.K
@@ -69,6 +78,7 @@ echo:     --connections C [100] --depth P [1] --size S [64] --binary
 fanout:   --subscribers N [100] --rate R [1000] --duration SECS [5] --topic T [bench]
           --protocol relay|broadcast [relay] --size S [0: smallest] --grace SECS [2]
 connect:  --connections N [1000] --hold SECS [5]
+          (handshakes_per_s: TCP connect + TLS handshake, full, no resumption + upgrade)
 fairness: --relay (relay server; else echo) --baseline SECS [3] --duration SECS [5]
           --flooders F [1] --flood publish|echo|ping [publish with --relay, else echo]
           (ping: sent as fast as the socket takes, and never read)
@@ -80,6 +90,8 @@ Exit status: 0 when the run had no errors, 1 when it counted some, 2 on bad usag
 struct Flags {
     mode: String,
     url: String,
+    ca: Option<String>,
+    insecure: bool,
     server_pid: Option<u32>,
     sources: Vec<IpAddr>,
     in_flight: usize,
@@ -106,6 +118,8 @@ struct Flags {
 
 const COMMON: &[&str] = &[
     "url",
+    "ca",
+    "insecure",
     "server-pid",
     "sources",
     "source-count",
@@ -148,6 +162,8 @@ fn parse_flags() -> Result<Option<Flags>, String> {
     let mut f = Flags {
         mode: String::new(),
         url: "ws://127.0.0.1:9001/".into(),
+        ca: None,
+        insecure: false,
         server_pid: None,
         sources: Vec::new(),
         in_flight: 256,
@@ -196,9 +212,10 @@ fn parse_flags() -> Result<Option<Flags>, String> {
                 format!("--{name} is not an option of {}", f.mode)
             });
         };
-        if flag == "binary" || flag == "relay" {
+        if flag == "binary" || flag == "relay" || flag == "insecure" {
             f.binary |= flag == "binary";
             f.relay |= flag == "relay";
+            f.insecure |= flag == "insecure";
             continue;
         }
         let v = p.value().map_err(|_| format!("--{flag} needs a value"))?;
@@ -207,6 +224,7 @@ fn parse_flags() -> Result<Option<Flags>, String> {
             .map_err(|_| format!("--{flag}: not UTF-8"))?;
         match flag {
             "url" => f.url = v,
+            "ca" => f.ca = Some(v),
             "server-pid" => f.server_pid = Some(num(&v, flag, 1, u64::from(u32::MAX))? as u32),
             "sources" => f.sources = target::parse_sources(&v)?,
             "source-count" => f.sources = target::counted_sources(num(&v, flag, 1, 254)? as usize)?,
@@ -275,6 +293,8 @@ fn secs(v: &str, flag: &str) -> Result<Duration, String> {
 pub struct Run {
     pub url: String,
     pub target: Target,
+    /// `wss://`: the client configuration.
+    pub tls: Option<tls::Plan>,
     pub sources: Vec<IpAddr>,
     pub in_flight: usize,
     pub rate_limit: f64,
@@ -313,6 +333,7 @@ impl Run {
             rate_limit: self.rate_limit,
             handshake_timeout: self.handshake_timeout,
             read_capacity,
+            tls: self.tls.clone(),
         }
     }
 
@@ -342,24 +363,43 @@ impl Run {
         self.server.as_ref().and_then(Cpu::rss_kib)
     }
 
-    /// The fields every report starts with.
+    /// The fields every report starts with (`tls_verify`: `ca` or `insecure`, for `wss://`).
     pub fn header(&self, mode: &str) -> Obj {
-        Obj::new().s("mode", mode).s("url", &self.url)
+        let o = Obj::new().s("mode", mode).s("url", &self.url);
+        match &self.tls {
+            Some(plan) => o.s("tls_verify", plan.verify.name()),
+            None => o,
+        }
     }
 
-    /// CPU fields: server µs per `unit` (`per` of them), both processes' use of a core, and
-    /// the share of the window each spent waiting for a CPU (high: the machine was busy with
-    /// other work, and the figures understate both programs).
+    /// `wss://`: what the first connection negotiated (`TLSv1_3 TLS13_AES_256_GCM_SHA384
+    /// X25519`), or `?` if none opened.
+    pub fn tls_fields(&self, o: Obj, fleet: &fleet::Fleet) -> Obj {
+        if self.tls.is_none() {
+            return o;
+        }
+        o.s("tls", fleet.core.stats.tls_params.as_deref().unwrap_or("?"))
+    }
+
+    /// CPU fields: server and client µs per `unit` (`per` of them; the client's says how
+    /// close the generator itself came to limiting the rate, e.g. per TLS handshake), both
+    /// processes' use of a core, and the share of the window each spent waiting for a CPU
+    /// (high: the machine was busy with other work, and the figures understate both programs).
     pub fn cpu_fields(&self, o: Obj, u: &Usage, unit: &str, per: u64) -> Obj {
         let pct = |us: Option<f64>| us.filter(|_| u.secs > 0.0).map(|us| us / 1e4 / u.secs);
         let wait_pct = |ns: Option<u64>| pct(ns.map(|ns| ns as f64 / 1e3));
-        let per_unit = u.server_us.filter(|_| per > 0).map(|us| us / per as f64);
-        o.f(&format!("server_cpu_us_per_{unit}"), per_unit, 2)
-            .f("server_cpu_pct", pct(u.server_us), 1)
-            .f("client_cpu_pct", pct(u.me_us), 1)
-            .f("server_runq_wait_pct", wait_pct(u.server_wait_ns), 1)
-            .f("client_runq_wait_pct", wait_pct(u.me_wait_ns), 1)
-            .b("clk_tck_assumed", self.ticks_assumed)
+        let per_unit = |us: Option<f64>| us.filter(|_| per > 0).map(|us| us / per as f64);
+        o.f(
+            &format!("server_cpu_us_per_{unit}"),
+            per_unit(u.server_us),
+            2,
+        )
+        .f(&format!("client_cpu_us_per_{unit}"), per_unit(u.me_us), 2)
+        .f("server_cpu_pct", pct(u.server_us), 1)
+        .f("client_cpu_pct", pct(u.me_us), 1)
+        .f("server_runq_wait_pct", wait_pct(u.server_wait_ns), 1)
+        .f("client_runq_wait_pct", wait_pct(u.me_wait_ns), 1)
+        .b("clk_tck_assumed", self.ticks_assumed)
     }
 
     /// The end of every report: the server's RSS, clean closes, and the errors (the fleet's
@@ -376,7 +416,8 @@ impl Run {
             Some(kib) => o.u("server_rss_kib", kib),
             None => o,
         };
-        let o = o
+        let o = self
+            .tls_fields(o, fleet)
             .u("clean_closes", fleet.core.stats.clean_closes)
             .o("errors", fleet.core.errors.json(extra));
         (o.finish(), total)
@@ -438,10 +479,20 @@ fn main() -> ExitCode {
         eprintln!("load: --sources/--source-count need an IPv4 target (127.x.x.x or localhost)");
         return ExitCode::from(2);
     }
+    let tls = match tls::Verify::from_flags(target.tls, flags.ca.as_deref(), flags.insecure)
+        .and_then(|v| v.map(|v| tls::Plan::new(v, &target.name)).transpose())
+    {
+        Ok(tls) => tls,
+        Err(msg) => {
+            eprintln!("load: {msg}");
+            return ExitCode::from(2);
+        }
+    };
     let (ticks, ticks_assumed) = procfs::clock_ticks();
     let run = Run {
         url: flags.url.clone(),
         target,
+        tls,
         sources: flags.sources.clone(),
         in_flight: flags.in_flight,
         rate_limit: flags.rate_limit,

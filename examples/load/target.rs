@@ -1,4 +1,4 @@
-//! The `ws://` URL to load and the source addresses to load it from: loopback only.
+//! The `ws://` or `wss://` URL to load and the source addresses to load it from: loopback only.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -10,23 +10,32 @@ pub struct Target {
     pub host: String,
     /// The request target: path and query, at least `/`.
     pub path: String,
+    /// `wss://`: TLS to the server.
+    pub tls: bool,
+    /// The host alone (no port, no brackets): the name the server's certificate must carry.
+    pub name: String,
 }
 
 const LOOPBACK_ONLY: &str =
     "only loopback targets are allowed on this machine (127.x.x.x, localhost or [::1])";
 
 impl Target {
-    /// Parses `ws://host[:port][/path][?query]`, refusing any host that is not loopback.
+    /// Parses `ws://host[:port][/path][?query]` (port 80 by default) or the same with `wss://`
+    /// (port 443), refusing any host that is not loopback.
     ///
     /// # Errors
     /// A message naming what is wrong with `url`.
     pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = match url.get(..5) {
-            Some(s) if s.eq_ignore_ascii_case("ws://") => &url[5..],
-            _ if url.len() > 6 && url[..6].eq_ignore_ascii_case("wss://") => {
-                return Err(format!("{url}: wss:// (TLS) is not supported; use ws://"));
-            }
-            _ => return Err(format!("{url}: not a ws:// URL")),
+        let scheme = |s: &str| {
+            url.get(..s.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(s))
+        };
+        let (rest, tls) = if scheme("ws://") {
+            (&url[5..], false)
+        } else if scheme("wss://") {
+            (&url[6..], true)
+        } else {
+            return Err(format!("{url}: not a ws:// or wss:// URL"));
         };
         let split = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(split);
@@ -40,20 +49,26 @@ impl Target {
                 "{url}: user information in the URL is not supported"
             ));
         }
-        let (host, port) =
-            split_host_port(authority).ok_or_else(|| format!("{url}: bad host or port"))?;
+        let default_port = if tls { 443 } else { 80 };
+        let (host, port) = split_host_port(authority, default_port)
+            .ok_or_else(|| format!("{url}: bad host or port"))?;
         let ip = loopback_ip(host)
             .ok_or_else(|| format!("{url}: refusing host '{host}': {LOOPBACK_ONLY}"))?;
         Ok(Self {
             addr: SocketAddr::new(ip, port),
             host: authority.to_owned(),
             path,
+            tls,
+            name: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
         })
     }
 }
 
-/// Splits `host[:port]` or `[v6][:port]`; the port defaults to 80.
-fn split_host_port(authority: &str) -> Option<(&str, u16)> {
+/// Splits `host[:port]` or `[v6][:port]`; the port defaults to `default_port`.
+fn split_host_port(authority: &str, default_port: u16) -> Option<(&str, u16)> {
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let close = v6.find(']')?;
         let after = &v6[close + 1..];
@@ -69,7 +84,7 @@ fn split_host_port(authority: &str) -> Option<(&str, u16)> {
         }
     };
     let port = match port {
-        None => 80,
+        None => default_port,
         Some(p) => p.parse().ok().filter(|&p| p != 0)?,
     };
     (!host.is_empty()).then_some((host, port))
@@ -132,6 +147,31 @@ mod tests {
             ("[::1]:9".parse().unwrap(), "/chat")
         );
         assert_eq!(Target::parse("ws://127.8.9.10").unwrap().addr.port(), 80);
+        assert!(!t.tls);
+    }
+
+    #[test]
+    fn wss_urls_are_accepted_on_loopback() {
+        let t = Target::parse("wss://127.0.0.1:9443/chat?x=1").unwrap();
+        assert_eq!(t.addr, "127.0.0.1:9443".parse().unwrap());
+        assert_eq!(
+            (t.host.as_str(), t.path.as_str(), t.tls, t.name.as_str()),
+            ("127.0.0.1:9443", "/chat?x=1", true, "127.0.0.1")
+        );
+        let t = Target::parse("WSS://localhost/").unwrap();
+        assert_eq!(
+            (t.addr.port(), t.name.as_str(), t.tls),
+            (443, "localhost", true)
+        );
+        let t = Target::parse("wss://[::1]:9443").unwrap();
+        assert_eq!(
+            (t.addr, t.name.as_str(), t.path.as_str()),
+            ("[::1]:9443".parse().unwrap(), "::1", "/")
+        );
+        assert_eq!(
+            Target::parse("ws://localhost:1/").unwrap().name,
+            "localhost"
+        );
     }
 
     #[test]
@@ -143,7 +183,11 @@ mod tests {
             "ws://[::2]:80/",
             "ws://128.0.0.1/",
             "ws://127.0.0.1.evil.com/",
-            "wss://127.0.0.1/",
+            "wss://10.0.0.1:9443/",
+            "wss://example.com/",
+            "wss://127.0.0.1:0/",
+            "wss:/127.0.0.1/",
+            "https://127.0.0.1/",
             "http://127.0.0.1/",
             "ws://user@127.0.0.1/",
             "ws://127.0.0.1:0/",
