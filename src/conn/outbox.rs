@@ -113,10 +113,16 @@ impl Outbox {
         let offer = self.admits(head.as_bytes().len() + payload.len(), limit);
         match offer {
             Offer::Staged => head.encode_with(payload, batch),
-            Offer::Queued => self.queue.push_parts(&[head.as_bytes(), payload]),
+            Offer::Queued => self.queue(head, payload),
             Offer::TooSlow => {}
         }
         offer
+    }
+
+    /// A data frame queued behind what is there, given as header and payload (the caller
+    /// checked [`Outbox::admits`]).
+    pub fn queue(&mut self, head: &FrameHead, payload: &[u8]) {
+        self.queue.push_parts(&[head.as_bytes(), payload]);
     }
 
     /// A frame shared with other connections' queues, `skip` bytes of it already written

@@ -392,10 +392,8 @@ impl<H: Handler> Server<H> {
         })
     }
 
-    /// The address the server listens on (useful after binding port 0).
-    ///
-    /// # Panics
-    /// Never for a server made by [`Server::bind`] or [`Server::with_registry`].
+    /// The address of the first listener (useful after binding port 0); `0.0.0.0:0` for a
+    /// server with none. [`Server::listeners`] lists them all.
     pub fn local_addr(&self) -> SocketAddr {
         self.listeners
             .first()
