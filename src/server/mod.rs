@@ -906,8 +906,9 @@ pub fn idle_connection_bytes<S>() -> usize {
 }
 
 /// The fixed part of what TLS adds to a connection (feature `tls`): the boxed session record
-/// (rustls's `ServerConnection` with its socket). rustls's own heap buffers come on top: see
-/// the README's formula for their measured size and their bounds.
+/// (rustls's `UnbufferedServerConnection` with its socket and three optional buffers, none of
+/// which an idle connection has). rustls's own session state comes on top: see the README's
+/// formula for its measured size and the buffers' bounds.
 #[cfg(feature = "tls")]
 pub fn tls_session_bytes() -> usize {
     std::mem::size_of::<crate::transport::tls::Tls>()

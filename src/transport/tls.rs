@@ -1,106 +1,532 @@
-//! TLS between the socket and the connection (feature `tls`): rustls, sans-IO, driven by the
-//! loop like any other transport. The connection never knows its bytes were encrypted.
+//! TLS between the socket and the connection (feature `tls`): rustls's *unbuffered* server
+//! connection, sans-IO, driven by the loop like any other transport. The connection never
+//! knows its bytes were encrypted.
 //!
-//! - **In:** TLS records read from the socket into rustls, decrypted, and handed out as
-//!   plaintext through [`Read`]. A handshake message rustls has to answer is written at once.
-//! - **Out:** plaintext through [`Write`], encrypted by rustls and written to the socket; what
-//!   the socket does not take waits in rustls (bounded by [`SEND_BUFFER`]), and the loop keeps
-//!   writable interest while it does ([`Tls::wants_write`]).
+//! rustls holds no buffer of ours: the records are read into a loop-wide scratch buffer
+//! (one per thread, shared by every TLS connection), decrypted there, and the plaintext is
+//! copied out to the caller's buffer. Per connection there is only the session and, while
+//! they exist, three buffers that an idle connection does not have:
+//!
+//! - **pending incoming:** the undiscarded tail of what was read (a partial record, or a
+//!   handshake message not yet complete), at most [`MAX_WIRE_RECORD`]; past it the peer is
+//!   cut off.
+//! - **unsent:** encrypted bytes the socket did not take, at most about [`SEND_BUFFER`]:
+//!   while there are any, writes report `WouldBlock` and the connection's own queue (bounded
+//!   by `max_backpressure`) takes the rest; the loop keeps writable interest
+//!   ([`Tls::wants_write`]).
+//! - **plaintext spill:** decrypted bytes the caller's buffer had no room for (only when the
+//!   read buffer is smaller than one record: at most [`MAX_WIRE_RECORD`]).
+//!
 //! - **Bad input:** a record rustls refuses (plain HTTP on a TLS port, a garbage or
-//!   truncated ClientHello, TLS 1.0/1.1) gets rustls's alert, then the connection ends.
-//! - **Close:** `close_notify` is sent before the write side is shut down, and one received
-//!   ends the reading side as EOF does.
+//!   truncated ClientHello, TLS 1.0/1.1) gets rustls's alert, then the connection ends. The
+//!   alert is taken from rustls with exactly the input it has not discarded (an empty slice
+//!   panics rustls 0.23.46 when the error came in the middle of a handshake message).
+//! - **Close:** `close_notify` is sent (once) before the write side is shut down, and one
+//!   received ends the reading side as EOF does.
 
-use std::io::{self, Read, Write};
+use std::cell::RefCell;
+use std::fmt;
+use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
 
 use log::debug;
 use mio::net::TcpStream;
-use rustls::{ServerConfig, ServerConnection};
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use rustls::ServerConfig;
 
-/// Encrypted bytes rustls may hold for a socket that does not take them; past it, writes
-/// report `WouldBlock` and the connection's own queue (bounded by `max_backpressure`) takes
-/// the rest.
+/// Encrypted bytes a connection may hold for a socket that does not take them; past it,
+/// writes report `WouldBlock` and the connection's own queue (bounded by
+/// `max_backpressure`) takes the rest.
 pub const SEND_BUFFER: usize = 16 * 1024 + 1024;
 
+/// The largest record rustls accepts on the wire (header, 16 KiB, 2 KiB of expansion): the
+/// most a connection keeps of incoming bytes it could not process yet.
+pub const MAX_WIRE_RECORD: usize = 5 + 16 * 1024 + 2048;
+
+/// Plaintext encrypted at once: one full record.
+const CHUNK: usize = 16 * 1024;
+/// The most a record adds to its plaintext (TLS 1.2 AES-GCM: 29 B), rounded up.
+const RECORD_OVERHEAD: usize = 64;
+/// The write scratch: one record of [`CHUNK`] with room for its expansion.
+const WBUF: usize = CHUNK + 1024;
+
+/// The loop-wide buffers: records read and decrypted, records encrypted, plaintext gathered
+/// from several slices into one record. One per thread (the loop's), grown once.
+#[derive(Default)]
+struct Scratch {
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    pbuf: Vec<u8>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut s) => f(&mut s),
+        // Not reached (nothing here nests), but never a panic: a buffer of its own.
+        Err(_) => f(&mut Scratch::default()),
+    })
+}
+
+/// What [`Tls::drive`] is to achieve once rustls can take application data.
+enum Goal<'a> {
+    /// Decrypt records into this buffer (the count so far beside it); the rest spills.
+    Read(&'a mut [u8], &'a mut usize),
+    /// Encrypt this plaintext (at most [`CHUNK`]) and send it.
+    Encrypt(&'a [u8]),
+    /// Send `close_notify`.
+    CloseNotify,
+}
+
 /// One TLS session over one socket.
-#[derive(Debug)]
 pub(crate) struct Tls {
     pub(crate) sock: TcpStream,
-    session: ServerConnection,
-    /// The peer's TCP stream ended (or failed): nothing more will be read.
+    session: UnbufferedServerConnection,
+    /// Incoming bytes rustls has not discarded yet; `None` when there are none.
+    incoming: Option<Vec<u8>>,
+    /// Encrypted bytes the socket did not take; `None` when there are none.
+    unsent: Option<Vec<u8>>,
+    /// Decrypted bytes the caller's buffer had no room for; `None` when there are none.
+    plain: Option<Vec<u8>>,
+    /// Nothing more will be read: the TCP stream ended, `close_notify` came, or it failed.
     eof: bool,
+    /// rustls reported an error (its alert was sent): the session is dead.
+    failed: bool,
+    /// `close_notify` was queued.
+    sent_close: bool,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls")
+            .field("sock", &self.sock)
+            .field("incoming", &self.incoming.as_ref().map(Vec::len))
+            .field("unsent", &self.unsent.as_ref().map(Vec::len))
+            .field("plain", &self.plain.as_ref().map(Vec::len))
+            .field("eof", &self.eof)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+fn broken() -> io::Error {
+    io::ErrorKind::BrokenPipe.into()
+}
+
+fn invalid(e: impl fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// Writes `data` after what is unsent already; what the socket does not take is kept.
+fn send_raw(sock: &mut TcpStream, unsent: &mut Option<Vec<u8>>, data: &[u8]) -> io::Result<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    if let Some(q) = unsent {
+        q.extend_from_slice(data);
+        return Ok(());
+    }
+    let mut off = 0;
+    while off < data.len() {
+        match sock.write(data.get(off..).unwrap_or_default()) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => off += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(rest) = data.get(off..).filter(|r| !r.is_empty()) {
+        *unsent = Some(rest.to_vec());
+    }
+    Ok(())
+}
+
+/// Grows a scratch buffer to at least `len` bytes.
+fn at_least(buf: &mut Vec<u8>, len: usize) {
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+}
+
+/// The next plaintext to encrypt from `bufs` past `done` bytes: a slice of one of them when
+/// it holds `max` bytes or is the last, else up to `max` bytes gathered into `pbuf`.
+fn gather<'a>(
+    bufs: &'a [IoSlice<'_>],
+    mut done: usize,
+    max: usize,
+    pbuf: &'a mut Vec<u8>,
+) -> &'a [u8] {
+    let mut skip = 0;
+    for b in bufs {
+        if done < b.len() {
+            break;
+        }
+        done -= b.len();
+        skip += 1;
+    }
+    let mut rest = bufs.iter().skip(skip).map(|b| &**b);
+    let Some(first) = rest.next() else {
+        return &[];
+    };
+    let first = first.get(done..).unwrap_or_default();
+    let mut rest = rest.filter(|b| !b.is_empty()).peekable();
+    if first.len() >= max || rest.peek().is_none() {
+        return first.get(..first.len().min(max)).unwrap_or_default();
+    }
+    pbuf.clear();
+    pbuf.extend_from_slice(first);
+    for b in rest {
+        let room = max - pbuf.len();
+        if room == 0 {
+            break;
+        }
+        pbuf.extend_from_slice(b.get(..b.len().min(room)).unwrap_or_default());
+    }
+    pbuf
 }
 
 impl Tls {
     /// A server session on an accepted socket; `None` if rustls refuses the configuration.
     pub(crate) fn accept(sock: TcpStream, config: Arc<ServerConfig>) -> Option<Tls> {
-        let mut session = ServerConnection::new(config).ok()?;
-        session.set_buffer_limit(Some(SEND_BUFFER));
+        let session = UnbufferedServerConnection::new(config).ok()?;
         Some(Tls {
             sock,
             session,
+            incoming: None,
+            unsent: None,
+            plain: None,
             eof: false,
+            failed: false,
+            sent_close: false,
         })
     }
 
-    /// True while rustls holds encrypted bytes the socket has not taken.
+    /// True while encrypted bytes wait for the socket.
     pub(crate) fn wants_write(&self) -> bool {
-        self.session.wants_write()
+        self.unsent.is_some()
     }
 
-    /// Writes what rustls holds until it is empty or the socket is full.
+    /// Writes the unsent bytes until there are none or the socket is full.
     pub(crate) fn flush_tls(&mut self) -> io::Result<()> {
-        while self.session.wants_write() {
-            match self.session.write_tls(&mut self.sock) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(e),
+        let Some(q) = self.unsent.as_mut() else {
+            return Ok(());
+        };
+        let mut off = 0;
+        let result = loop {
+            if off == q.len() {
+                break Ok(());
             }
+            match self.sock.write(q.get(off..).unwrap_or_default()) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => off += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        q.drain(..off);
+        if q.is_empty() {
+            self.unsent = None;
         }
-        Ok(())
+        result
     }
 
-    /// Sends `close_notify` (once) and whatever is pending, then shuts down the write side.
+    /// Sends `close_notify` (once) and whatever is unsent, then shuts down the write side.
     pub(crate) fn shutdown_write(&mut self) {
-        self.session.send_close_notify();
+        if !self.failed && !self.sent_close {
+            let _ = with_scratch(|s| self.drive_pending(&mut s.wbuf, Goal::CloseNotify));
+        }
         let _ = self.flush_tls();
         let _ = self.sock.shutdown(Shutdown::Write);
     }
 
-    /// Reads TLS records from the socket and processes them. `Ok(false)` when the socket had
-    /// nothing to give.
-    fn pull(&mut self) -> io::Result<bool> {
-        if self.eof {
-            return Ok(false);
+    /// Runs rustls over the pending incoming bytes to reach `goal` (writing: the pending bytes
+    /// hold at most a partial record, so nothing is decrypted here).
+    fn drive_pending(&mut self, wbuf: &mut Vec<u8>, goal: Goal<'_>) -> io::Result<bool> {
+        let mut incoming = self.incoming.take();
+        let input = incoming.as_deref_mut().unwrap_or_default();
+        let result = self.drive(input, wbuf, goal);
+        if let (Ok((consumed, _)), Some(mut v)) = (&result, incoming) {
+            v.drain(..(*consumed).min(v.len()));
+            if !v.is_empty() {
+                self.incoming = Some(v);
+            }
         }
-        let n = loop {
-            match self.session.read_tls(&mut self.sock) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => {
+        result.map(|(_, done)| done)
+    }
+
+    /// Feeds `input` (the undiscarded incoming bytes, exactly) to rustls until it needs more
+    /// bytes or the goal is reached. Handshake output goes to the socket, decrypted records to
+    /// the goal's buffer. Returns the bytes rustls discarded and whether the goal was reached.
+    fn drive(
+        &mut self,
+        input: &mut [u8],
+        wbuf: &mut Vec<u8>,
+        mut goal: Goal<'_>,
+    ) -> io::Result<(usize, bool)> {
+        at_least(wbuf, WBUF);
+        let mut start = 0;
+        let mut used = 0;
+        enum Step {
+            Again,
+            Stop(bool),
+            Fail(rustls::Error),
+        }
+        loop {
+            let UnbufferedStatus { mut discard, state } = self
+                .session
+                .process_tls_records(input.get_mut(start..).unwrap_or_default());
+            let step = match state {
+                Err(e) => Step::Fail(e),
+                Ok(ConnectionState::ReadTraffic(mut rt)) => {
+                    while let Some(rec) = rt.next_record() {
+                        let Ok(rec) = rec else { continue };
+                        discard += rec.discard;
+                        let payload = rec.payload;
+                        let fit = match &mut goal {
+                            Goal::Read(buf, n) => {
+                                let fit = payload.len().min(buf.len().saturating_sub(**n));
+                                if let (Some(dst), Some(src)) =
+                                    (buf.get_mut(**n..**n + fit), payload.get(..fit))
+                                {
+                                    dst.copy_from_slice(src);
+                                    **n += fit;
+                                }
+                                fit
+                            }
+                            _ => 0,
+                        };
+                        if let Some(rest) = payload.get(fit..).filter(|r| !r.is_empty()) {
+                            self.plain
+                                .get_or_insert_with(Vec::new)
+                                .extend_from_slice(rest);
+                        }
+                    }
+                    Step::Again
+                }
+                Ok(ConnectionState::EncodeTlsData(mut st)) => loop {
+                    match st.encode(wbuf.get_mut(used..).unwrap_or_default()) {
+                        Ok(n) => {
+                            used += n;
+                            break Step::Again;
+                        }
+                        Err(EncodeError::InsufficientSize(e)) => {
+                            if used > 0 {
+                                send_raw(&mut self.sock, &mut self.unsent, &wbuf[..used])?;
+                                used = 0;
+                            }
+                            at_least(wbuf, e.required_size);
+                        }
+                        Err(EncodeError::AlreadyEncoded) => break Step::Again,
+                    }
+                },
+                Ok(ConnectionState::TransmitTlsData(st)) => {
+                    send_raw(&mut self.sock, &mut self.unsent, &wbuf[..used])?;
+                    used = 0;
+                    st.done();
+                    Step::Again
+                }
+                Ok(ConnectionState::BlockedHandshake) => Step::Stop(false),
+                Ok(ConnectionState::WriteTraffic(mut wt)) => {
+                    let (plain, close) = match &goal {
+                        Goal::Read(..) => (&[][..], false),
+                        Goal::Encrypt(p) => (*p, false),
+                        Goal::CloseNotify => (&[][..], true),
+                    };
+                    if plain.is_empty() && !close {
+                        Step::Stop(false)
+                    } else {
+                        if used > 0 {
+                            send_raw(&mut self.sock, &mut self.unsent, &wbuf[..used])?;
+                            used = 0;
+                        }
+                        let n = loop {
+                            let out = wbuf.as_mut_slice();
+                            let r = if close {
+                                wt.queue_close_notify(out)
+                            } else {
+                                wt.encrypt(plain, out)
+                            };
+                            match r {
+                                Ok(n) => break n,
+                                Err(EncryptError::InsufficientSize(e)) => {
+                                    at_least(wbuf, e.required_size)
+                                }
+                                Err(e) => return Err(invalid(e)),
+                            }
+                        };
+                        if close {
+                            self.sent_close = true;
+                        }
+                        send_raw(&mut self.sock, &mut self.unsent, &wbuf[..n])?;
+                        Step::Stop(true)
+                    }
+                }
+                Ok(ConnectionState::PeerClosed) | Ok(ConnectionState::Closed) => {
                     self.eof = true;
-                    return Err(e);
+                    Step::Stop(false)
+                }
+                // Early data is off; nothing else is known.
+                Ok(_) => Step::Fail(rustls::Error::General("unexpected TLS state".into())),
+            };
+            start += discard;
+            match step {
+                Step::Again => {}
+                Step::Stop(done) => {
+                    send_raw(&mut self.sock, &mut self.unsent, &wbuf[..used])?;
+                    return Ok((start, done));
+                }
+                Step::Fail(e) => {
+                    let _ = send_raw(&mut self.sock, &mut self.unsent, &wbuf[..used]);
+                    self.fail(&e, input.get_mut(start..).unwrap_or_default(), wbuf);
+                    return Err(invalid(e));
                 }
             }
-        };
-        if n == 0 {
-            self.eof = true;
         }
-        if let Err(e) = self.session.process_new_packets() {
-            // rustls queued the alert for this error: send it, then end the connection.
-            debug!("TLS: {e}");
-            let _ = self.flush_tls();
-            self.eof = true;
-            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+    }
+
+    /// rustls refused the input: send its alert, then nothing more. `rest` is exactly the
+    /// input rustls has not discarded (never an empty slice in its place: see the module).
+    fn fail(&mut self, e: &rustls::Error, rest: &mut [u8], wbuf: &mut Vec<u8>) {
+        debug!("TLS: {e}");
+        self.failed = true;
+        self.eof = true;
+        self.incoming = None;
+        self.plain = None;
+        let UnbufferedStatus { state, .. } = self.session.process_tls_records(rest);
+        if let Ok(ConnectionState::EncodeTlsData(mut st)) = state {
+            loop {
+                match st.encode(wbuf) {
+                    Ok(n) => {
+                        let _ = send_raw(&mut self.sock, &mut self.unsent, &wbuf[..n]);
+                        break;
+                    }
+                    Err(EncodeError::InsufficientSize(e)) => at_least(wbuf, e.required_size),
+                    Err(EncodeError::AlreadyEncoded) => break,
+                }
+            }
         }
-        // Handshake messages (and alerts) go out as soon as rustls has them.
+        let _ = self.flush_tls();
+    }
+
+    /// Reads the socket and decrypts into `buf`. `WouldBlock` only when the socket is empty
+    /// and what is pending is a partial record: then a later byte raises a new event.
+    fn pull(&mut self, buf: &mut [u8], s: &mut Scratch) -> io::Result<usize> {
+        loop {
+            if self.eof {
+                return Ok(0);
+            }
+            let plen = self.incoming.as_ref().map_or(0, Vec::len);
+            // Never more ciphertext than the caller has room for as plaintext (plaintext is
+            // shorter), but always room to complete one record.
+            let cap = buf.len().max(MAX_WIRE_RECORD);
+            if plen >= cap {
+                debug!("TLS: incoming bytes over {MAX_WIRE_RECORD} B unprocessed");
+                self.eof = true;
+                self.failed = true;
+                self.incoming = None;
+                return Err(invalid("record too large"));
+            }
+            at_least(&mut s.rbuf, cap);
+            if let (Some(p), Some(dst)) = (&self.incoming, s.rbuf.get_mut(..plen)) {
+                dst.copy_from_slice(p);
+            }
+            let n = loop {
+                match self
+                    .sock
+                    .read(s.rbuf.get_mut(plen..cap).unwrap_or_default())
+                {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
+                    Err(e) => {
+                        self.eof = true;
+                        return Err(e);
+                    }
+                }
+            };
+            if n == 0 {
+                // The TCP stream ended: an EOF. The undiscarded bytes stay: rustls may be
+                // driven once more (for close_notify), and only with them.
+                self.eof = true;
+                return Ok(0);
+            }
+            let filled = plen + n;
+            let mut out = 0;
+            let input = s.rbuf.get_mut(..filled).unwrap_or_default();
+            let (consumed, _) = self.drive(input, &mut s.wbuf, Goal::Read(buf, &mut out))?;
+            let rest = s.rbuf.get(consumed..filled).unwrap_or_default();
+            if rest.is_empty() {
+                self.incoming = None;
+            } else if rest.len() > MAX_WIRE_RECORD {
+                debug!("TLS: incoming bytes over {MAX_WIRE_RECORD} B unprocessed");
+                self.eof = true;
+                self.failed = true;
+                self.incoming = None;
+                return Err(invalid("record too large"));
+            } else {
+                let v = self.incoming.get_or_insert_with(Vec::new);
+                v.clear();
+                v.extend_from_slice(rest);
+            }
+            if out > 0 || self.eof {
+                return Ok(out);
+            }
+            // Only handshake progress: read on.
+        }
+    }
+
+    /// Encrypts from `bufs` chunk by chunk and writes, as long as what the socket leaves stays
+    /// under [`SEND_BUFFER`]; `WouldBlock` when nothing fits.
+    fn push(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        if bufs.iter().all(|b| b.is_empty()) {
+            return Ok(0);
+        }
+        if self.failed || self.sent_close {
+            return Err(broken());
+        }
         self.flush_tls()?;
-        Ok(n > 0)
+        with_scratch(|s| {
+            let mut done = 0;
+            loop {
+                // What fits under SEND_BUFFER should the socket take none of it.
+                let unsent = self.unsent.as_ref().map_or(0, Vec::len);
+                let max = SEND_BUFFER
+                    .saturating_sub(unsent + RECORD_OVERHEAD)
+                    .min(CHUNK);
+                if max == 0 {
+                    break;
+                }
+                let chunk = gather(bufs, done, max, &mut s.pbuf);
+                if chunk.is_empty() {
+                    break;
+                }
+                let len = chunk.len();
+                let mut incoming = self.incoming.take();
+                let input = incoming.as_deref_mut().unwrap_or_default();
+                let result = self.drive(input, &mut s.wbuf, Goal::Encrypt(chunk));
+                if let (Ok((consumed, _)), Some(mut v)) = (&result, incoming) {
+                    v.drain(..(*consumed).min(v.len()));
+                    if !v.is_empty() {
+                        self.incoming = Some(v);
+                    }
+                }
+                if !result?.1 {
+                    break; // still handshaking
+                }
+                done += len;
+            }
+            if done == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(done)
+        })
     }
 }
 
@@ -108,45 +534,201 @@ impl Read for Tls {
     /// Plaintext, as much as is decrypted; `WouldBlock` when the socket is empty and nothing
     /// is decrypted; `Ok(0)` at `close_notify` or at the end of the TCP stream.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            match self.session.reader().read(buf) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                // The TCP stream ended without close_notify: an EOF all the same.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                Err(e) => return Err(e),
-            }
-            if self.eof {
-                return Ok(0);
-            }
-            if !self.pull()? && !self.eof {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
+        if buf.is_empty() {
+            return Ok(0);
         }
+        if let Some(p) = self.plain.as_mut() {
+            let n = p.len().min(buf.len());
+            if let (Some(dst), Some(src)) = (buf.get_mut(..n), p.get(..n)) {
+                dst.copy_from_slice(src);
+            }
+            p.drain(..n);
+            if p.is_empty() {
+                self.plain = None;
+            }
+            return Ok(n);
+        }
+        with_scratch(|s| self.pull(buf, s))
     }
 }
 
 impl Write for Tls {
-    /// Encrypts what fits [`SEND_BUFFER`] and writes it; `WouldBlock` when nothing fits.
+    /// Encrypts and writes; `WouldBlock` while encrypted bytes wait for the socket.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.session.writer().write(buf)?;
-        self.flush_tls()?;
-        if n == 0 && !buf.is_empty() {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(n)
+        self.push(&[IoSlice::new(buf)])
     }
 
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        let n = self.session.writer().write_vectored(bufs)?;
-        self.flush_tls()?;
-        if n == 0 && bufs.iter().any(|b| !b.is_empty()) {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(n)
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.push(bufs)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         self.flush_tls()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use std::time::{Duration, Instant};
+
+    fn config() -> Arc<ServerConfig> {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let cert = CertificateDer::from(certified.cert.der().to_vec());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            certified.signing_key.serialize_der(),
+        ));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
+        Arc::new(config)
+    }
+
+    /// A handshake record holding the start of a ClientHello that claims 100 bytes, then a
+    /// record of an unknown content type: rustls fails while a handshake message is half
+    /// joined, and its deframer keeps an offset into the input it was given.
+    const HALF_HELLO_THEN_GARBAGE: &[u8] = &[
+        22, 3, 1, 0, 8, 1, 0, 0, 100, 3, 3, 0, 0, // handshake record: ClientHello, 4 of 100 B
+        0x99, 3, 3, 0, 1, 0, // content type 0x99
+    ];
+
+    /// The hazard is real: after that error, rustls pops its alert first, but any later call
+    /// deframes from an offset into the input it was given, and a shorter slice (the empty
+    /// one) panics in rustls 0.23.46. [`Tls`] calls it exactly once after an error, with the
+    /// undiscarded input, and never drops undiscarded bytes while it may call again. (Should
+    /// a later rustls stop panicking, the first assertion here goes.)
+    #[test]
+    fn an_empty_slice_after_an_error_mid_handshake_message_panics_rustls() {
+        let cfg = config();
+        let fresh = || UnbufferedServerConnection::new(cfg.clone()).unwrap();
+
+        let mut conn = fresh();
+        let mut input = HALF_HELLO_THEN_GARBAGE.to_vec();
+        let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut input);
+        assert!(state.is_err(), "rustls refuses the input");
+        assert_eq!(discard, 0, "the half-joined message is not discarded");
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for _ in 0..2 {
+                let _ = conn.process_tls_records(&mut []);
+            }
+        }))
+        .is_err();
+        assert!(panicked, "rustls 0.23.46 panics on an empty slice here");
+
+        let mut conn = fresh();
+        let mut input = HALF_HELLO_THEN_GARBAGE.to_vec();
+        let UnbufferedStatus { state, .. } = conn.process_tls_records(&mut input);
+        assert!(state.is_err());
+        let UnbufferedStatus { state, .. } = conn.process_tls_records(&mut input[discard..]);
+        assert!(
+            matches!(state, Ok(ConnectionState::EncodeTlsData(_))),
+            "the alert comes with the undiscarded input"
+        );
+    }
+
+    /// Half a ClientHello, then the peer's FIN: the loop closes the connection, which asks
+    /// for `close_notify`; rustls is driven with the undiscarded bytes, never an empty slice.
+    #[test]
+    fn a_peer_that_vanishes_mid_handshake_message_is_closed_without_a_panic() {
+        let (sock, mut client) = pair();
+        let mut tls = Tls::accept(sock, config()).unwrap();
+        client.write_all(&HALF_HELLO_THEN_GARBAGE[..13]).unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        let mut buf = [0u8; 4096];
+        assert_eq!(read_until(&mut tls, &mut buf).unwrap(), 0);
+        assert!(tls.write(b"x").is_err());
+        tls.shutdown_write();
+        tls.shutdown_write();
+        assert_eq!(tls.read(&mut buf).unwrap(), 0);
+    }
+
+    /// A socket pair: the server side as the loop has it, the client side blocking.
+    fn pair() -> (TcpStream, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        (TcpStream::from_std(server), client)
+    }
+
+    /// Reads until `pred` holds for the server's read result, giving up after 5 s.
+    fn read_until(tls: &mut Tls, buf: &mut [u8]) -> io::Result<usize> {
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            match tls.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < end => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// The same sequence from the network, in one read and split in two: an alert, a close,
+    /// no panic, and nothing more read or written afterwards.
+    #[test]
+    fn the_panicking_sequence_from_the_network_gets_an_alert_and_a_close() {
+        for split in [HALF_HELLO_THEN_GARBAGE.len(), 13, 9, 3] {
+            let (sock, mut client) = pair();
+            let mut tls = Tls::accept(sock, config()).unwrap();
+            let mut buf = [0u8; 4096];
+            let (a, b) = HALF_HELLO_THEN_GARBAGE.split_at(split);
+            client.write_all(a).unwrap();
+            if !b.is_empty() {
+                std::thread::sleep(Duration::from_millis(20));
+                assert!(
+                    matches!(tls.read(&mut buf), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+                );
+                client.write_all(b).unwrap();
+            }
+            let r = read_until(&mut tls, &mut buf);
+            assert!(
+                matches!(&r, Err(e) if e.kind() == io::ErrorKind::InvalidData),
+                "{r:?}"
+            );
+            // After the failure: EOF, writes refused, close without touching rustls.
+            assert_eq!(tls.read(&mut buf).unwrap(), 0);
+            assert!(tls.write(b"x").is_err());
+            tls.shutdown_write();
+            let mut got = Vec::new();
+            let _ = client.read_to_end(&mut got);
+            assert_eq!(got.first(), Some(&21), "a TLS alert record: {got:?}");
+        }
+    }
+
+    /// Undiscarded input past the largest wire record is never kept: the peer is cut off.
+    #[test]
+    fn pending_input_is_capped_at_the_largest_wire_record() {
+        let (sock, mut client) = pair();
+        let mut tls = Tls::accept(sock, config()).unwrap();
+        // A ClientHello claiming 60,000 B in two full handshake records: rustls would join
+        // it in place, but 32 KiB of undiscarded input is over the cap.
+        let mut bytes = Vec::new();
+        for i in 0..2 {
+            bytes.extend_from_slice(&[22, 3, 1, 0x40, 0]);
+            let start = bytes.len();
+            bytes.resize(start + 16 * 1024, 0);
+            if i == 0 {
+                bytes[start..start + 4].copy_from_slice(&[1, 0, 0xea, 0x60]);
+            }
+        }
+        let writer = std::thread::spawn(move || {
+            let _ = client.write_all(&bytes);
+            client
+        });
+        let mut buf = vec![0u8; 64 * 1024];
+        let r = read_until(&mut tls, &mut buf);
+        assert!(r.is_err() || r.as_ref().ok() == Some(&0), "{r:?}");
+        assert!(tls.incoming.is_none(), "nothing is kept");
+        drop(tls);
+        let _ = writer.join();
     }
 }
