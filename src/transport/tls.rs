@@ -49,8 +49,8 @@ pub const MAX_WIRE_RECORD: usize = 5 + 16 * 1024 + 2048;
 const CHUNK: usize = 16 * 1024;
 /// The most a record adds to its plaintext (TLS 1.2 AES-GCM: 29 B), rounded up.
 const RECORD_OVERHEAD: usize = 64;
-/// The write scratch: one record of [`CHUNK`] with room for its expansion.
-const WBUF: usize = CHUNK + 1024;
+/// The write scratch: a batch of records up to [`SEND_BUFFER`], with room for one more header.
+const WBUF: usize = SEND_BUFFER + RECORD_OVERHEAD;
 
 /// The loop-wide buffers: records read and decrypted, records encrypted, plaintext gathered
 /// from several slices into one record. One per thread (the loop's), grown once.
@@ -77,8 +77,13 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
 enum Goal<'a> {
     /// Decrypt records into this buffer (the count so far beside it); the rest spills.
     Read(&'a mut [u8], &'a mut usize),
-    /// Encrypt this plaintext (at most [`CHUNK`]) and send it.
-    Encrypt(&'a [u8]),
+    /// Encrypt from these slices past `done` (counting on) and send, while what the socket
+    /// leaves stays under [`SEND_BUFFER`]; `pbuf` gathers small slices into one record.
+    Encrypt {
+        bufs: &'a [IoSlice<'a>],
+        done: &'a mut usize,
+        pbuf: &'a mut Vec<u8>,
+    },
     /// Send `close_notify`.
     CloseNotify,
 }
@@ -334,38 +339,66 @@ impl Tls {
                 }
                 Ok(ConnectionState::BlockedHandshake) => Step::Stop(false),
                 Ok(ConnectionState::WriteTraffic(mut wt)) => {
-                    let (plain, close) = match &goal {
-                        Goal::Read(..) => (&[][..], false),
-                        Goal::Encrypt(p) => (*p, false),
-                        Goal::CloseNotify => (&[][..], true),
-                    };
-                    if plain.is_empty() && !close {
-                        Step::Stop(false)
-                    } else {
-                        if used > 0 {
-                            send_raw(&mut self.sock, &mut self.unsent, &wbuf[..used])?;
-                            used = 0;
-                        }
-                        let n = loop {
-                            let out = wbuf.as_mut_slice();
-                            let r = if close {
-                                wt.queue_close_notify(out)
-                            } else {
-                                wt.encrypt(plain, out)
-                            };
-                            match r {
-                                Ok(n) => break n,
-                                Err(EncryptError::InsufficientSize(e)) => {
-                                    at_least(wbuf, e.required_size)
+                    if used > 0 {
+                        send_raw(&mut self.sock, &mut self.unsent, &wbuf[..used])?;
+                        used = 0;
+                    }
+                    match &mut goal {
+                        Goal::Read(..) => Step::Stop(false),
+                        Goal::CloseNotify => {
+                            let n = loop {
+                                match wt.queue_close_notify(wbuf) {
+                                    Ok(n) => break n,
+                                    Err(EncryptError::InsufficientSize(e)) => {
+                                        at_least(wbuf, e.required_size)
+                                    }
+                                    Err(e) => return Err(invalid(e)),
                                 }
-                                Err(e) => return Err(invalid(e)),
-                            }
-                        };
-                        if close {
+                            };
                             self.sent_close = true;
+                            send_raw(&mut self.sock, &mut self.unsent, &wbuf[..n])?;
+                            Step::Stop(true)
                         }
-                        send_raw(&mut self.sock, &mut self.unsent, &wbuf[..n])?;
-                        Step::Stop(true)
+                        Goal::Encrypt { bufs, done, pbuf } => {
+                            // Batches of records, each under what may be left unsent, and
+                            // one write per batch; on until the socket leaves bytes.
+                            let before = **done;
+                            loop {
+                                let mut n = 0;
+                                loop {
+                                    let unsent = self.unsent.as_ref().map_or(0, Vec::len);
+                                    let max = SEND_BUFFER
+                                        .saturating_sub(unsent + n + RECORD_OVERHEAD)
+                                        .min(CHUNK);
+                                    if max == 0 {
+                                        break;
+                                    }
+                                    let chunk = gather(bufs, **done, max, pbuf);
+                                    if chunk.is_empty() {
+                                        break;
+                                    }
+                                    at_least(wbuf, n + chunk.len() + RECORD_OVERHEAD);
+                                    match wt.encrypt(chunk, wbuf.get_mut(n..).unwrap_or_default()) {
+                                        Ok(m) => {
+                                            n += m;
+                                            **done += chunk.len();
+                                        }
+                                        Err(EncryptError::InsufficientSize(e)) => {
+                                            at_least(wbuf, n + e.required_size)
+                                        }
+                                        Err(e) => return Err(invalid(e)),
+                                    }
+                                }
+                                if n == 0 {
+                                    break;
+                                }
+                                send_raw(&mut self.sock, &mut self.unsent, &wbuf[..n])?;
+                                if self.unsent.is_some() {
+                                    break;
+                                }
+                            }
+                            Step::Stop(**done > before)
+                        }
                     }
                 }
                 Ok(ConnectionState::PeerClosed) | Ok(ConnectionState::Closed) => {
@@ -482,8 +515,8 @@ impl Tls {
         }
     }
 
-    /// Encrypts from `bufs` chunk by chunk and writes, as long as what the socket leaves stays
-    /// under [`SEND_BUFFER`]; `WouldBlock` when nothing fits.
+    /// Encrypts from `bufs` and writes, as long as what the socket leaves stays under
+    /// [`SEND_BUFFER`]; `WouldBlock` when nothing fits.
     fn push(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         if bufs.iter().all(|b| b.is_empty()) {
             return Ok(0);
@@ -492,41 +525,20 @@ impl Tls {
             return Err(broken());
         }
         self.flush_tls()?;
+        let mut done = 0;
         with_scratch(|s| {
-            let mut done = 0;
-            loop {
-                // What fits under SEND_BUFFER should the socket take none of it.
-                let unsent = self.unsent.as_ref().map_or(0, Vec::len);
-                let max = SEND_BUFFER
-                    .saturating_sub(unsent + RECORD_OVERHEAD)
-                    .min(CHUNK);
-                if max == 0 {
-                    break;
-                }
-                let chunk = gather(bufs, done, max, &mut s.pbuf);
-                if chunk.is_empty() {
-                    break;
-                }
-                let len = chunk.len();
-                let mut incoming = self.incoming.take();
-                let input = incoming.as_deref_mut().unwrap_or_default();
-                let result = self.drive(input, &mut s.wbuf, Goal::Encrypt(chunk));
-                if let (Ok((consumed, _)), Some(mut v)) = (&result, incoming) {
-                    v.drain(..(*consumed).min(v.len()));
-                    if !v.is_empty() {
-                        self.incoming = Some(v);
-                    }
-                }
-                if !result?.1 {
-                    break; // still handshaking
-                }
-                done += len;
-            }
-            if done == 0 {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            Ok(done)
-        })
+            let Scratch { wbuf, pbuf, .. } = s;
+            let goal = Goal::Encrypt {
+                bufs,
+                done: &mut done,
+                pbuf,
+            };
+            self.drive_pending(wbuf, goal)
+        })?;
+        if done == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(done)
     }
 }
 
