@@ -220,6 +220,14 @@ impl Config {
             + crate::server::timers::WHEEL_SLOTS * std::mem::size_of::<Vec<u8>>()
     }
 
+    /// What TLS adds to the loop's own buffers (feature `tls`): the scratch buffers that TLS
+    /// records are read, decrypted and encrypted in, shared by every TLS connection of the
+    /// loop's thread, allocated when the loop first serves TLS.
+    #[cfg(feature = "tls")]
+    pub fn tls_fixed_bytes(&self) -> usize {
+        crate::transport::tls::scratch_bytes(self.read_buffer_size)
+    }
+
     /// The size of each spare buffer the pool keeps.
     pub fn spare_buffer_size(&self) -> usize {
         self.max_message_size

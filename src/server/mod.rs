@@ -1355,6 +1355,7 @@ mod tests {
             let mut all = claims.to_vec();
             all.push(("TLS session record", tls_session_bytes()));
             all.push(("TLS send buffer", crate::transport::tls::SEND_BUFFER));
+            all.push(("TLS scratch", cfg.tls_fixed_bytes()));
             all
         };
         // mio keeps a selector id in each socket in debug builds only (8 bytes); the README

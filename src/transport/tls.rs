@@ -152,6 +152,14 @@ fn send_raw(sock: &mut TcpStream, unsent: &mut Option<Vec<u8>>, data: &[u8]) -> 
     Ok(())
 }
 
+/// The most the per-thread scratch buffers hold for a loop whose read buffer is
+/// `read_buffer` bytes: records read (the read buffer, or one whole record if larger),
+/// records encrypted (a send buffer's worth, or one record past it), and one record of
+/// plaintext gathered from several slices.
+pub fn scratch_bytes(read_buffer: usize) -> usize {
+    read_buffer.max(MAX_WIRE_RECORD) + WBUF + MAX_WIRE_RECORD + 16 * 1024
+}
+
 /// Grows a scratch buffer to at least `len` bytes.
 fn at_least(buf: &mut Vec<u8>, len: usize) {
     if buf.len() < len {
