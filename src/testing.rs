@@ -141,7 +141,8 @@ impl<H: Handler> Harness<H> {
     }
 
     /// Upgrades a new peer at `target` (a path with an optional query). `Err` holds the
-    /// status the server answered instead of 101.
+    /// status the server answered instead of 101: 503 if it refused the connection at
+    /// capacity before reading it, 0 if it answered nothing.
     pub fn connect(&mut self, target: &str) -> Result<Peer, u16> {
         self.connect_with(target, &[])
     }
