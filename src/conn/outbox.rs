@@ -172,15 +172,11 @@ impl Outbox {
         if parts.iter().all(|p| p.is_empty()) {
             return;
         }
-        if self.queue.is_empty() {
-            self.queue.push_parts(parts);
-            if started {
-                self.queue.mark_started();
-            }
-        } else {
-            // A batch behind a queue: the loop only stages into a batch while nothing is
-            // queued, so this is a batch of frames offered after the queue formed.
-            self.queue.push_parts(parts);
+        // Only the first chunk of an empty queue can have been begun on the wire.
+        let first = self.queue.is_empty();
+        self.queue.push_parts(parts);
+        if first && started {
+            self.queue.mark_started();
         }
     }
 

@@ -175,17 +175,20 @@ impl Transport {
         }
     }
 
+    /// The TCP socket under the transport, if there is one (not for an in-memory pipe).
+    fn socket(&mut self) -> Option<&mut TcpStream> {
+        match self {
+            Transport::Tcp(s) => Some(s),
+            #[cfg(feature = "tls")]
+            Transport::Tls(t) => Some(&mut t.sock),
+            Transport::Memory(_) => None,
+        }
+    }
+
     /// Disables Nagle's algorithm: frames go out as they are written.
     pub(crate) fn set_nodelay(&mut self) {
-        match self {
-            Transport::Tcp(s) => {
-                let _ = s.set_nodelay(true);
-            }
-            #[cfg(feature = "tls")]
-            Transport::Tls(t) => {
-                let _ = t.sock.set_nodelay(true);
-            }
-            Transport::Memory(_) => {}
+        if let Some(s) = self.socket() {
+            let _ = s.set_nodelay(true);
         }
     }
 
@@ -195,12 +198,8 @@ impl Transport {
         token: Token,
         interest: Interest,
     ) -> io::Result<()> {
-        match self {
-            Transport::Tcp(s) => registry.register(s, token, interest),
-            #[cfg(feature = "tls")]
-            Transport::Tls(t) => registry.register(&mut t.sock, token, interest),
-            Transport::Memory(_) => Ok(()),
-        }
+        self.socket()
+            .map_or(Ok(()), |s| registry.register(s, token, interest))
     }
 
     pub(crate) fn reregister(
@@ -209,24 +208,13 @@ impl Transport {
         token: Token,
         interest: Interest,
     ) -> io::Result<()> {
-        match self {
-            Transport::Tcp(s) => registry.reregister(s, token, interest),
-            #[cfg(feature = "tls")]
-            Transport::Tls(t) => registry.reregister(&mut t.sock, token, interest),
-            Transport::Memory(_) => Ok(()),
-        }
+        self.socket()
+            .map_or(Ok(()), |s| registry.reregister(s, token, interest))
     }
 
     pub(crate) fn deregister(&mut self, registry: &Registry) {
-        match self {
-            Transport::Tcp(s) => {
-                let _ = registry.deregister(s);
-            }
-            #[cfg(feature = "tls")]
-            Transport::Tls(t) => {
-                let _ = registry.deregister(&mut t.sock);
-            }
-            Transport::Memory(_) => {}
+        if let Some(s) = self.socket() {
+            let _ = registry.deregister(s);
         }
     }
 }
