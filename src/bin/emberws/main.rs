@@ -3,6 +3,7 @@
 //! Uses only the library's public API.
 
 mod relay;
+mod secret;
 #[cfg(feature = "tls")]
 mod tls;
 #[cfg(not(feature = "tls"))]

@@ -5,6 +5,8 @@
 //! with `delivered`; optional `retain`), `ping`. Anything malformed gets an `error` and the
 //! connection stays open.
 
+pub mod acl;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -14,7 +16,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 /// The built-in dashboard, served at `GET /`.
-const DASHBOARD: &str = include_str!("dashboard.html");
+const DASHBOARD: &str = include_str!("../dashboard.html");
 
 /// Topic names and patterns longer than this are refused.
 pub const MAX_TOPIC_LEN: usize = 256;
