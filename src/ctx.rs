@@ -153,6 +153,12 @@ impl<'a> Ctx<'a> {
         self.core.broadcast(msg)
     }
 
+    /// The loop's clock: the time from the server's start to this turn (the time given to
+    /// [`crate::Server::turn`], or the harness's). The same clock as [`crate::HttpRequest::now`].
+    pub fn now(&self) -> std::time::Duration {
+        self.core.now()
+    }
+
     /// The server's configuration.
     pub fn config(&self) -> &Config {
         self.core.config()

@@ -149,14 +149,28 @@ impl<H: Handler> Harness<H> {
 
     /// As [`Harness::connect`], with extra request headers.
     pub fn connect_with(&mut self, target: &str, headers: &[(&str, &str)]) -> Result<Peer, u16> {
+        self.upgrade(target, headers)
+            .map_err(|answer| answer.status)
+    }
+
+    /// As [`Harness::connect_with`], with the whole answer to a refused upgrade: its status,
+    /// headers (e.g. `Retry-After`) and body. A refusal at capacity before the request was
+    /// read is a 503 without headers; no answer at all is status 0.
+    pub fn upgrade(&mut self, target: &str, headers: &[(&str, &str)]) -> Result<Peer, HttpAnswer> {
+        let nothing = |status| HttpAnswer {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
         let head = request_head(target, true, headers);
-        let mut peer = self.open_raw(head.as_bytes()).ok_or(503u16)?;
-        let answer = self.take_head(&mut peer).ok_or(0u16)?;
+        let mut peer = self.open_raw(head.as_bytes()).ok_or_else(|| nothing(503))?;
+        let mut answer = self.take_head(&mut peer).ok_or_else(|| nothing(0))?;
         if answer.status == 101 {
             peer.upgraded = true;
             Ok(peer)
         } else {
-            Err(answer.status)
+            answer.body = std::mem::take(&mut peer.pending);
+            Err(answer)
         }
     }
 

@@ -389,3 +389,79 @@ fn deadlines_run_on_the_time_passed_in() {
     assert_eq!(h.conn_state(&peer), emberws::conn::State::Closed);
     assert_eq!(h.stats().timeouts, 1);
 }
+
+/// Refuses `/locked` with a full response, and tells the time it saw.
+#[derive(Default)]
+struct Gate {
+    upgrades_at: Vec<Duration>,
+}
+
+impl Handler for Gate {
+    type State = u32;
+
+    fn on_upgrade(&mut self, req: &HttpRequest<'_>) -> Decision<u32> {
+        self.upgrades_at.push(req.now());
+        if req.path() == "/locked" {
+            let mut res = emberws::Response::status(429);
+            res.headers.push(("Retry-After", "7".to_owned()));
+            res.body = b"slow down\n".to_vec().into();
+            return Decision::Refuse(res);
+        }
+        Decision::Accept(0)
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, said: &mut u32, _: Message<'_>) {
+        *said += 1;
+        let ms = ctx.now().as_millis().to_string();
+        ctx.send(Message::Text(&ms));
+    }
+}
+
+#[test]
+fn a_refusal_carries_its_headers_and_callbacks_see_the_loops_clock() {
+    let mut h = Harness::new(Config::default(), Gate::default());
+    let refused = h.upgrade("/locked", &[]).err().unwrap();
+    assert_eq!(refused.status, 429);
+    assert!(refused
+        .headers
+        .iter()
+        .any(|(n, v)| n == "Retry-After" && v == "7"));
+    assert_eq!(refused.body, b"slow down\n");
+    h.advance(Duration::from_millis(1500));
+    let mut peer = h.connect("/").unwrap();
+    h.advance(Duration::from_millis(250));
+    h.send(&peer, Message::Text("what time is it"));
+    assert_eq!(h.received(&mut peer), [Frame::Text("1750".into())]);
+    assert_eq!(
+        h.handler().upgrades_at,
+        [Duration::ZERO, Duration::from_millis(1500)]
+    );
+}
+
+#[test]
+fn visit_open_reaches_every_open_connection_with_its_state_and_close_ends_one() {
+    let mut h = Harness::new(Config::default(), Gate::default());
+    let mut a = h.connect("/").unwrap();
+    let mut b = h.connect("/").unwrap();
+    h.send(&a, Message::Text("1"));
+    h.received(&mut a);
+    let mut seen = Vec::new();
+    h.server_mut().visit_open(|_, ctx, said| {
+        seen.push(*said);
+        if *said == 0 {
+            ctx.send(Message::Text("you said nothing"));
+        }
+    });
+    seen.sort_unstable();
+    assert_eq!(seen, [0, 1]);
+    assert_eq!(h.received(&mut b), [Frame::Text("you said nothing".into())]);
+    let status = h.server_mut().close(a.id(), CloseCode::POLICY, "removed");
+    assert_eq!(status, SendStatus::Sent);
+    assert_eq!(
+        h.received(&mut a),
+        [Frame::Close(Some(1008), "removed".into())]
+    );
+    let mut open = 0;
+    h.server_mut().visit_open(|_, _, _| open += 1);
+    assert_eq!(open, 1, "a closing connection is not open");
+}

@@ -22,6 +22,7 @@ pub struct HttpRequest<'a> {
     request: &'a Request<'a, 'a>,
     peer: SocketAddr,
     protocols: &'a [String],
+    now: Millis,
 }
 
 impl<'a> HttpRequest<'a> {
@@ -75,6 +76,13 @@ impl<'a> HttpRequest<'a> {
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
     }
+
+    /// The loop's clock: the time from the server's start to the turn that read this
+    /// request (time passed in with [`crate::Server::turn`], or the harness's). Rate limits
+    /// and lockouts measured on it are testable without waiting.
+    pub fn now(&self) -> core::time::Duration {
+        core::time::Duration::from_millis(self.now.0)
+    }
 }
 
 /// A subprotocol both sides speak: an index into [`Config::protocols`], made only by
@@ -100,6 +108,10 @@ pub enum Decision<S> {
     AcceptProtocol(S, Protocol),
     /// Refuse with this HTTP status (e.g. 401, 403, 404); 400 for a status outside 400–599.
     Reject(u16),
+    /// Refuse with this response: a status with headers and a body, e.g. 401 with
+    /// `WWW-Authenticate` or 429 with `Retry-After`. A status outside 400–599 becomes 400.
+    /// The connection closes after it, as after every refusal.
+    Refuse(Response),
 }
 
 /// A complete answer to a plain HTTP request (one without an upgrade).
@@ -227,12 +239,11 @@ impl Conn {
             request: &req,
             peer,
             protocols: &cfg.protocols,
+            now,
         };
         if !req.is_upgrade() {
             let res = decide.request(&view);
-            let headers: Vec<(&str, &str)> =
-                res.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-            response::http_response(out, res.status, &headers, res.content_type, &res.body);
+            write_response(out, &res, res.status);
             return Answered::Http(res.status);
         }
         let key = match req.validate_upgrade() {
@@ -247,13 +258,11 @@ impl Conn {
             }
         }
         let (state, protocol) = match decide.upgrade(&view) {
-            Decision::Reject(status) => {
-                let status = if (400..600).contains(&status) {
-                    status
-                } else {
-                    400
-                };
-                return refused(out, status);
+            Decision::Reject(status) => return refused(out, refusal_status(status)),
+            Decision::Refuse(res) => {
+                let status = refusal_status(res.status);
+                write_response(out, &res, status);
+                return Answered::Refused(status);
             }
             Decision::AcceptProtocol(state, p) => (state, Some(p)),
             Decision::Accept(state) => {
@@ -268,6 +277,20 @@ impl Conn {
         self.opened(now);
         Answered::Open(state, protocol)
     }
+}
+
+/// The status of an application's refusal: a client or server error, else 400.
+fn refusal_status(status: u16) -> u16 {
+    if (400..600).contains(&status) {
+        status
+    } else {
+        400
+    }
+}
+
+fn write_response(out: &mut Vec<u8>, res: &Response, status: u16) {
+    let headers: Vec<(&str, &str)> = res.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    response::http_response(out, status, &headers, res.content_type, &res.body);
 }
 
 fn refused<S>(out: &mut Vec<u8>, status: u16) -> Answered<S> {

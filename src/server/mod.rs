@@ -437,6 +437,36 @@ impl<H: Handler> Server<H> {
         status
     }
 
+    /// Closes one connection from outside a callback, as [`Ctx::close_conn`] does.
+    pub fn close(&mut self, id: ConnId, code: CloseCode, reason: &str) -> SendStatus {
+        let status = self.core.close(id, code, reason);
+        self.drain_notices();
+        status
+    }
+
+    /// Calls `f` for every open connection with its state and a [`Ctx`] about it, from
+    /// outside a callback: for a change that applies to connections already open, such as
+    /// new access rules after a reload. `f` can send, subscribe, unsubscribe and close.
+    /// O(connections): not for the hot path.
+    pub fn visit_open(&mut self, mut f: impl FnMut(&mut H, &mut Ctx<'_>, &mut H::State)) {
+        let open: Vec<ConnId> = self
+            .core
+            .conns
+            .iter()
+            .filter(|(_, s)| s.conn.is_open())
+            .map(|(k, s)| ConnId {
+                key: k as u32,
+                gen: s.gen,
+            })
+            .collect();
+        for id in open {
+            if let Some(state) = self.states.get_mut(id) {
+                f(&mut self.handler, &mut Ctx::new(&mut self.core, id), state);
+            }
+            self.drain_notices();
+        }
+    }
+
     /// True once a shutdown has finished: no connection is left.
     pub fn is_finished(&self) -> bool {
         self.core.shutdown_at.is_some() && self.core.conns.is_empty()
@@ -1002,6 +1032,10 @@ pub(crate) enum Buf {
 impl Core {
     pub(crate) fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    pub(crate) fn now(&self) -> Duration {
+        Duration::from_millis(self.now.0)
     }
 
     pub(crate) fn stats(&self) -> Stats {
