@@ -176,7 +176,12 @@ impl<H: Handler> Harness<H> {
 
     /// A plain HTTP `GET target`; the server's answer.
     pub fn get(&mut self, target: &str) -> Option<HttpAnswer> {
-        let head = request_head(target, false, &[]);
+        self.get_with(target, &[])
+    }
+
+    /// As [`Harness::get`], with extra request headers (e.g. `Authorization`).
+    pub fn get_with(&mut self, target: &str, headers: &[(&str, &str)]) -> Option<HttpAnswer> {
+        let head = request_head(target, false, headers);
         let mut peer = self.open_raw(head.as_bytes())?;
         let mut answer = self.take_head(&mut peer)?;
         answer.body = std::mem::take(&mut peer.pending);

@@ -2,16 +2,24 @@
 //! page, `/healthz` and `/metrics`.
 //!
 //! Requests (text messages): `subscribe`, `unsubscribe`, `publish` (optional `id` → `ack`
-//! with `delivered`; optional `retain`), `ping`. Anything malformed gets an `error` and the
-//! connection stays open.
+//! with `delivered`; optional `retain`), `ping`. Anything malformed or not allowed gets an
+//! `error` (with the request's `id`) and the connection stays open.
+//!
+//! Who may do what: [`clients`] (names, token hashes), [`acl`] (their topic rules), [`guard`]
+//! (rates per connection, lockouts of addresses that guess tokens).
 
 pub mod acl;
+pub mod clients;
+pub mod guard;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::Write as _;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use emberws::{Ctx, Decision, Handler, HttpRequest, Message, Response, Stats};
+use emberws::{CloseCode, Ctx, Decision, Handler, HttpRequest, Message, Response, Stats};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -20,8 +28,14 @@ const DASHBOARD: &str = include_str!("../dashboard.html");
 
 /// Topic names and patterns longer than this are refused.
 pub const MAX_TOPIC_LEN: usize = 256;
-/// Retained messages, all topics together, hold at most this many bytes.
+/// Retained messages, all topics together, hold at most this many bytes (by default).
 pub const MAX_RETAINED_BYTES: usize = 1 << 20;
+/// The nesting depth of a publish's data allowed by default.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+use acl::Rules;
+use clients::{Client, Clients};
+use guard::{Limiter, LockoutPolicy, Lockouts, Rates, Verdict};
 
 /// One request, borrowed from the message where the JSON has no escapes.
 #[derive(Deserialize)]
@@ -67,51 +81,273 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
     <&RawValue>::deserialize(d).map(Some)
 }
 
-/// The relay's state: retained messages and a reused output buffer.
-#[derive(Default)]
+/// What the relay lets whom do; [`Policy::default`] is open (no clients file, anonymous
+/// clients may do everything, no rate limits), for loopback.
+pub struct Policy {
+    /// The clients file's clients; `None`: no authentication, every client is anonymous.
+    pub clients: Option<Clients>,
+    /// The rules of clients without a token; `None`: a token is required.
+    pub anonymous: Option<Rules>,
+    /// With a clients file: `/metrics` and `/healthz` need a client's token.
+    pub protect_status: bool,
+    pub lockout: LockoutPolicy,
+    /// Per connection; rates of 0 are off.
+    pub rates: Rates,
+    /// Whether the rates apply to loopback peers too.
+    pub rate_loopback: bool,
+    pub max_json_depth: usize,
+    pub max_retained_bytes: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            clients: None,
+            anonymous: Some(Rules::open()),
+            protect_status: true,
+            lockout: LockoutPolicy {
+                failures: 5,
+                first: Duration::from_secs(1),
+                max: Duration::from_secs(300),
+            },
+            rates: Rates {
+                publishes: 0.0,
+                publish_burst: 0.0,
+                bytes: 0.0,
+                bytes_burst: 0.0,
+                strikes: 50,
+            },
+            rate_loopback: false,
+            max_json_depth: MAX_JSON_DEPTH,
+            max_retained_bytes: MAX_RETAINED_BYTES,
+        }
+    }
+}
+
+/// Refusals and closes by reason, for `/metrics`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counters {
+    pub denied_publish: u64,
+    pub denied_subscribe: u64,
+    pub rate_publishes: u64,
+    pub rate_bytes: u64,
+    pub too_deep: u64,
+    pub too_large: u64,
+    pub closed_abuse: u64,
+    pub closed_removed: u64,
+    pub missing_token: u64,
+    pub wrong_token: u64,
+    pub locked_out: u64,
+}
+
+/// One connection of the relay: who it is (shared with the client's other connections),
+/// the patterns it asked for (its subscriptions are their overlap with its rules), and its
+/// rate buckets when rates apply to it. 40 bytes, plus the buckets (boxed, 24 bytes) and the
+/// asked patterns on the heap.
+pub struct Session {
+    who: Arc<Client>,
+    asked: Vec<Box<str>>,
+    limiter: Option<Box<Limiter>>,
+}
+
+/// The relay's state: who may do what, retained messages and a reused output buffer.
 pub struct Relay {
+    policy: Policy,
+    anonymous: Option<Arc<Client>>,
+    lockouts: Lockouts,
+    pub counters: Counters,
     /// Topic → the `message` frame text last published with `retain`.
     retained: HashMap<String, String>,
     retained_bytes: usize,
     out: Vec<u8>,
 }
 
+impl Default for Relay {
+    fn default() -> Self {
+        Relay::new(Policy::default())
+    }
+}
+
 /// Why a request was refused; the reason goes back in an `error` message.
 type Refusal = &'static str;
 
+const NOT_ALLOWED: Refusal = "not allowed";
+
 impl Relay {
-    fn handle(&mut self, ctx: &mut Ctx<'_>, text: &str) -> Result<(), Refusal> {
-        let req: Request<'_> = serde_json::from_str(text).map_err(|e| {
-            if e.is_syntax() || e.is_eof() {
-                "invalid JSON"
-            } else {
-                "invalid request: needs a string \"type\" and well-typed fields"
+    pub fn new(mut policy: Policy) -> Self {
+        let anonymous = policy.anonymous.take().map(Client::anonymous);
+        Relay {
+            policy,
+            anonymous,
+            lockouts: Lockouts::default(),
+            counters: Counters::default(),
+            retained: HashMap::new(),
+            retained_bytes: 0,
+            out: Vec::new(),
+        }
+    }
+
+    /// New clients (a reload). Apply them to open connections with [`Relay::reapply`].
+    pub fn set_clients(&mut self, clients: Clients) {
+        self.policy.clients = Some(clients);
+    }
+
+    /// After [`Relay::set_clients`], for one open connection: a client that is gone (or
+    /// whose token changed) is closed with 1008; one whose rules changed is resubscribed
+    /// under the new rules.
+    pub fn reapply(&mut self, ctx: &mut Ctx<'_>, session: &mut Session) {
+        let Some(name) = session.who.name() else {
+            return;
+        };
+        let now = self
+            .policy
+            .clients
+            .as_ref()
+            .and_then(|c| c.named(name))
+            .filter(|c| c.same_credentials(&session.who))
+            .cloned();
+        let Some(now) = now else {
+            self.counters.closed_removed += 1;
+            ctx.close(CloseCode::POLICY, "client removed");
+            return;
+        };
+        if now.rules != session.who.rules {
+            let before = granted(&session.who.rules, &session.asked);
+            let after = granted(&now.rules, &session.asked);
+            for g in before.iter().filter(|g| !after.contains(g)) {
+                ctx.unsubscribe(g);
             }
-        })?;
+            for g in after.iter().filter(|g| !before.contains(g)) {
+                ctx.subscribe(g);
+            }
+        }
+        session.who = now;
+    }
+
+    /// Who presents this request: a client by its token, or anonymous where allowed;
+    /// otherwise the answer to give (401, or 429 while the address is locked out).
+    fn identify(
+        &mut self,
+        req: &HttpRequest<'_>,
+        anonymous: bool,
+    ) -> Result<Arc<Client>, Response> {
+        let Some(clients) = &self.policy.clients else {
+            // No clients file: no authentication, tokens mean nothing.
+            return self.anonymous.clone().ok_or_else(|| unauthorized(false));
+        };
+        let (ip, now) = (req.peer_addr().ip(), req.now());
+        if let Some(wait) = self.lockouts.locked(ip, now) {
+            self.counters.locked_out += 1;
+            return Err(locked_out(wait));
+        }
+        match presented(req) {
+            Some(token) => match clients.find(token) {
+                Some(client) => {
+                    let client = client.clone();
+                    self.lockouts.succeed(ip);
+                    Ok(client)
+                }
+                None => {
+                    self.counters.wrong_token += 1;
+                    let lockout = self.policy.lockout;
+                    if self.lockouts.fail(&lockout, ip, now).is_some() {
+                        log::warn!("{ip}: locked out after repeated wrong tokens");
+                    }
+                    Err(unauthorized(true))
+                }
+            },
+            None => match (&self.anonymous, anonymous) {
+                (Some(anon), true) => Ok(anon.clone()),
+                _ => {
+                    self.counters.missing_token += 1;
+                    Err(unauthorized(false))
+                }
+            },
+        }
+    }
+
+    fn rates_for(&self, ip: IpAddr) -> bool {
+        let r = &self.policy.rates;
+        (r.publishes > 0.0 || r.bytes > 0.0) && (self.policy.rate_loopback || !ip.is_loopback())
+    }
+
+    /// Charges a request to the connection's buckets.
+    fn charge(
+        &mut self,
+        ctx: &Ctx<'_>,
+        session: &mut Session,
+        len: usize,
+        publish: bool,
+    ) -> Verdict {
+        let Some(limiter) = &mut session.limiter else {
+            return Verdict::Pass;
+        };
+        let verdict = limiter.charge(&self.policy.rates, ctx.now(), len, publish);
+        match verdict {
+            Verdict::Refuse(guard::TOO_MANY_BYTES) => self.counters.rate_bytes += 1,
+            Verdict::Refuse(_) => self.counters.rate_publishes += 1,
+            Verdict::Abuse => self.counters.closed_abuse += 1,
+            Verdict::Pass => {}
+        }
+        verdict
+    }
+
+    fn handle(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        session: &mut Session,
+        req: &Request<'_>,
+    ) -> Result<(), Refusal> {
         match &*req.kind {
             "subscribe" => {
-                let pattern = topic(&req, true)?;
-                if ctx.subscriptions() >= ctx.config().max_subscriptions {
+                let pattern = topic(req, true)?;
+                let grants = session.who.rules.grant(pattern);
+                if grants.is_empty() {
+                    self.counters.denied_subscribe += 1;
+                    return Err(NOT_ALLOWED);
+                }
+                let asked = session.asked.iter().any(|p| **p == *pattern);
+                if !asked && ctx.subscriptions() + grants.len() > ctx.config().max_subscriptions {
                     return Err("too many subscriptions");
                 }
-                ctx.subscribe(pattern);
+                for g in &grants {
+                    ctx.subscribe(g);
+                }
+                if !asked {
+                    session.asked.push(pattern.into());
+                }
                 self.ack(ctx, req.id, None);
                 for (t, frame) in &self.retained {
-                    if matches(pattern, t) {
+                    if matches(pattern, t) && session.who.rules.may_read(t) {
                         ctx.send(Message::Text(frame));
                     }
                 }
                 Ok(())
             }
             "unsubscribe" => {
-                let pattern = topic(&req, true)?;
-                ctx.unsubscribe(pattern);
+                let pattern = topic(req, true)?;
+                if let Some(i) = session.asked.iter().position(|p| **p == *pattern) {
+                    session.asked.swap_remove(i);
+                    let rules = &session.who.rules;
+                    let kept = granted(rules, &session.asked);
+                    for g in rules.grant(pattern).iter().filter(|g| !kept.contains(g)) {
+                        ctx.unsubscribe(g);
+                    }
+                }
                 self.ack(ctx, req.id, None);
                 Ok(())
             }
             "publish" => {
-                let name = topic(&req, false)?;
+                let name = topic(req, false)?;
                 let data = req.data.ok_or("publish needs \"data\"")?;
+                if !session.who.rules.may_publish(name) {
+                    self.counters.denied_publish += 1;
+                    return Err(NOT_ALLOWED);
+                }
+                if deeper_than(data.get().as_bytes(), self.policy.max_json_depth) {
+                    self.counters.too_deep += 1;
+                    return Err("data is nested deeper than the relay allows");
+                }
                 self.out.clear();
                 self.out
                     .extend_from_slice(b"{\"type\":\"message\",\"topic\":");
@@ -119,6 +355,10 @@ impl Relay {
                 self.out.extend_from_slice(b",\"data\":");
                 self.out.extend_from_slice(data.get().as_bytes());
                 self.out.push(b'}');
+                if self.out.len() > ctx.config().send_limit() {
+                    self.counters.too_large += 1;
+                    return Err("message too large");
+                }
                 let frame = std::str::from_utf8(&self.out).map_err(|_| "invalid data")?;
                 let delivered = ctx.publish(name, Message::Text(frame));
                 let retained = if req.retain {
@@ -162,7 +402,7 @@ impl Relay {
             return Ok(());
         }
         let cost = frame.len() + topic.len();
-        if self.retained_bytes - old_cost + cost > MAX_RETAINED_BYTES {
+        if self.retained_bytes - old_cost + cost > self.policy.max_retained_bytes {
             return Err("retained store full: the message was delivered but not retained");
         }
         self.retained_bytes = self.retained_bytes - old_cost + cost;
@@ -190,12 +430,155 @@ impl Relay {
         self.out.push(b'}');
         send_out(ctx, &self.out);
     }
+
+    /// Sends `{"type":"error","reason":…,"id":…}`.
+    fn refuse(&mut self, ctx: &mut Ctx<'_>, reason: &str, id: Option<&RawValue>) {
+        self.out.clear();
+        error_json(&mut self.out, reason, id);
+        send_out(ctx, &self.out);
+    }
+
+    /// The relay's own counters, in the Prometheus text format.
+    fn prometheus(&self) -> String {
+        let c = &self.counters;
+        let mut s = String::with_capacity(1024);
+        let mut family = |name: &str, help: &str, rows: &[(&str, u64)]| {
+            use std::fmt::Write as _;
+            let _ = writeln!(
+                s,
+                "# HELP emberws_{name} {help}\n# TYPE emberws_{name} counter"
+            );
+            for (reason, n) in rows {
+                let _ = writeln!(s, "emberws_{name}{{reason=\"{reason}\"}} {n}");
+            }
+        };
+        family(
+            "relay_refused_total",
+            "Requests refused with an error message, by reason.",
+            &[
+                ("publish_not_allowed", c.denied_publish),
+                ("subscribe_not_allowed", c.denied_subscribe),
+                ("rate_publishes", c.rate_publishes),
+                ("rate_bytes", c.rate_bytes),
+                ("json_too_deep", c.too_deep),
+                ("too_large", c.too_large),
+            ],
+        );
+        family(
+            "relay_closed_total",
+            "Connections the relay closed with 1008, by reason.",
+            &[
+                ("rate_abuse", c.closed_abuse),
+                ("client_removed", c.closed_removed),
+            ],
+        );
+        family(
+            "auth_refused_total",
+            "Upgrades and status requests refused, by reason (401, 401, 429).",
+            &[
+                ("missing_token", c.missing_token),
+                ("wrong_token", c.wrong_token),
+                ("locked_out", c.locked_out),
+            ],
+        );
+        s
+    }
+}
+
+/// Every pattern the `asked` patterns stand for under `rules`.
+fn granted(rules: &Rules, asked: &[Box<str>]) -> Vec<String> {
+    let mut all: Vec<String> = asked.iter().flat_map(|p| rules.grant(p)).collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+/// The token a request presents: `Authorization: Bearer T`, or `?token=T` (browsers cannot
+/// set headers on a WebSocket).
+fn presented<'a>(req: &HttpRequest<'a>) -> Option<&'a str> {
+    if let Some(value) = req.header("Authorization") {
+        let value = std::str::from_utf8(value).ok()?.trim();
+        let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+        // Another scheme is a credential that cannot be right.
+        return Some(if scheme.eq_ignore_ascii_case("bearer") {
+            token.trim()
+        } else {
+            ""
+        });
+    }
+    req.query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+}
+
+/// 401, with the scheme to use (RFC 6750).
+fn unauthorized(wrong: bool) -> Response {
+    let mut res = Response::status(401);
+    let challenge = if wrong {
+        "Bearer realm=\"emberws\", error=\"invalid_token\""
+    } else {
+        "Bearer realm=\"emberws\""
+    };
+    res.headers.push(("WWW-Authenticate", challenge.to_owned()));
+    res.content_type = "text/plain";
+    res.body =
+        Cow::Borrowed(b"a valid token is required: Authorization: Bearer TOKEN, or ?token=TOKEN\n");
+    res
+}
+
+/// 429 while an address is locked out, with when to try again.
+fn locked_out(wait: Duration) -> Response {
+    let mut res = Response::status(429);
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    res.headers.push(("Retry-After", secs.max(1).to_string()));
+    res.content_type = "text/plain";
+    res.body = Cow::Borrowed(b"too many wrong tokens from this address: try again later\n");
+    res
+}
+
+/// Whether JSON text nests arrays and objects deeper than `max` (the text is valid JSON).
+fn deeper_than(json: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 fn send_out(ctx: &mut Ctx<'_>, out: &[u8]) {
     if let Ok(text) = std::str::from_utf8(out) {
         ctx.send(Message::Text(text));
     }
+}
+
+fn parse(text: &str) -> Result<Request<'_>, Refusal> {
+    serde_json::from_str(text).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            "invalid JSON"
+        } else {
+            "invalid request: needs a string \"type\" and well-typed fields"
+        }
+    })
 }
 
 /// The request's topic, checked: a pattern may hold `+` and `#` levels, a publish topic not.
@@ -205,21 +588,9 @@ fn topic<'r>(req: &'r Request<'_>, pattern: bool) -> Result<&'r str, Refusal> {
         .as_ref()
         .map(|t| &*t.0)
         .ok_or("needs a string \"topic\"")?;
-    if t.is_empty() || t.len() > MAX_TOPIC_LEN {
-        return Err("topic must be 1 to 256 bytes");
-    }
-    let levels = t.split('/').count();
-    for (i, level) in t.split('/').enumerate() {
-        let wild = level == "+" || level == "#";
-        if !pattern && (level.contains('+') || level.contains('#')) {
-            return Err("a publish topic cannot contain + or #");
-        }
-        if pattern && !wild && (level.contains('+') || level.contains('#')) {
-            return Err("+ and # must stand alone in a topic level");
-        }
-        if level == "#" && i + 1 != levels {
-            return Err("# must be the last topic level");
-        }
+    acl::check_pattern(t)?;
+    if !pattern && t.split('/').any(|level| level == "+" || level == "#") {
+        return Err("a publish topic cannot contain + or #");
     }
     Ok(t)
 }
@@ -234,19 +605,33 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-fn error_text(reason: &str) -> String {
-    let mut out = Vec::with_capacity(reason.len() + 32);
+fn error_json(out: &mut Vec<u8>, reason: &str, id: Option<&RawValue>) {
     out.extend_from_slice(b"{\"type\":\"error\",\"reason\":");
-    json_string(&mut out, reason);
+    json_string(out, reason);
+    if let Some(id) = id {
+        out.extend_from_slice(b",\"id\":");
+        out.extend_from_slice(id.get().as_bytes());
+    }
     out.push(b'}');
-    String::from_utf8(out).unwrap_or_default()
 }
 
 impl Handler for Relay {
-    type State = ();
+    type State = Session;
 
-    fn on_upgrade(&mut self, _req: &HttpRequest<'_>) -> Decision<()> {
-        Decision::Accept(())
+    fn on_upgrade(&mut self, req: &HttpRequest<'_>) -> Decision<Session> {
+        match self.identify(req, true) {
+            Ok(who) => {
+                let limiter = self
+                    .rates_for(req.peer_addr().ip())
+                    .then(|| Box::new(Limiter::new(&self.policy.rates, req.now())));
+                Decision::Accept(Session {
+                    who,
+                    asked: Vec::new(),
+                    limiter,
+                })
+            }
+            Err(res) => Decision::Refuse(res),
+        }
     }
 
     fn on_request(&mut self, req: &HttpRequest<'_>, stats: &Stats) -> Response {
@@ -255,24 +640,52 @@ impl Handler for Relay {
             res.headers.push(("Allow", "GET".to_owned()));
             return res;
         }
-        match req.path() {
+        let path = req.path();
+        if matches!(path, "/healthz" | "/metrics") && self.policy.protect_status {
+            if let Err(res) = self.identify(req, false) {
+                return res;
+            }
+        }
+        match path {
             "/" | "/index.html" => Response::ok("text/html; charset=utf-8", DASHBOARD.as_bytes()),
             "/healthz" => Response::ok("application/json", stats.to_json().into_bytes()),
-            "/metrics" => Response::ok(
-                "text/plain; version=0.0.4",
-                stats.to_prometheus().into_bytes(),
-            ),
+            "/metrics" => {
+                let mut text = stats.to_prometheus();
+                text.push_str(&self.prometheus());
+                Response::ok("text/plain; version=0.0.4", text.into_bytes())
+            }
             _ => Response::status(404),
         }
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, _: &mut (), msg: Message<'_>) {
-        let result = match msg {
-            Message::Text(text) => self.handle(ctx, text),
-            Message::Binary(_) => Err("binary messages are not part of the relay protocol"),
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, session: &mut Session, msg: Message<'_>) {
+        let len = msg.len();
+        let (req, refusal) = match msg {
+            Message::Text(text) => match parse(text) {
+                Ok(req) => (Some(req), None),
+                Err(reason) => (None, Some(reason)),
+            },
+            Message::Binary(_) => (
+                None,
+                Some("binary messages are not part of the relay protocol"),
+            ),
+        };
+        let publish = req.as_ref().is_some_and(|r| r.kind == "publish");
+        let id = req.as_ref().and_then(|r| r.id);
+        match self.charge(ctx, session, len, publish) {
+            Verdict::Pass => {}
+            Verdict::Refuse(reason) => return self.refuse(ctx, reason, id),
+            Verdict::Abuse => {
+                ctx.close(CloseCode::POLICY, "rate limit exceeded");
+                return;
+            }
+        }
+        let result = match (req, refusal) {
+            (Some(req), _) => self.handle(ctx, session, &req),
+            (None, reason) => Err(reason.unwrap_or("invalid request")),
         };
         if let Err(reason) = result {
-            ctx.send(Message::Text(&error_text(reason)));
+            self.refuse(ctx, reason, id);
         }
     }
 }
@@ -412,6 +825,493 @@ mod tests {
         assert_eq!(h.get("/nope").unwrap().status, 404);
     }
 
+    use std::time::Duration;
+
+    use crate::secret::TokenHash;
+
+    fn clients_file(entries: &[(&str, &str, &[&str], &[&str])]) -> Clients {
+        let mut src = String::new();
+        for (name, token, publish, subscribe) in entries {
+            let list = |v: &[&str]| {
+                v.iter()
+                    .map(|p| format!("{p:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            src += &format!(
+                "[{name}]\ntoken_sha256 = \"{}\"\npublish = [{}]\nsubscribe = [{}]\n",
+                TokenHash::of(token).to_hex(),
+                list(publish),
+                list(subscribe)
+            );
+        }
+        Clients::parse(&src, "clients.toml").unwrap()
+    }
+
+    fn alice_and_bob() -> Clients {
+        clients_file(&[
+            (
+                "alice",
+                "tok-alice",
+                &["devices/{name}/#", "public/+/temp"],
+                &["devices/{name}/#", "public/#"],
+            ),
+            ("bob", "tok-bob", &["devices/{name}/#"], &["#"]),
+        ])
+    }
+
+    fn guarded(policy: Policy) -> Harness<Relay> {
+        Harness::new(Config::default(), Relay::new(policy))
+    }
+
+    fn with_clients(clients: Clients) -> Policy {
+        Policy {
+            clients: Some(clients),
+            anonymous: None,
+            lockout: LockoutPolicy {
+                failures: 3,
+                first: Duration::from_secs(2),
+                max: Duration::from_secs(60),
+            },
+            ..Policy::default()
+        }
+    }
+
+    fn bearer(token: &str) -> [(&'static str, String); 1] {
+        [("Authorization", format!("Bearer {token}"))]
+    }
+
+    fn connect_as(h: &mut Harness<Relay>, token: &str) -> Peer {
+        let header = bearer(token);
+        h.connect_with("/", &[(header[0].0, &header[0].1)]).unwrap()
+    }
+
+    #[test]
+    fn no_token_or_a_wrong_one_is_401_and_a_right_one_by_header_or_query_opens() {
+        let mut h = guarded(with_clients(alice_and_bob()));
+        let none = h.upgrade("/", &[]).err().unwrap();
+        assert_eq!(none.status, 401);
+        assert!(none
+            .headers
+            .iter()
+            .any(|(n, v)| n == "WWW-Authenticate" && v.starts_with("Bearer")));
+        assert_eq!(
+            h.connect_with("/", &[("Authorization", "Bearer nope")])
+                .err(),
+            Some(401)
+        );
+        assert_eq!(
+            h.connect_with("/", &[("Authorization", "Basic dG9rLWFsaWNl")])
+                .err(),
+            Some(401)
+        );
+        let a = connect_as(&mut h, "tok-alice");
+        assert_eq!(h.state(&a).unwrap().who.name(), Some("alice"));
+        let b = h.connect("/dash?x=1&token=tok-bob").unwrap();
+        assert_eq!(h.state(&b).unwrap().who.name(), Some("bob"));
+        assert_eq!(h.handler().counters.missing_token, 1);
+        assert_eq!(h.handler().counters.wrong_token, 2);
+    }
+
+    #[test]
+    fn repeated_failures_lock_the_address_out_and_the_right_token_works_after_the_wait() {
+        let mut h = guarded(with_clients(alice_and_bob()));
+        for _ in 0..3 {
+            assert_eq!(h.connect("/?token=guess").err(), Some(401));
+        }
+        let locked = h.upgrade("/?token=tok-alice", &[]).err().unwrap();
+        assert_eq!(locked.status, 429, "even the right token waits");
+        assert!(locked
+            .headers
+            .iter()
+            .any(|(n, v)| n == "Retry-After" && v == "2"));
+        h.advance(Duration::from_millis(1999));
+        assert_eq!(h.connect("/?token=tok-alice").err(), Some(429));
+        h.advance(Duration::from_millis(1));
+        assert!(h.connect("/?token=tok-alice").is_ok());
+        // The success cleared the record: three more guesses before the next lockout.
+        for _ in 0..3 {
+            assert_eq!(h.connect("/?token=guess").err(), Some(401));
+        }
+        assert_eq!(h.connect("/?token=guess").err(), Some(429));
+        assert_eq!(h.handler().counters.locked_out, 3);
+    }
+
+    #[test]
+    fn anonymous_clients_get_their_own_rules_where_allowed() {
+        let policy = Policy {
+            anonymous: Some(Rules::compile(None, &[], &["public/#".to_owned()]).unwrap()),
+            ..with_clients(alice_and_bob())
+        };
+        let mut h = guarded(policy);
+        let mut anon = h.connect("/").unwrap();
+        say(
+            &mut h,
+            &anon,
+            r#"{"type":"publish","topic":"public/x","data":1,"id":1}"#,
+        );
+        assert_eq!(
+            heard(&mut h, &mut anon),
+            [serde_json::json!({"type":"error","reason":"not allowed","id":1})]
+        );
+        say(
+            &mut h,
+            &anon,
+            r##"{"type":"subscribe","topic":"#","id":2}"##,
+        );
+        assert_eq!(
+            heard(&mut h, &mut anon),
+            [serde_json::json!({"type":"ack","id":2})]
+        );
+        let alice = connect_as(&mut h, "tok-alice");
+        say(
+            &mut h,
+            &alice,
+            r#"{"type":"publish","topic":"public/k/temp","data":5}"#,
+        );
+        say(
+            &mut h,
+            &alice,
+            r#"{"type":"publish","topic":"devices/alice/t","data":6}"#,
+        );
+        let got = heard(&mut h, &mut anon);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0]["topic"], "public/k/temp");
+        assert_eq!(
+            h.connect("/?token=wrong").err(),
+            Some(401),
+            "a wrong token is not anonymous"
+        );
+    }
+
+    #[test]
+    fn every_rule_kind_with_real_requests() {
+        let mut h = guarded(with_clients(alice_and_bob()));
+        let mut alice = connect_as(&mut h, "tok-alice");
+        let mut bob = connect_as(&mut h, "tok-bob");
+        say(&mut h, &bob, r##"{"type":"subscribe","topic":"#"}"##);
+        let attempts = [
+            ("devices/alice/temp", true),  // {name} and #
+            ("devices/alice", true),       // # takes the parent level too
+            ("devices/bob/temp", false),   // another's name
+            ("public/kitchen/temp", true), // +
+            ("public/kitchen/hum", false), // + is one level, the last one differs
+            ("public/a/b/temp", false),    // + is exactly one level
+            ("secret", false),             // no rule
+        ];
+        for (i, (topic, allowed)) in attempts.iter().enumerate() {
+            let req = format!(r#"{{"type":"publish","topic":"{topic}","data":{i},"id":{i}}}"#);
+            say(&mut h, &alice, &req);
+            let answer = heard(&mut h, &mut alice);
+            let delivered = heard(&mut h, &mut bob);
+            if *allowed {
+                assert_eq!(
+                    answer,
+                    [serde_json::json!({"type":"ack","id":i,"delivered":1})],
+                    "{topic}"
+                );
+                assert_eq!(delivered.len(), 1, "{topic}");
+            } else {
+                assert_eq!(
+                    answer,
+                    [serde_json::json!({"type":"error","reason":"not allowed","id":i})],
+                    "{topic}"
+                );
+                assert!(
+                    delivered.is_empty(),
+                    "{topic}: a denied publish reaches no one"
+                );
+            }
+        }
+        assert_eq!(h.handler().counters.denied_publish, 4);
+        // Subscriptions: an exact one outside the rules is denied; one with wildcards gets
+        // only its overlap.
+        say(
+            &mut h,
+            &alice,
+            r#"{"type":"subscribe","topic":"devices/bob/temp","id":"s1"}"#,
+        );
+        assert_eq!(
+            heard(&mut h, &mut alice),
+            [serde_json::json!({"type":"error","reason":"not allowed","id":"s1"})]
+        );
+        say(
+            &mut h,
+            &alice,
+            r#"{"type":"subscribe","topic":"devices/+/temp","id":"s2"}"#,
+        );
+        assert_eq!(
+            heard(&mut h, &mut alice),
+            [serde_json::json!({"type":"ack","id":"s2"})]
+        );
+        say(
+            &mut h,
+            &bob,
+            r#"{"type":"publish","topic":"devices/bob/temp","data":1}"#,
+        );
+        assert!(
+            heard(&mut h, &mut alice).is_empty(),
+            "bob's topic is not alice's to read"
+        );
+        say(
+            &mut h,
+            &alice,
+            r#"{"type":"publish","topic":"devices/alice/temp","data":2}"#,
+        );
+        let got = heard(&mut h, &mut alice);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0]["topic"], "devices/alice/temp");
+        heard(&mut h, &mut bob);
+        assert_eq!(h.handler().counters.denied_subscribe, 1);
+    }
+
+    #[test]
+    fn a_hash_subscriber_sees_only_allowed_topics_retained_ones_too() {
+        let mut h = guarded(with_clients(alice_and_bob()));
+        let mut bob = connect_as(&mut h, "tok-bob");
+        for (topic, n) in [("devices/bob/t", 1), ("devices/bob/h", 2)] {
+            let req = format!(r#"{{"type":"publish","topic":"{topic}","data":{n},"retain":true}}"#);
+            say(&mut h, &bob, &req);
+        }
+        heard(&mut h, &mut bob);
+        let mut alice = connect_as(&mut h, "tok-alice");
+        let mut carol = connect_as(&mut h, "tok-bob");
+        say(
+            &mut h,
+            &alice,
+            r#"{"type":"publish","topic":"public/x/temp","data":3,"retain":true}"#,
+        );
+        heard(&mut h, &mut alice);
+        say(&mut h, &alice, r##"{"type":"subscribe","topic":"#"}"##);
+        let got = heard(&mut h, &mut alice);
+        assert_eq!(
+            got.len(),
+            1,
+            "retained: only public/x/temp is alice's to read: {got:?}"
+        );
+        assert_eq!(got[0]["topic"], "public/x/temp");
+        say(&mut h, &carol, r##"{"type":"subscribe","topic":"#"}"##);
+        assert_eq!(
+            heard(&mut h, &mut carol).len(),
+            3,
+            "bob's rules read everything"
+        );
+        say(
+            &mut h,
+            &bob,
+            r#"{"type":"publish","topic":"devices/bob/t","data":4}"#,
+        );
+        assert!(heard(&mut h, &mut alice).is_empty());
+        // Unsubscribing what was asked for ends what it stood for.
+        say(&mut h, &alice, r##"{"type":"unsubscribe","topic":"#"}"##);
+        say(
+            &mut h,
+            &alice,
+            r#"{"type":"publish","topic":"public/x/temp","data":5}"#,
+        );
+        let got = heard(&mut h, &mut alice);
+        assert!(got.iter().all(|m| m["type"] != "message"), "{got:?}");
+    }
+
+    #[test]
+    fn a_reload_closes_removed_clients_with_1008_and_applies_changed_rules() {
+        let mut h = guarded(with_clients(alice_and_bob()));
+        let mut alice = connect_as(&mut h, "tok-alice");
+        let mut bob = connect_as(&mut h, "tok-bob");
+        let mut bob2 = connect_as(&mut h, "tok-bob");
+        say(&mut h, &alice, r##"{"type":"subscribe","topic":"#"}"##);
+        say(&mut h, &bob, r##"{"type":"subscribe","topic":"#"}"##);
+        // Alice now reads only devices/alice/#; bob is gone.
+        let new = clients_file(&[(
+            "alice",
+            "tok-alice",
+            &["devices/{name}/#"],
+            &["devices/{name}/#"],
+        )]);
+        h.handler_mut().set_clients(new);
+        h.server_mut()
+            .visit_open(|relay, ctx, session| relay.reapply(ctx, session));
+        assert_eq!(
+            h.received(&mut bob),
+            [Frame::Close(Some(1008), "client removed".into())]
+        );
+        assert_eq!(
+            h.received(&mut bob2),
+            [Frame::Close(Some(1008), "client removed".into())]
+        );
+        assert_eq!(h.connect("/?token=tok-bob").err(), Some(401));
+        heard(&mut h, &mut alice);
+        say(
+            &mut h,
+            &alice,
+            r#"{"type":"publish","topic":"devices/alice/x","data":1}"#,
+        );
+        assert_eq!(
+            heard(&mut h, &mut alice).len(),
+            1,
+            "still subscribed where allowed"
+        );
+        let carol = clients_file(&[("alice", "tok-alice", &["public/p"], &[])]);
+        h.handler_mut().set_clients(carol);
+        h.server_mut()
+            .visit_open(|relay, ctx, session| relay.reapply(ctx, session));
+        say(
+            &mut h,
+            &alice,
+            r#"{"type":"publish","topic":"public/p","data":1}"#,
+        );
+        say(
+            &mut h,
+            &alice,
+            r#"{"type":"publish","topic":"devices/alice/x","data":1,"id":9}"#,
+        );
+        assert_eq!(
+            heard(&mut h, &mut alice),
+            [serde_json::json!({"type":"error","reason":"not allowed","id":9})],
+            "new publish rules apply, and no subscription is left"
+        );
+        assert_eq!(h.handler().counters.closed_removed, 2);
+    }
+
+    #[test]
+    fn rate_limits_refuse_then_close_with_1008() {
+        let policy = Policy {
+            rates: Rates {
+                publishes: 1.0,
+                publish_burst: 2.0,
+                bytes: 0.0,
+                bytes_burst: 0.0,
+                strikes: 2,
+            },
+            rate_loopback: true,
+            ..Policy::default()
+        };
+        let mut h = guarded(policy);
+        let mut p = h.connect("/").unwrap();
+        let publish = r#"{"type":"publish","topic":"t","data":1,"id":1}"#;
+        for _ in 0..2 {
+            say(&mut h, &p, publish);
+            assert_eq!(heard(&mut h, &mut p)[0]["type"], "ack");
+        }
+        say(&mut h, &p, publish);
+        assert_eq!(
+            heard(&mut h, &mut p),
+            [serde_json::json!({"type":"error","reason":"rate limit: too many publishes","id":1})]
+        );
+        say(&mut h, &p, r#"{"type":"ping"}"#);
+        assert_eq!(
+            heard(&mut h, &mut p)[0]["type"],
+            "pong",
+            "only publishes are counted"
+        );
+        h.advance(Duration::from_secs(1));
+        say(&mut h, &p, publish);
+        assert_eq!(
+            heard(&mut h, &mut p)[0]["type"],
+            "ack",
+            "a second earns one"
+        );
+        say(&mut h, &p, publish);
+        say(&mut h, &p, publish);
+        assert_eq!(heard(&mut h, &mut p).len(), 2, "two refusals");
+        say(&mut h, &p, publish);
+        assert_eq!(
+            h.received(&mut p),
+            [Frame::Close(Some(1008), "rate limit exceeded".into())]
+        );
+        assert_eq!(h.handler().counters.rate_publishes, 3);
+        assert_eq!(h.handler().counters.closed_abuse, 1);
+        // Loopback peers are not limited unless asked.
+        let mut h = guarded(Policy {
+            rate_loopback: false,
+            ..Policy {
+                rates: Rates {
+                    publishes: 1.0,
+                    publish_burst: 1.0,
+                    bytes: 1.0,
+                    bytes_burst: 1.0,
+                    strikes: 1,
+                },
+                ..Policy::default()
+            }
+        });
+        let mut p = h.connect("/").unwrap();
+        for _ in 0..10 {
+            say(&mut h, &p, publish);
+        }
+        assert!(heard(&mut h, &mut p).iter().all(|m| m["type"] == "ack"));
+    }
+
+    #[test]
+    fn deeply_nested_data_is_refused_and_64_levels_pass() {
+        let mut h = relay();
+        let mut p = h.connect("/").unwrap();
+        let mut sub = h.connect("/").unwrap();
+        say(&mut h, &sub, r#"{"type":"subscribe","topic":"t"}"#);
+        let nested = |n: usize| {
+            format!(
+                r#"{{"type":"publish","topic":"t","data":{}{},"id":1}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        say(&mut h, &p, &nested(64));
+        assert_eq!(heard(&mut h, &mut p)[0]["type"], "ack");
+        assert_eq!(h.received(&mut sub).len(), 1);
+        let mut cfg = Config::default();
+        cfg.max_message_size = 1 << 20;
+        let mut h = Harness::new(cfg, Relay::default());
+        let mut p = h.connect("/").unwrap();
+        say(&mut h, &p, &nested(100_000));
+        // 200 KB take a few turns of the 64 KiB read budget.
+        for _ in 0..4 {
+            h.turn();
+        }
+        let answer = h.received(&mut p);
+        assert_eq!(answer.len(), 1);
+        let Frame::Text(text) = &answer[0] else {
+            panic!("{answer:?}")
+        };
+        assert!(text.contains("nested deeper"), "{text}");
+        // Brackets inside strings are not nesting.
+        let mut h = relay();
+        let mut p = h.connect("/").unwrap();
+        let strings = format!(
+            r#"{{"type":"publish","topic":"t","data":"{}\"[","id":1}}"#,
+            "[".repeat(200)
+        );
+        say(&mut h, &p, &strings);
+        assert_eq!(heard(&mut h, &mut p)[0]["type"], "ack");
+        assert!(!deeper_than(br#"{"a":[1,{"b":"]]]"}]}"#, 3));
+        assert!(deeper_than(br#"{"a":[1,{"b":"]]]"}]}"#, 2));
+    }
+
+    #[test]
+    fn status_routes_need_a_token_with_a_clients_file() {
+        let mut h = guarded(with_clients(alice_and_bob()));
+        assert_eq!(h.get("/").unwrap().status, 200, "the page itself is public");
+        assert_eq!(h.get("/metrics").unwrap().status, 401);
+        assert_eq!(h.get("/healthz").unwrap().status, 401);
+        let header = bearer("tok-bob");
+        let metrics = h
+            .get_with("/metrics", &[(header[0].0, &header[0].1)])
+            .unwrap();
+        assert_eq!(metrics.status, 200);
+        let text = String::from_utf8(metrics.body).unwrap();
+        assert!(
+            text.contains("emberws_auth_refused_total{reason=\"missing_token\"} 2"),
+            "{text}"
+        );
+        let open = guarded(Policy {
+            protect_status: false,
+            ..with_clients(alice_and_bob())
+        })
+        .get("/healthz")
+        .unwrap()
+        .status;
+        assert_eq!(open, 200);
+    }
+
     fn req(json: &str) -> Request<'_> {
         serde_json::from_str(json).unwrap()
     }
@@ -451,10 +1351,13 @@ mod tests {
     }
 
     #[test]
-    fn error_text_escapes() {
-        assert_eq!(
-            error_text("a \"b\""),
-            r#"{"type":"error","reason":"a \"b\""}"#
-        );
+    fn error_json_escapes_and_carries_the_id() {
+        let mut out = Vec::new();
+        error_json(&mut out, "a \"b\"", None);
+        assert_eq!(out, br#"{"type":"error","reason":"a \"b\""}"#);
+        out.clear();
+        let id: &RawValue = serde_json::from_str("7").unwrap();
+        error_json(&mut out, "not allowed", Some(id));
+        assert_eq!(out, br#"{"type":"error","reason":"not allowed","id":7}"#);
     }
 }
