@@ -1,7 +1,10 @@
-//! The `emberws` program: the telemetry relay (default) or an echo server.
+//! The `emberws` program: the telemetry relay (default) or an echo server, and
+//! `emberws token NAME` to make a client token. Settings: flags over an optional TOML file
+//! (`config.rs`).
 //!
 //! Uses only the library's public API.
 
+mod config;
 mod relay;
 mod secret;
 #[cfg(feature = "tls")]
@@ -20,10 +23,12 @@ mod tls {
 }
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use emberws::{Config, Ctx, Decision, Error, Handler, HttpRequest, Message, Server};
+use config::{Flag, Mode, Settings};
+use emberws::{Ctx, Decision, Error, Handler, HttpRequest, Message, Server};
 use log::info;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -33,64 +38,67 @@ const USAGE: &str = "\
 emberws — a small WebSocket server on one poll loop
 
 USAGE:
-    emberws [echo] [OPTIONS]
+    emberws [echo] [--config FILE] [OPTIONS]
+    emberws token NAME
 
 MODES:
     (none)    the relay: pub/sub over JSON messages, with a dashboard at GET /
     echo      echoes every message back (text as text, binary as binary)
+    token     prints a new token for the client NAME, and the entry for the clients
+              file (which stores only its hash)
 
 OPTIONS:
+    --config FILE                 read the settings from FILE (TOML; every option below
+                                  has a key there, see emberws.example.toml); the options
+                                  given on the command line override it
+    --print-config                print the effective settings as TOML, and exit
     --listen ADDR                 listen for ws:// and http:// on ADDR (repeatable)
                                   [default, when no listener is given: 127.0.0.1:9001]
     --tls-listen ADDR             listen for wss:// and https:// on ADDR (repeatable)
     --tls-cert PEM                the certificate chain for --tls-listen
     --tls-key PEM                 its private key (PKCS#8, SEC1 or RSA); SIGHUP re-reads
                                   both, and a bad file on reload keeps the old ones
+    --clients FILE                the clients who may connect: names, token hashes and
+                                  topic patterns (make entries with `emberws token NAME`)
+    --allow-anonymous             allow clients without a token on an address other than
+                                  loopback (without this flag or --clients, such a
+                                  listener is refused at start)
+    --allow-origin ORIGIN         allow browser pages from ORIGIN (repeatable);
+                                  none given = any origin
     --max-connections N           open connections at most; past it, 503 [default: 1024]
     --max-connections-per-ip N    connections per client IP; 0 = no cap [default: 0]
     --max-message BYTES           largest message; past it, close 1009 [default: 65536]
     --max-backpressure BYTES      bytes queued per slow connection before 1008 [default: 65536]
+    --max-subscriptions N         topic subscriptions per connection [default: 64]
+    --handshake-timeout SECS      time allowed for the request head [default: 10]
     --ping-interval SECS          ping a quiet connection after SECS; 0 = never [default: 30]
     --pong-timeout SECS           drop it if nothing comes back within SECS [default: 10]
-    --allow-anonymous             allow listening on an address other than loopback
-                                  (emberws has no client authentication yet: without
-                                  this flag such a listener is refused at start)
-    --allow-origin ORIGIN         allow browser pages from ORIGIN (repeatable);
-                                  none given = any origin
+    --max-json-depth N            deepest nesting of a publish's data [default: 64]
+    --max-retained-bytes BYTES    retained messages, all topics together [default: 1048576]
+    --rate-publishes N            publishes per second per connection; 0 = no limit
+                                  [default: 50]
+    --rate-bytes BYTES            published bytes per second per connection; 0 = no limit
+                                  [default: 65536]
     -h, --help                    print this help
 
+Repeatable options given on the command line replace the file's list.
 Logging: RUST_LOG=debug (default: info).
 ";
 
-struct Args {
-    echo: bool,
-    allow_anonymous: bool,
-    listen: Vec<SocketAddr>,
-    tls_listen: Vec<SocketAddr>,
-    tls_files: Option<tls::Files>,
-    cfg: Config,
-}
-
-fn address(value: &str, flag: &str) -> Result<SocketAddr, String> {
-    value
-        .parse()
-        .map_err(|_| format!("{flag}: '{value}' is not an address like 127.0.0.1:9001"))
-}
-
-fn seconds(value: &str, flag: &str) -> Result<Duration, String> {
-    let secs: f64 = value
-        .parse()
-        .map_err(|_| format!("{flag}: '{value}' is not a number of seconds"))?;
-    if !(0.0..=1e9).contains(&secs) {
-        return Err(format!("{flag}: '{value}' is out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-fn number(value: &str, flag: &str) -> Result<usize, String> {
-    value
-        .parse()
-        .map_err(|_| format!("{flag}: '{value}' is not a whole number"))
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+enum Command {
+    /// `-h`, `--help`.
+    Help,
+    /// `emberws token NAME`.
+    Token(String),
+    /// Serve, or with `--print-config` print what would be served: the file's settings
+    /// (if any) with the flags over them.
+    Run {
+        config: Option<PathBuf>,
+        print: bool,
+        flags: Vec<Flag>,
+    },
 }
 
 fn value(parser: &mut lexopt::Parser, flag: &str) -> Result<String, String> {
@@ -101,102 +109,134 @@ fn value(parser: &mut lexopt::Parser, flag: &str) -> Result<String, String> {
         .map_err(|_| format!("{flag}: the value is not UTF-8"))
 }
 
-fn parse_args() -> Result<Option<Args>, String> {
+fn address(parser: &mut lexopt::Parser, flag: &str) -> Result<SocketAddr, String> {
+    let value = value(parser, flag)?;
+    value
+        .parse()
+        .map_err(|_| format!("{flag}: '{value}' is not an address like 127.0.0.1:9001"))
+}
+
+fn seconds(parser: &mut lexopt::Parser, flag: &str) -> Result<f64, String> {
+    let value = value(parser, flag)?;
+    let secs: f64 = value
+        .parse()
+        .map_err(|_| format!("{flag}: '{value}' is not a number of seconds"))?;
+    if !(0.0..=1e9).contains(&secs) {
+        return Err(format!("{flag}: '{value}' is out of range"));
+    }
+    Ok(secs)
+}
+
+fn number(parser: &mut lexopt::Parser, flag: &str) -> Result<usize, String> {
+    let value = value(parser, flag)?;
+    value
+        .parse()
+        .map_err(|_| format!("{flag}: '{value}' is not a whole number"))
+}
+
+/// A rate per second: a finite number, 0 or more.
+fn rate(parser: &mut lexopt::Parser, flag: &str) -> Result<f64, String> {
+    let value = value(parser, flag)?;
+    let rate: f64 = value
+        .parse()
+        .map_err(|_| format!("{flag}: '{value}' is not a number"))?;
+    if !(rate.is_finite() && rate >= 0.0) {
+        return Err(format!("{flag}: '{value}' is out of range"));
+    }
+    Ok(rate)
+}
+
+/// A flag that sets a key of [`Settings`], its value read and parsed; `None` if `name` is
+/// not one.
+fn key_flag(parser: &mut lexopt::Parser, name: &str) -> Result<Option<Flag>, String> {
+    let p = parser;
+    let f = &format!("--{name}");
+    Ok(Some(match name {
+        "listen" => Flag::Listen(address(p, f)?),
+        "tls-listen" => Flag::TlsListen(address(p, f)?),
+        "tls-cert" => Flag::TlsCert(value(p, f)?.into()),
+        "tls-key" => Flag::TlsKey(value(p, f)?.into()),
+        "clients" => Flag::Clients(value(p, f)?.into()),
+        "allow-anonymous" => Flag::AllowAnonymous,
+        "allow-origin" => Flag::AllowOrigin(value(p, f)?),
+        "max-connections" => Flag::MaxConnections(number(p, f)?),
+        "max-connections-per-ip" => Flag::MaxConnectionsPerIp(number(p, f)?),
+        "max-message" => Flag::MaxMessage(number(p, f)?),
+        "max-backpressure" => Flag::MaxBackpressure(number(p, f)?),
+        "max-subscriptions" => Flag::MaxSubscriptions(number(p, f)?),
+        "handshake-timeout" => Flag::HandshakeTimeout(seconds(p, f)?),
+        "ping-interval" => Flag::PingInterval(seconds(p, f)?),
+        "pong-timeout" => Flag::PongTimeout(seconds(p, f)?),
+        "max-json-depth" => Flag::MaxJsonDepth(number(p, f)?),
+        "max-retained-bytes" => Flag::MaxRetainedBytes(number(p, f)?),
+        "rate-publishes" => Flag::RatePublishes(rate(p, f)?),
+        "rate-bytes" => Flag::RateBytes(rate(p, f)?),
+        _ => return Ok(None),
+    }))
+}
+
+fn parse_command(mut parser: lexopt::Parser) -> Result<Command, String> {
     use lexopt::prelude::*;
-    let mut parser = lexopt::Parser::from_env();
-    let mut args = Args {
-        echo: false,
-        allow_anonymous: false,
-        listen: Vec::new(),
-        tls_listen: Vec::new(),
-        tls_files: None,
-        cfg: Config::default(),
-    };
-    let (mut cert, mut key) = (None, None);
-    let mut origins = Vec::new();
+    let (mut config, mut print, mut echo, mut token) = (None, false, false, None);
+    let mut flags = Vec::new();
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         match arg {
-            Value(mode) if mode == "echo" && !args.echo => args.echo = true,
+            Value(mode) if mode == "token" && token.is_none() && !echo => {
+                let name = parser.value().map_err(|_| "token needs a NAME")?;
+                token = Some(name.to_string_lossy().into_owned());
+            }
+            Value(mode) if mode == "echo" && !echo && token.is_none() => {
+                echo = true;
+                flags.push(Flag::Echo);
+            }
             Value(other) => return Err(format!("unknown mode '{}'", other.to_string_lossy())),
-            Short('h') | Long("help") => return Ok(None),
-            Long("listen") => args
-                .listen
-                .push(address(&value(&mut parser, "--listen")?, "--listen")?),
-            Long("tls-listen") => args.tls_listen.push(address(
-                &value(&mut parser, "--tls-listen")?,
-                "--tls-listen",
-            )?),
-            Long("tls-cert") => cert = Some(value(&mut parser, "--tls-cert")?),
-            Long("tls-key") => key = Some(value(&mut parser, "--tls-key")?),
-            Long("max-connections") => {
-                args.cfg.max_connections = number(
-                    &value(&mut parser, "--max-connections")?,
-                    "--max-connections",
-                )?;
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Long("config") if config.is_some() => return Err("--config is given twice".into()),
+            Long("config") => config = Some(PathBuf::from(value(&mut parser, "--config")?)),
+            Long("print-config") => print = true,
+            Long(name) => {
+                let name = name.to_owned();
+                match key_flag(&mut parser, &name)? {
+                    Some(flag) => flags.push(flag),
+                    None => return Err(Long(&name).unexpected().to_string()),
+                }
             }
-            Long("max-connections-per-ip") => {
-                args.cfg.max_connections_per_ip = number(
-                    &value(&mut parser, "--max-connections-per-ip")?,
-                    "--max-connections-per-ip",
-                )?;
-            }
-            Long("max-message") => {
-                args.cfg.max_message_size =
-                    number(&value(&mut parser, "--max-message")?, "--max-message")?;
-            }
-            Long("max-backpressure") => {
-                args.cfg.max_backpressure = number(
-                    &value(&mut parser, "--max-backpressure")?,
-                    "--max-backpressure",
-                )?;
-            }
-            Long("ping-interval") => {
-                let d = seconds(&value(&mut parser, "--ping-interval")?, "--ping-interval")?;
-                args.cfg.ping_interval = (!d.is_zero()).then_some(d);
-            }
-            Long("pong-timeout") => {
-                args.cfg.pong_timeout =
-                    seconds(&value(&mut parser, "--pong-timeout")?, "--pong-timeout")?;
-            }
-            Long("allow-origin") => origins.push(value(&mut parser, "--allow-origin")?),
-            Long("allow-anonymous") => args.allow_anonymous = true,
             _ => return Err(arg.unexpected().to_string()),
         }
     }
-    args.cfg.allowed_origins = origins;
-    match (cert, key, args.tls_listen.is_empty()) {
-        (Some(cert), Some(key), false) => {
-            args.tls_files = Some(tls::Files {
-                cert: cert.into(),
-                key: key.into(),
-            });
+    match token {
+        Some(_) if config.is_some() || print || !flags.is_empty() => {
+            Err("`emberws token NAME` takes no options".into())
         }
-        (None, None, true) => {}
-        (_, _, true) => return Err("--tls-cert and --tls-key need a --tls-listen".into()),
-        _ => return Err("--tls-listen needs both --tls-cert and --tls-key".into()),
+        Some(name) => Ok(Command::Token(name)),
+        None => Ok(Command::Run {
+            config,
+            print,
+            flags,
+        }),
     }
-    if args.listen.is_empty() && args.tls_listen.is_empty() {
-        args.listen.push(SocketAddr::from(([127, 0, 0, 1], 9001)));
+}
+
+/// The file's settings (or the defaults), the flags over them, checked as a whole.
+fn settings(file: Option<&Path>, flags: &[Flag]) -> Result<Settings, String> {
+    let mut settings = match file {
+        Some(path) => config::load(path)?,
+        None => Settings::default(),
+    };
+    settings.apply(flags);
+    settings.check()?;
+    Ok(settings)
+}
+
+/// The TLS files, once [`Settings::check`] has made sure there are both or neither.
+fn tls_files(settings: &Settings) -> Option<tls::Files> {
+    match (&settings.tls.cert, &settings.tls.key) {
+        (Some(cert), Some(key)) => Some(tls::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
     }
-    // Secure by default: nothing off loopback without credentials unless asked for.
-    let exposed: Vec<String> = args
-        .listen
-        .iter()
-        .chain(&args.tls_listen)
-        .filter(|a| !a.ip().is_loopback())
-        .map(ToString::to_string)
-        .collect();
-    if !exposed.is_empty() && !args.allow_anonymous {
-        return Err(format!(
-            "refusing to listen on {} without authentication: anyone who can reach it could \
-             publish and subscribe. Listen on loopback, or pass --allow-anonymous to allow it",
-            exposed.join(", ")
-        ));
-    }
-    // What the server sends may be a little larger than what it takes: the relay wraps each
-    // publish in an envelope, the echo sends back what it got.
-    args.cfg.max_send_size = args.cfg.max_send_size.max(args.cfg.max_message_size + 4096);
-    Ok(Some(args))
 }
 
 /// Echoes every message back to its sender.
@@ -220,7 +260,7 @@ const SERVER: Token = Token(1);
 /// Runs the server in this program's own mio loop, beside the signal source: SIGINT or
 /// SIGTERM starts a graceful shutdown (close 1001 to everyone, flush, exit 0); SIGHUP
 /// re-reads the TLS certificate and key (new handshakes use them, open connections stay).
-fn serve<H: Handler>(args: Args, handler: H, dashboard: bool) -> Result<(), String> {
+fn serve<H: Handler>(settings: &Settings, handler: H, dashboard: bool) -> Result<(), String> {
     let fail = |e: Error| e.to_string();
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| e.to_string())?;
@@ -228,9 +268,10 @@ fn serve<H: Handler>(args: Args, handler: H, dashboard: bool) -> Result<(), Stri
         .register(&mut signals, SIGNALS, Interest::READABLE)
         .map_err(|e| e.to_string())?;
     let registry = poll.registry().try_clone().map_err(|e| e.to_string())?;
-    let mut server =
-        Server::unbound_with_registry(args.cfg, handler, registry, SERVER).map_err(fail)?;
-    for addr in &args.listen {
+    let cfg = settings.to_config();
+    let mut server = Server::unbound_with_registry(cfg, handler, registry, SERVER).map_err(fail)?;
+    let tls_files = tls_files(settings);
+    for addr in &settings.effective_listen() {
         let addr = server.listen(*addr).map_err(fail)?;
         if dashboard {
             info!("listening on ws://{addr} (dashboard: http://{addr}/)");
@@ -239,15 +280,15 @@ fn serve<H: Handler>(args: Args, handler: H, dashboard: bool) -> Result<(), Stri
         }
     }
     #[cfg(not(feature = "tls"))]
-    if args.tls_files.is_some() {
+    if tls_files.is_some() {
         return Err("this emberws was built without the `tls` feature".into());
     }
     #[cfg(feature = "tls")]
     let mut tls_addrs = Vec::new();
     #[cfg(feature = "tls")]
-    if let Some(files) = &args.tls_files {
+    if let Some(files) = &tls_files {
         let config = files.load()?;
-        for addr in &args.tls_listen {
+        for addr in &settings.tls_listen {
             let addr = server.listen_tls(*addr, config.clone()).map_err(fail)?;
             tls_addrs.push(addr);
             if dashboard {
@@ -271,7 +312,7 @@ fn serve<H: Handler>(args: Args, handler: H, dashboard: bool) -> Result<(), Stri
                 for signal in signals.pending() {
                     if signal == SIGHUP {
                         #[cfg(feature = "tls")]
-                        reload(&mut server, args.tls_files.as_ref(), &tls_addrs);
+                        reload(&mut server, tls_files.as_ref(), &tls_addrs);
                         #[cfg(not(feature = "tls"))]
                         info!("SIGHUP: nothing to reload");
                     } else {
@@ -311,29 +352,117 @@ fn reload<H: Handler>(server: &mut Server<H>, files: Option<&tls::Files>, addrs:
     }
 }
 
+/// A mistake in what the program was asked to do: exit status 2.
+fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("emberws: {msg}\n\nRun 'emberws --help' for the options.");
+    ExitCode::from(2)
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let args = match parse_args() {
-        Ok(Some(args)) => args,
-        Ok(None) => {
+    let (file, print, flags) = match parse_command(lexopt::Parser::from_env()) {
+        Ok(Command::Run {
+            config,
+            print,
+            flags,
+        }) => (config, print, flags),
+        Ok(Command::Help) => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
         }
-        Err(msg) => {
-            eprintln!("emberws: {msg}\n\nRun 'emberws --help' for the options.");
-            return ExitCode::from(2);
+        Ok(Command::Token(name)) => {
+            return match secret::token_command(&name) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(msg) => {
+                    eprintln!("emberws: {msg}");
+                    ExitCode::from(2)
+                }
+            };
         }
+        Err(msg) => return usage_error(&msg),
     };
-    let result = if args.echo {
-        serve(args, Echo, false)
-    } else {
-        serve(args, relay::Relay::default(), true)
+    let settings = match settings(file.as_deref(), &flags) {
+        Ok(settings) => settings,
+        Err(msg) => return usage_error(&msg),
+    };
+    if print {
+        print!("{}", settings.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    let result = match settings.mode {
+        Mode::Echo => serve(&settings, Echo, false),
+        Mode::Relay => serve(&settings, relay::Relay::default(), true),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("emberws: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(args: &[&str]) -> Result<Command, String> {
+        parse_command(lexopt::Parser::from_args(args))
+    }
+
+    #[test]
+    fn flags_are_kept_in_order_and_the_config_file_is_found_anywhere() {
+        let got = command(&[
+            "echo",
+            "--max-message",
+            "200",
+            "--config",
+            "a.toml",
+            "--listen",
+            "127.0.0.1:1",
+            "--print-config",
+            "--rate-bytes",
+            "0",
+        ]);
+        let want = Command::Run {
+            config: Some("a.toml".into()),
+            print: true,
+            flags: vec![
+                Flag::Echo,
+                Flag::MaxMessage(200),
+                Flag::Listen("127.0.0.1:1".parse().unwrap()),
+                Flag::RateBytes(0.0),
+            ],
+        };
+        assert_eq!(got, Ok(want));
+    }
+
+    #[test]
+    fn token_mode_takes_a_name_and_nothing_else() {
+        assert_eq!(
+            command(&["token", "alice"]),
+            Ok(Command::Token("alice".into()))
+        );
+        assert!(command(&["token"]).unwrap_err().contains("NAME"));
+        assert!(command(&["token", "alice", "--listen", "127.0.0.1:1"]).is_err());
+        assert!(command(&["token", "alice", "bob"]).is_err());
+        assert_eq!(command(&["--help", "token"]), Ok(Command::Help));
+    }
+
+    #[test]
+    fn bad_flags_name_the_flag() {
+        for (args, needle) in [
+            (&["--config", "a", "--config", "b"][..], "--config"),
+            (&["--rate-publishes", "-1"], "--rate-publishes"),
+            (&["--handshake-timeout", "soon"], "--handshake-timeout"),
+            (&["--max-json-depth", "deep"], "--max-json-depth"),
+            (&["--clients"], "--clients"),
+        ] {
+            let err = command(args).unwrap_err();
+            assert!(err.contains(needle), "{args:?}: {err}");
         }
     }
 }
