@@ -3,7 +3,7 @@
 // Checks what a person would see: the connection state, live values per topic, the chart,
 // a typed subscription pattern, and reconnection after the server goes away and comes back.
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -42,9 +42,19 @@ function stopRelay(child) {
   });
 }
 
-function publisher(addr) {
+// `emberws token NAME`: the token (first line) and its clients-file entry with these rules.
+function makeClient(name, publish, subscribe) {
+  const out = execFileSync(binary, ['token', name], { encoding: 'utf8' });
+  const token = out.split('\n')[0];
+  const hash = /token_sha256 = "([0-9a-f]{64})"/.exec(out)[1];
+  const list = (v) => v.map((p) => JSON.stringify(p)).join(', ');
+  return { token, entry: `[${name}]\ntoken_sha256 = "${hash}"\npublish = [${list(publish)}]\nsubscribe = [${list(subscribe)}]\n` };
+}
+
+function publisher(addr, token) {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`ws://${addr}/`);
+    const headers = token ? { Authorization: `Bearer ${token}` } : {};
+    const ws = new WebSocket(`ws://${addr}/`, { headers });
     ws.on('open', () => resolve(ws));
     ws.on('error', reject);
   });
@@ -181,6 +191,51 @@ try {
     } finally {
       await context.close();
       await stopRelay(secure);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  // A relay with a clients file: the page takes its token from the URL fragment and shows
+  // only what the token's rules let it read.
+  await check('with #token= the page connects and shows allowed topics only', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'emberws-dash-'));
+    const dash = makeClient('dash', [], ['public/#']);
+    const sensor = makeClient('sensor', ['#'], []);
+    const clients = join(dir, 'clients.toml');
+    writeFileSync(clients, dash.entry + sensor.entry);
+    const guarded = await startRelay('127.0.0.1:0', ['--clients', clients]);
+    const context = await browser.newContext();
+    try {
+      const refused = await context.newPage();
+      await refused.goto(`http://${guarded.addr}/`);
+      await refused.waitForFunction(() => /needs a token/.test(document.querySelector('#state')?.textContent ?? ''), null, { timeout: WAIT });
+      await refused.close();
+      const tokPage = await context.newPage();
+      const wsUrls = [];
+      tokPage.on('websocket', (ws) => wsUrls.push(ws.url()));
+      await tokPage.goto(`http://${guarded.addr}/#token=${dash.token}`);
+      await tokPage.waitForFunction(() => /^\s*open/i.test(document.querySelector('#state')?.textContent ?? ''), null, { timeout: WAIT });
+      if (!wsUrls.some((u) => u.includes(`token=${dash.token}`))) throw new Error(`the WebSocket did not carry the token: ${wsUrls}`);
+      if ((await tokPage.evaluate(() => location.hash)) !== '') throw new Error('the token stayed in the address bar');
+      const pubSensor = await publisher(guarded.addr, sensor.token);
+      const deadline = Date.now() + WAIT;
+      let value = 1;
+      for (;;) {
+        value += 1;
+        publish(pubSensor, 'private/secret', value);
+        publish(pubSensor, 'public/temp', value);
+        const shown = await tokPage.locator('#topics [data-topic="public/temp"] .value').textContent({ timeout: 1000 }).catch(() => null);
+        if (shown && shown.includes(String(value))) break;
+        if (Date.now() > deadline) throw new Error(`allowed value never shown (saw ${shown})`);
+      }
+      // private/secret was published before every public/temp that showed: had it been
+      // delivered, it would be on the page by now.
+      const leaked = await tokPage.locator('#topics [data-topic="private/secret"]').count();
+      if (leaked !== 0) throw new Error('a topic outside the rules reached the page');
+      pubSensor.close();
+    } finally {
+      await context.close();
+      await stopRelay(guarded);
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -473,7 +473,9 @@ impl Settings {
             .filter(|a| !a.ip().is_loopback())
             .map(ToString::to_string)
             .collect();
-        if !exposed.is_empty() && self.auth.clients.is_none() && !self.allow_anonymous {
+        // The echo server has no clients: only the relay checks tokens.
+        let authenticated = self.auth.clients.is_some() && self.mode == Mode::Relay;
+        if !exposed.is_empty() && !authenticated && !self.allow_anonymous {
             return Err(format!(
                 "refusing to listen on {} without authentication: anyone who can reach it could \
                  publish and subscribe. Listen on loopback, give the clients who may connect \

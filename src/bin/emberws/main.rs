@@ -25,7 +25,7 @@ mod tls {
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use config::{Flag, Mode, Settings};
 use emberws::{Ctx, Decision, Error, Handler, HttpRequest, Message, Server};
@@ -260,7 +260,12 @@ const SERVER: Token = Token(1);
 /// Runs the server in this program's own mio loop, beside the signal source: SIGINT or
 /// SIGTERM starts a graceful shutdown (close 1001 to everyone, flush, exit 0); SIGHUP
 /// re-reads the TLS certificate and key (new handshakes use them, open connections stay).
-fn serve<H: Handler>(settings: &Settings, handler: H, dashboard: bool) -> Result<(), String> {
+fn serve<H: Handler>(
+    settings: &Settings,
+    handler: H,
+    dashboard: bool,
+    mut on_hup: impl FnMut(&mut Server<H>),
+) -> Result<(), String> {
     let fail = |e: Error| e.to_string();
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| e.to_string())?;
@@ -313,8 +318,7 @@ fn serve<H: Handler>(settings: &Settings, handler: H, dashboard: bool) -> Result
                     if signal == SIGHUP {
                         #[cfg(feature = "tls")]
                         reload(&mut server, tls_files.as_ref(), &tls_addrs);
-                        #[cfg(not(feature = "tls"))]
-                        info!("SIGHUP: nothing to reload");
+                        on_hup(&mut server);
                     } else {
                         info!("signal {signal}: shutting down");
                         server.shutdown();
@@ -334,7 +338,6 @@ fn serve<H: Handler>(settings: &Settings, handler: H, dashboard: bool) -> Result
 #[cfg(feature = "tls")]
 fn reload<H: Handler>(server: &mut Server<H>, files: Option<&tls::Files>, addrs: &[SocketAddr]) {
     let Some(files) = files else {
-        info!("SIGHUP: nothing to reload");
         return;
     };
     match files.load() {
@@ -349,6 +352,65 @@ fn reload<H: Handler>(server: &mut Server<H>, files: Option<&tls::Files>, addrs:
             );
         }
         Err(e) => log::warn!("SIGHUP: kept the current certificate: {e}"),
+    }
+}
+
+/// What the relay lets whom do, from the settings: the clients file read and its rules
+/// compiled, anonymous access where allowed (no clients file, or `allow_anonymous`).
+fn policy(settings: &Settings) -> Result<relay::Policy, String> {
+    use relay::acl::Rules;
+    use relay::guard::{LockoutPolicy, Rates};
+    let clients = match &settings.auth.clients {
+        Some(path) => {
+            let clients = relay::clients::Clients::load(path)?;
+            info!("{} clients from {}", clients.len(), path.display());
+            Some(clients)
+        }
+        None => None,
+    };
+    let anonymous = (clients.is_none() || settings.allow_anonymous)
+        .then(|| {
+            let a = &settings.anonymous;
+            Rules::compile(None, &a.publish, &a.subscribe).map_err(|e| format!("anonymous: {e}"))
+        })
+        .transpose()?;
+    let (auth, rate) = (&settings.auth, &settings.rate);
+    Ok(relay::Policy {
+        clients,
+        anonymous,
+        protect_status: auth.protect_status,
+        lockout: LockoutPolicy {
+            failures: auth.failures,
+            first: Duration::from_secs_f64(auth.lockout),
+            max: Duration::from_secs_f64(auth.lockout_max),
+        },
+        rates: Rates {
+            publishes: rate.publishes,
+            publish_burst: rate.publish_burst,
+            bytes: rate.bytes,
+            bytes_burst: rate.bytes_burst,
+            strikes: rate.strikes,
+        },
+        rate_loopback: rate.loopback,
+        max_json_depth: settings.limits.max_json_depth,
+        max_retained_bytes: settings.limits.max_retained_bytes,
+    })
+}
+
+/// SIGHUP: the clients file again. Connections of removed clients are closed with 1008, the
+/// others go on under their new rules; a bad file keeps the current clients.
+fn reload_clients(server: &mut Server<relay::Relay>, path: Option<&std::path::Path>) {
+    let Some(path) = path else {
+        return;
+    };
+    match relay::clients::Clients::load(path) {
+        Ok(clients) => {
+            let n = clients.len();
+            server.handler_mut().set_clients(clients);
+            server.visit_open(|relay, ctx, session| relay.reapply(ctx, session));
+            info!("SIGHUP: reloaded {} ({n} clients)", path.display());
+        }
+        Err(e) => log::warn!("SIGHUP: kept the current clients: {e}"),
     }
 }
 
@@ -393,8 +455,13 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let result = match settings.mode {
-        Mode::Echo => serve(&settings, Echo, false),
-        Mode::Relay => serve(&settings, relay::Relay::default(), true),
+        Mode::Echo => serve(&settings, Echo, false, |_| {}),
+        Mode::Relay => match policy(&settings) {
+            Ok(policy) => serve(&settings, relay::Relay::new(policy), true, |server| {
+                reload_clients(server, settings.auth.clients.as_deref());
+            }),
+            Err(msg) => return usage_error(&msg),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -194,7 +194,8 @@ impl Lockouts {
         }
     }
 
-    pub fn tracked(&self) -> usize {
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
         self.table.len()
     }
 }
