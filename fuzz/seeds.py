@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Writes the committed seed corpus, fuzz/corpus/TARGET/seed-*: valid requests and frames.
 
-Run from anywhere: python3 fuzz/seeds.py. The first byte of every frame_header, utf8 and
-assemble seed is the split/role byte the targets read (see fuzz/src/lib.rs).
+Run from anywhere: python3 fuzz/seeds.py. The first byte of every frame_header, utf8,
+assemble and resp seed is the split/role/limits byte the targets read (see fuzz/src/lib.rs).
 """
 import os
 import struct
@@ -62,6 +62,19 @@ SHORT_REQUEST = (
     b"sec-websocket-version: 13 \r\nsec-websocket-key: AQIDBAUGBwgJCgsMDQ4PEA==\r\n"
     b"Sec-WebSocket-Protocol: a\r\nSec-WebSocket-Protocol: b , c\r\n\r\n"
 )
+def command(*args):
+    """A command as the bridge sends it: a RESP2 array of bulk strings."""
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
+
+
+def pmessage(pattern, channel, payload, push=False):
+    """A pattern subscription's message, as Redis sends it (RESP2 array or RESP3 push)."""
+    return (b">" if push else b"*") + command(b"pmessage", pattern, channel, payload)[1:]
+
+
 TEXT = "Hello κόσμε 世界 🦀 ✓".encode()
 
 SEEDS = {
@@ -97,6 +110,32 @@ SEEDS = {
         + frame(0xA, b"")
         + frame(0x1, b"", form=2),
         "many-small": bytes([0xC6]) + b"".join(frame(0x1, b"msg %d" % i) for i in range(8)),
+    },
+    "resp": {
+        # Byte 0: 0xFE keeps every default limit on a RESP2 connection, 0xFF on RESP3; a
+        # clear bit tightens one limit.
+        "pmessage": b"\xfe" + pmessage(b"emberws:*", b"emberws:s/temp", b'{"data":21.5}'),
+        "pubsub-session": b"\xfe"
+        + b"*3\r\n$10\r\npsubscribe\r\n$9\r\nemberws:*\r\n:1\r\n"
+        + b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:2\r\n"
+        + b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n"
+        + pmessage(b"emberws:*", b"emberws:a/b", bytes(range(256)))
+        + b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"
+        + b"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n",
+        "replies": b"\xfe"
+        + b"+OK\r\n+PONG\r\n:1\r\n:-9223372036854775808\r\n$-1\r\n*-1\r\n*0\r\n$0\r\n\r\n"
+        + b"-ERR unknown command 'FOO', with args beginning with: \r\n"
+        + command(b"s/temp", b"21.5", b"s/hum", b"40")
+        + b"*2\r\n*2\r\n:1\r\n*0\r\n$3\r\na\r\n\r\n",
+        "resp3": b"\xff"
+        + b"%3\r\n$6\r\nserver\r\n$5\r\nredis\r\n$5\r\nproto\r\n:3\r\n$7\r\nmodules\r\n*0\r\n"
+        + pmessage(b"emberws:*", b"emberws:s/temp", b"21.5", push=True)
+        + b"_\r\n#t\r\n#f\r\n,1.5\r\n,-inf\r\n(12345678901234567890\r\n"
+        + b"!21\r\nSYNTAX invalid syntax\r\n=15\r\ntxt:Some string\r\n~2\r\n+a\r\n+b\r\n",
+        "command": b"\xfe"
+        + command(b"PUBLISH", b"emberws:s/temp", b"21.5")
+        + command(b"HSET", b"emberws:retained", b"s/temp", b"a\r\nb"),
+        "deep": b"\xfe" + b"*1\r\n" * 9 + b":1\r\n",
     },
 }
 

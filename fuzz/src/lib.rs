@@ -6,6 +6,7 @@
 
 use emberws::proto::frame::FrameHeader;
 use emberws::proto::handshake::{self, find_head_end, Header};
+use emberws::proto::resp::{self, Limits, Value, MAX_DEPTH};
 use emberws::proto::utf8::Validator;
 use emberws::proto::{Role, Status};
 
@@ -204,6 +205,137 @@ pub fn assemble(data: &[u8]) {
     for o in &out {
         if let pipeline::Out::Message(_, payload) = o {
             assert!(payload.len() as u64 <= max);
+        }
+    }
+}
+
+/// The limits byte 0 picks for `resp`: each bit set keeps a default, each bit clear tightens
+/// one limit, so the fuzzer meets every limit at small sizes; bit 0 switches RESP3 on.
+fn resp_limits(first: u8) -> Limits {
+    let pick = |bit: u8, tight: usize, default: usize| {
+        if first & (1 << bit) == 0 {
+            tight
+        } else {
+            default
+        }
+    };
+    let d = Limits::DEFAULT;
+    Limits {
+        resp3: first & 1 != 0,
+        max_depth: [1, 2, MAX_DEPTH + 5, d.max_depth][usize::from(first >> 1 & 3)],
+        max_line_len: [4, 16, 64, d.max_line_len][usize::from(first >> 3 & 3)],
+        max_bulk_len: pick(5, 16, d.max_bulk_len),
+        max_array_len: pick(6, 4, d.max_array_len),
+        max_value_len: pick(7, 96, d.max_value_len),
+    }
+}
+
+/// Reads `value` through: every string is a part of `input`, every aggregate yields its
+/// count, no deeper than the limits allow. Returns the bulk strings of a flat array of them.
+fn visit<'b>(
+    input: &[u8],
+    value: Value<'b>,
+    depth: usize,
+    limits: &Limits,
+) -> Option<Vec<&'b [u8]>> {
+    let items = match value {
+        Value::Simple(s)
+        | Value::Error(s)
+        | Value::Bulk(s)
+        | Value::Double(s)
+        | Value::BigNumber(s) => {
+            within(input, s);
+            if !matches!(value, Value::Bulk(_) | Value::Error(_)) {
+                assert!(!s.contains(&b'\r') && !s.contains(&b'\n'));
+            }
+            return None;
+        }
+        Value::Verbatim { format, text } => {
+            within(input, format);
+            within(input, text);
+            assert_eq!(format.len(), 3);
+            return None;
+        }
+        Value::Integer(_) | Value::Null | Value::Boolean(_) => return None,
+        Value::Array(a) | Value::Push(a) | Value::Set(a) | Value::Map(a) => a,
+    };
+    assert!(
+        depth < limits.max_depth.min(MAX_DEPTH),
+        "deeper than the limit"
+    );
+    assert!(items.len() <= limits.max_array_len);
+    if let Value::Map(m) = value {
+        assert_eq!(m.len() % 2, 0);
+    }
+    within(input, items.as_bytes());
+    let mut bulks = Some(Vec::new());
+    let mut n = 0;
+    for item in items.iter() {
+        n += 1;
+        if let Value::Bulk(b) = item {
+            if let Some(v) = bulks.as_mut() {
+                v.push(b);
+            }
+        } else {
+            bulks = None;
+        }
+        visit(input, item, depth + 1, limits);
+    }
+    assert_eq!(n, items.len(), "an array yields its count");
+    bulks.filter(|_| matches!(value, Value::Array(_)))
+}
+
+/// `resp::parse` on the bytes after a limits byte, value after value as a reader takes them
+/// off its buffer: never panics; a value took 1..=len bytes and parses the same from exactly
+/// those, Partial from one byte fewer and from the cut byte 0 seeds; its strings are parts of
+/// the input; an error or Partial is what the seeded prefix gives too (or Partial); a flat
+/// array of bulk strings, re-encoded as a command, parses to the same strings.
+pub fn resp(data: &[u8]) {
+    let Some((&first, bytes)) = data.split_first() else {
+        return;
+    };
+    let limits = resp_limits(first);
+    let mut at = 0;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        let cut = usize::from(first).wrapping_mul(31).wrapping_add(at) % (rest.len() + 1);
+        let result = resp::parse(rest, &limits);
+        let prefix = resp::parse(&rest[..cut], &limits);
+        match result {
+            Ok(Status::Complete((value, n))) => {
+                assert!(n > 0 && n <= rest.len());
+                assert_eq!(resp::parse(&rest[..n], &limits), result);
+                assert_eq!(resp::parse(&rest[..n - 1], &limits), Ok(Status::Partial));
+                if cut < n {
+                    assert_eq!(prefix, Ok(Status::Partial));
+                } else {
+                    assert_eq!(prefix, result);
+                }
+                if let Some(args) = visit(rest, value, 0, &limits) {
+                    let mut out = Vec::new();
+                    resp::encode_command(&mut out, &args);
+                    assert_eq!(out.len(), resp::command_len(&args));
+                    let Ok(Status::Complete((Value::Array(again), m))) =
+                        resp::parse(&out, &Limits::DEFAULT)
+                    else {
+                        panic!("a re-encoded command must parse");
+                    };
+                    assert_eq!(m, out.len());
+                    assert!(again.iter().eq(args.iter().map(|a| Value::Bulk(a))));
+                }
+                at += n;
+            }
+            Ok(Status::Partial) => {
+                assert_eq!(prefix, Ok(Status::Partial));
+                return;
+            }
+            Err(e) => {
+                assert!(
+                    prefix == Ok(Status::Partial) || prefix == Err(e),
+                    "{prefix:?} vs {e}"
+                );
+                return;
+            }
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Layer 1: the sans-IO protocol core of RFC 6455.
+//! Layer 1: the sans-IO protocol core of RFC 6455, and the RESP codec of the Redis bridge.
 //!
 //! - **In:** byte slices the caller has already read, and buffers the caller lends.
 //! - **Out:** [`Status`] and values, views borrowed from the input, bytes appended to
@@ -18,6 +18,7 @@
 //! | ⑥ | [`message`] | frames → messages: fragmentation, control frames, size limits |
 //! | | [`close`] | close codes and the close frame payload |
 //! | | [`error`] | one variant per rule, mapped to a close code or an HTTP status |
+//! | | `resp` | RESP commands → bytes, broker replies and pushes → views (feature `redis`) |
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -29,6 +30,8 @@ pub mod frame;
 pub mod handshake;
 pub mod mask;
 pub mod message;
+#[cfg(feature = "redis")]
+pub mod resp;
 pub mod response;
 pub mod utf8;
 
