@@ -23,7 +23,7 @@ function startRelay(listen, extra = []) {
       seen += chunk;
       const m = /listening on ws:\/\/(\S+)/.exec(seen);
       const tls = /listening on wss:\/\/(\S+)/.exec(seen);
-      if (m && !child.addr && (extra.length === 0 || tls)) {
+      if (m && !child.addr && (!extra.includes('--tls-listen') || tls)) {
         child.addr = m[1];
         child.tlsAddr = tls?.[1];
         clearTimeout(timer);
