@@ -60,8 +60,17 @@ impl Open {
         match conn.read_event(&mut input, &mut out, &mut pool, &cfg, now) {
             Some(Event::Head(data)) => {
                 let peer = "127.0.0.1:1".parse().expect("an address");
-                let answered =
-                    conn.answer_head(data, peer, &mut AcceptAll, &mut out, &mut pool, &cfg, now);
+                let local = "127.0.0.1:9001".parse().expect("an address");
+                let answered = conn.answer_head(
+                    data,
+                    peer,
+                    local,
+                    &mut AcceptAll,
+                    &mut out,
+                    &mut pool,
+                    &cfg,
+                    now,
+                );
                 assert!(matches!(answered, Answered::Open(..)));
             }
             other => panic!("expected the request head, got {other:?}"),

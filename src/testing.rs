@@ -121,6 +121,14 @@ impl<H: Handler> Harness<H> {
         }
     }
 
+    /// The listener address that later peers connect to, as [`HttpRequest::local_addr`]
+    /// reports it (default `127.0.0.1:9001`): e.g. `0.0.0.0:9001` to be a public listener.
+    ///
+    /// [`HttpRequest::local_addr`]: crate::HttpRequest::local_addr
+    pub fn set_local_addr(&mut self, addr: SocketAddr) {
+        self.server.set_memory_local(addr);
+    }
+
     /// A new peer that sends `head` as its first bytes.
     pub fn open_raw(&mut self, head: &[u8]) -> Option<Peer> {
         let wire = Rc::new(RefCell::new(Wire {

@@ -100,6 +100,7 @@ fn drive(rng: &mut Rng, cfg: &Config, bytes: &[u8]) {
                     let answered = conn.answer_head(
                         data,
                         peer,
+                        "127.0.0.1:9001".parse().unwrap(),
                         &mut AcceptAll,
                         &mut out,
                         &mut pool,

@@ -21,6 +21,7 @@ use super::deadlines::Millis;
 pub struct HttpRequest<'a> {
     request: &'a Request<'a, 'a>,
     peer: SocketAddr,
+    local: SocketAddr,
     protocols: &'a [String],
     now: Millis,
 }
@@ -75,6 +76,12 @@ impl<'a> HttpRequest<'a> {
     /// The peer's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// The address of the listener that accepted the connection (e.g. to trust a loopback
+    /// listener for local programs and ask for credentials on a public one).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
     }
 
     /// The loop's clock: the time from the server's start to the turn that read this
@@ -198,13 +205,14 @@ impl Conn {
         &mut self,
         head: Data<'_>,
         peer: SocketAddr,
+        local: SocketAddr,
         decide: &mut D,
         out: &mut Vec<u8>,
         pool: &mut Pool,
         cfg: &Config,
         now: Millis,
     ) -> Answered<D::State> {
-        let answered = self.decide_head(head.as_slice(), peer, decide, out, cfg, now);
+        let answered = self.decide_head(head.as_slice(), (peer, local), decide, out, cfg, now);
         head.recycle(pool);
         if !matches!(answered, Answered::Open(..)) {
             self.answered_http(pool, cfg, now);
@@ -215,7 +223,7 @@ impl Conn {
     fn decide_head<D: Decide>(
         &mut self,
         head: &[u8],
-        peer: SocketAddr,
+        (peer, local): (SocketAddr, SocketAddr),
         decide: &mut D,
         out: &mut Vec<u8>,
         cfg: &Config,
@@ -238,6 +246,7 @@ impl Conn {
         let view = HttpRequest {
             request: &req,
             peer,
+            local,
             protocols: &cfg.protocols,
             now,
         };

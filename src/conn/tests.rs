@@ -335,6 +335,7 @@ fn parse_101(wire: &[u8]) -> Vec<ServerFrame> {
 // The loop's side: what it lends the connection and how it answers events.
 
 const PEER: &str = "127.0.0.1:40000";
+const LOCAL: &str = "127.0.0.1:9001";
 
 /// Where an event's bytes came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -530,6 +531,7 @@ impl Loop {
                 let answered = self.conn.answer_head(
                     data,
                     PEER.parse().unwrap(),
+                    LOCAL.parse().unwrap(),
                     &mut AcceptAll,
                     &mut self.out,
                     &mut self.pool,
@@ -743,6 +745,7 @@ fn first_frame_in_the_head_read_is_parsed_after_accept() {
     let answered = conn.answer_head(
         head,
         PEER.parse().unwrap(),
+        LOCAL.parse().unwrap(),
         &mut AcceptAll,
         &mut out,
         &mut pool,

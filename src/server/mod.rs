@@ -84,6 +84,9 @@ pub(crate) struct Slot {
     /// The subprotocol: 0 for none, else its index in `Config::protocols` plus one.
     protocol: u8,
     flags: u8,
+    /// The listener that accepted it, an index into `Server::listeners`; [`IN_MEMORY`] for
+    /// a connection of the test harness.
+    listener: u8,
     /// The deadline entered in the timer wheel; [`NOT_SCHEDULED`] for none.
     scheduled: Millis,
     /// The queued bytes last counted in `Stats::queued_bytes`.
@@ -95,6 +98,9 @@ impl Slot {
         self.flags & f != 0
     }
 }
+
+/// `Slot::listener` of an in-memory connection ([`crate::testing`]).
+const IN_MEMORY: u8 = u8::MAX;
 
 /// `Slot::scheduled` when nothing is in the wheel (an `Option` would cost 8 more bytes).
 const NOT_SCHEDULED: Millis = Millis(u64::MAX);
@@ -195,6 +201,8 @@ pub struct Server<H: Handler> {
     poll: Option<Poll>,
     start: Instant,
     on_loop_thread: bool,
+    /// The local address the harness's in-memory connections report.
+    memory_local: SocketAddr,
 }
 
 impl<H: Handler> Server<H> {
@@ -389,6 +397,7 @@ impl<H: Handler> Server<H> {
             poll: None,
             start: Instant::now(),
             on_loop_thread: false,
+            memory_local: SocketAddr::from(([127, 0, 0, 1], 9001)),
         })
     }
 
@@ -641,7 +650,7 @@ impl<H: Handler> Server<H> {
                         };
                         #[cfg(not(feature = "tls"))]
                         let io = Transport::Tcp(sock);
-                        self.core.admit(io, peer);
+                        self.core.admit(io, peer, i as u8);
                     }
                     Err(e) if transport::would_block(&e) => l.ready = false,
                     Err(e) if transport::interrupted(&e) => {}
@@ -780,6 +789,8 @@ impl<H: Handler> Server<H> {
             core,
             rbuf,
             states,
+            listeners,
+            memory_local,
             ..
         } = self;
         let mut input: &mut [u8] = rbuf.get_mut(..n).unwrap_or_default();
@@ -800,6 +811,9 @@ impl<H: Handler> Server<H> {
                 Event::Head(data) => {
                     let stats = core.stats;
                     let peer = slot.peer;
+                    let local = listeners
+                        .get(usize::from(slot.listener))
+                        .map_or(*memory_local, |l| l.addr);
                     let mut ask = Ask {
                         handler: &mut *handler,
                         stats: &stats,
@@ -807,6 +821,7 @@ impl<H: Handler> Server<H> {
                     let answered = slot.conn.answer_head(
                         data,
                         peer,
+                        local,
                         &mut ask,
                         &mut core.batch,
                         &mut core.pool,
@@ -870,13 +885,18 @@ impl<H: Handler> Server<H> {
         drain_notices(&mut self.handler, &mut self.core, &mut self.states);
     }
 
+    /// The local address later in-memory connections report ([`crate::testing`]).
+    pub(crate) fn set_memory_local(&mut self, addr: SocketAddr) {
+        self.memory_local = addr;
+    }
+
     /// Admits a connection over an in-memory transport ([`crate::testing`]).
     pub(crate) fn admit_memory(
         &mut self,
         pipe: transport::Pipe,
         peer: SocketAddr,
     ) -> Option<ConnId> {
-        let id = self.core.admit(Transport::Memory(pipe), peer);
+        let id = self.core.admit(Transport::Memory(pipe), peer, IN_MEMORY);
         self.drain_notices();
         id
     }
@@ -1115,7 +1135,7 @@ impl Core {
     }
 
     /// Takes a new connection within the limits.
-    fn admit(&mut self, mut io: Transport, peer: SocketAddr) -> Option<ConnId> {
+    fn admit(&mut self, mut io: Transport, peer: SocketAddr, listener: u8) -> Option<ConnId> {
         let verdict = self.admission.admit(peer.ip(), self.conns.len(), &self.cfg);
         if verdict == Verdict::Turn {
             self.stats.reject(503);
@@ -1161,6 +1181,7 @@ impl Core {
             gen,
             protocol: 0,
             flags: if refuse.is_none() { flag::ADMITTED } else { 0 },
+            listener,
             scheduled: NOT_SCHEDULED,
             accounted: 0,
         });

@@ -195,15 +195,17 @@ try {
     }
   });
 
-  // A relay with a clients file: the page takes its token from the URL fragment and shows
-  // only what the token's rules let it read.
+  // A relay with a clients file on a public listener (loopback listeners need no token):
+  // the page takes its token from the URL fragment and shows only what the token's rules
+  // let it read.
   await check('with #token= the page connects and shows allowed topics only', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'emberws-dash-'));
     const dash = makeClient('dash', [], ['public/#']);
     const sensor = makeClient('sensor', ['#'], []);
     const clients = join(dir, 'clients.toml');
     writeFileSync(clients, dash.entry + sensor.entry);
-    const guarded = await startRelay('127.0.0.1:0', ['--clients', clients]);
+    const guarded = await startRelay('0.0.0.0:0', ['--clients', clients]);
+    guarded.addr = guarded.addr.replace('0.0.0.0', '127.0.0.1');
     const context = await browser.newContext();
     try {
       const refused = await context.newPage();

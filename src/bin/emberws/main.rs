@@ -356,7 +356,8 @@ fn reload<H: Handler>(server: &mut Server<H>, files: Option<&tls::Files>, addrs:
 }
 
 /// What the relay lets whom do, from the settings: the clients file read and its rules
-/// compiled, anonymous access where allowed (no clients file, or `allow_anonymous`).
+/// compiled, and the rules of clients without a token (let in on loopback listeners, and
+/// everywhere without a clients file or with `allow_anonymous`).
 fn policy(settings: &Settings) -> Result<relay::Policy, String> {
     use relay::acl::Rules;
     use relay::guard::{LockoutPolicy, Rates};
@@ -368,16 +369,14 @@ fn policy(settings: &Settings) -> Result<relay::Policy, String> {
         }
         None => None,
     };
-    let anonymous = (clients.is_none() || settings.allow_anonymous)
-        .then(|| {
-            let a = &settings.anonymous;
-            Rules::compile(None, &a.publish, &a.subscribe).map_err(|e| format!("anonymous: {e}"))
-        })
-        .transpose()?;
+    let a = &settings.anonymous;
+    let anonymous =
+        Rules::compile(None, &a.publish, &a.subscribe).map_err(|e| format!("anonymous: {e}"))?;
     let (auth, rate) = (&settings.auth, &settings.rate);
     Ok(relay::Policy {
         clients,
         anonymous,
+        allow_anonymous: settings.allow_anonymous,
         protect_status: auth.protect_status,
         lockout: LockoutPolicy {
             failures: auth.failures,

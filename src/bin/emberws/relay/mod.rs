@@ -86,9 +86,13 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
 pub struct Policy {
     /// The clients file's clients; `None`: no authentication, every client is anonymous.
     pub clients: Option<Clients>,
-    /// The rules of clients without a token; `None`: a token is required.
-    pub anonymous: Option<Rules>,
-    /// With a clients file: `/metrics` and `/healthz` need a client's token.
+    /// The rules of clients without a token, where those are let in: on a loopback
+    /// listener, everywhere without a clients file, and everywhere with `allow_anonymous`.
+    pub anonymous: Rules,
+    /// Clients without a token are let in on every listener, not only on loopback ones.
+    pub allow_anonymous: bool,
+    /// With a clients file: `/metrics` and `/healthz` on a listener off loopback need a
+    /// client's token.
     pub protect_status: bool,
     pub lockout: LockoutPolicy,
     /// Per connection; rates of 0 are off.
@@ -103,7 +107,8 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             clients: None,
-            anonymous: Some(Rules::open()),
+            anonymous: Rules::open(),
+            allow_anonymous: false,
             protect_status: true,
             lockout: LockoutPolicy {
                 failures: 5,
@@ -153,7 +158,7 @@ pub struct Session {
 /// The relay's state: who may do what, retained messages and a reused output buffer.
 pub struct Relay {
     policy: Policy,
-    anonymous: Option<Arc<Client>>,
+    anonymous: Arc<Client>,
     lockouts: Lockouts,
     pub counters: Counters,
     /// Topic → the `message` frame text last published with `retain`.
@@ -175,7 +180,7 @@ const NOT_ALLOWED: Refusal = "not allowed";
 
 impl Relay {
     pub fn new(mut policy: Policy) -> Self {
-        let anonymous = policy.anonymous.take().map(Client::anonymous);
+        let anonymous = Client::anonymous(std::mem::take(&mut policy.anonymous));
         Relay {
             policy,
             anonymous,
@@ -224,7 +229,16 @@ impl Relay {
         session.who = now;
     }
 
-    /// Who presents this request: a client by its token, or anonymous where allowed;
+    /// Whether a request may go without a token: loopback needs no credentials (local
+    /// programs, on a listener only they can reach); other listeners do, unless there is no
+    /// clients file or anonymous access is switched on.
+    fn trusted(&self, req: &HttpRequest<'_>) -> bool {
+        self.policy.clients.is_none()
+            || self.policy.allow_anonymous
+            || req.local_addr().ip().is_loopback()
+    }
+
+    /// Who presents this request: a client by its token, or anonymous if `anonymous`;
     /// otherwise the answer to give (401, or 429 while the address is locked out).
     fn identify(
         &mut self,
@@ -233,7 +247,7 @@ impl Relay {
     ) -> Result<Arc<Client>, Response> {
         let Some(clients) = &self.policy.clients else {
             // No clients file: no authentication, tokens mean nothing.
-            return self.anonymous.clone().ok_or_else(|| unauthorized(false));
+            return Ok(self.anonymous.clone());
         };
         let (ip, now) = (req.peer_addr().ip(), req.now());
         if let Some(wait) = self.lockouts.locked(ip, now) {
@@ -256,13 +270,11 @@ impl Relay {
                     Err(unauthorized(true))
                 }
             },
-            None => match (&self.anonymous, anonymous) {
-                (Some(anon), true) => Ok(anon.clone()),
-                _ => {
-                    self.counters.missing_token += 1;
-                    Err(unauthorized(false))
-                }
-            },
+            None if anonymous => Ok(self.anonymous.clone()),
+            None => {
+                self.counters.missing_token += 1;
+                Err(unauthorized(false))
+            }
         }
     }
 
@@ -619,7 +631,8 @@ impl Handler for Relay {
     type State = Session;
 
     fn on_upgrade(&mut self, req: &HttpRequest<'_>) -> Decision<Session> {
-        match self.identify(req, true) {
+        let anonymous = self.trusted(req);
+        match self.identify(req, anonymous) {
             Ok(who) => {
                 let limiter = self
                     .rates_for(req.peer_addr().ip())
@@ -641,8 +654,9 @@ impl Handler for Relay {
             return res;
         }
         let path = req.path();
-        if matches!(path, "/healthz" | "/metrics") && self.policy.protect_status {
-            if let Err(res) = self.identify(req, false) {
+        if matches!(path, "/healthz" | "/metrics") {
+            let open = !self.policy.protect_status || self.trusted(req);
+            if let Err(res) = self.identify(req, open) {
                 return res;
             }
         }
@@ -860,14 +874,16 @@ mod tests {
         ])
     }
 
+    /// A relay on a public listener (`0.0.0.0:9001`): tokens are needed there.
     fn guarded(policy: Policy) -> Harness<Relay> {
-        Harness::new(Config::default(), Relay::new(policy))
+        let mut h = Harness::new(Config::default(), Relay::new(policy));
+        h.set_local_addr("0.0.0.0:9001".parse().unwrap());
+        h
     }
 
     fn with_clients(clients: Clients) -> Policy {
         Policy {
             clients: Some(clients),
-            anonymous: None,
             lockout: LockoutPolicy {
                 failures: 3,
                 first: Duration::from_secs(2),
@@ -940,7 +956,8 @@ mod tests {
     #[test]
     fn anonymous_clients_get_their_own_rules_where_allowed() {
         let policy = Policy {
-            anonymous: Some(Rules::compile(None, &[], &["public/#".to_owned()]).unwrap()),
+            anonymous: Rules::compile(None, &[], &["public/#".to_owned()]).unwrap(),
+            allow_anonymous: true,
             ..with_clients(alice_and_bob())
         };
         let mut h = guarded(policy);
@@ -982,6 +999,38 @@ mod tests {
             Some(401),
             "a wrong token is not anonymous"
         );
+    }
+
+    #[test]
+    fn a_loopback_listener_needs_no_token_and_a_public_one_does() {
+        let policy = Policy {
+            anonymous: Rules::compile(None, &["sensors/#".to_owned()], &[]).unwrap(),
+            ..with_clients(alice_and_bob())
+        };
+        let mut h = Harness::new(Config::default(), Relay::new(policy));
+        let mut local = h.connect("/").unwrap();
+        assert_eq!(h.state(&local).unwrap().who.name(), None);
+        say(
+            &mut h,
+            &local,
+            r#"{"type":"publish","topic":"sensors/t","data":1,"id":1}"#,
+        );
+        assert_eq!(heard(&mut h, &mut local)[0]["type"], "ack");
+        say(
+            &mut h,
+            &local,
+            r#"{"type":"publish","topic":"other","data":1,"id":2}"#,
+        );
+        assert_eq!(heard(&mut h, &mut local)[0]["reason"], "not allowed");
+        assert_eq!(
+            h.get("/metrics").unwrap().status,
+            200,
+            "loopback reads the counters"
+        );
+        h.set_local_addr("192.0.2.7:9443".parse().unwrap());
+        assert_eq!(h.connect("/").err(), Some(401));
+        assert_eq!(h.get("/metrics").unwrap().status, 401);
+        assert!(h.connect("/?token=tok-alice").is_ok());
     }
 
     #[test]
