@@ -217,6 +217,21 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_loads_with_its_documented_rules() {
+        let example = include_str!("../../../../clients.example.toml");
+        let clients = Clients::parse(example, "clients.example.toml").unwrap();
+        assert_eq!(clients.len(), 3);
+        let sensor = clients.named("greenhouse-1").unwrap();
+        assert!(sensor.rules.may_publish("devices/greenhouse-1/temp"));
+        assert!(!sensor.rules.may_publish("devices/other/temp"));
+        let dash = clients.named("dashboard").unwrap();
+        assert_eq!(dash.rules.grant("#"), ["devices/+/#", "public/#"]);
+        assert!(!dash.rules.may_publish("public/x"));
+        let alerts = clients.named("alerts").unwrap();
+        assert_eq!(alerts.rules.grant("devices/#"), ["devices/+/temp"]);
+    }
+
+    #[test]
     fn the_hash_is_never_printed() {
         let clients = Clients::parse(&entry("alice", "secret-token", ""), "c").unwrap();
         let shown = format!("{clients:?}");

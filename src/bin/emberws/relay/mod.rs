@@ -147,7 +147,7 @@ pub struct Counters {
 
 /// One connection of the relay: who it is (shared with the client's other connections),
 /// the patterns it asked for (its subscriptions are their overlap with its rules), and its
-/// rate buckets when rates apply to it. 40 bytes, plus the buckets (boxed, 24 bytes) and the
+/// rate buckets when rates apply to it. 40 bytes, plus the buckets (boxed, 32 bytes) and the
 /// asked patterns on the heap.
 pub struct Session {
     who: Arc<Client>,
@@ -999,6 +999,16 @@ mod tests {
             Some(401),
             "a wrong token is not anonymous"
         );
+    }
+
+    #[test]
+    fn a_session_costs_what_the_readme_says() {
+        let readme = include_str!("../../../../README.md");
+        let session = std::mem::size_of::<Session>();
+        let limiter = std::mem::size_of::<Limiter>();
+        assert_eq!(session, 40);
+        assert!(readme.contains(&format!("<!-- relay session: {session} B -->")));
+        assert!(readme.contains(&format!("<!-- relay buckets: {limiter} B -->")));
     }
 
     #[test]
