@@ -163,6 +163,58 @@ impl ServerProcess {
         lines[start..].join("\n")
     }
 
+    /// How many stderr lines captured so far contain `needle`.
+    pub fn count_stderr(&self, needle: &str) -> usize {
+        self.stderr_lines()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Waits until at least `count` stderr lines contain `needle` (at most `timeout`);
+    /// returns the `count`-th of them.
+    ///
+    /// # Panics
+    /// After `timeout`, or when the server exits first, with its last stderr lines.
+    pub fn wait_for_stderr(&mut self, needle: &str, count: usize, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let lines = self.stderr_lines();
+            if let Some(line) = lines.iter().filter(|l| l.contains(needle)).nth(count - 1) {
+                return line.clone();
+            }
+            if let Some(status) = self.try_wait() {
+                panic!(
+                    "the server exited ({status}) before {count} line(s) with {needle:?}:\n{}",
+                    self.stderr_tail(20)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {count} line(s) with {needle:?} within {} s; stderr ends with:\n{}",
+                timeout.as_secs(),
+                self.stderr_tail(20)
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGHUP`) to the server process.
+    ///
+    /// # Panics
+    /// When `kill(2)` fails (the process is gone).
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.pid()).expect("a pid fits pid_t");
+        // SAFETY: kill(2) with a pid this handle owns (not yet reaped) and a valid signal.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, {signal}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
     /// `Some(status)` when the server has exited (it should not, on its own).
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
@@ -179,6 +231,60 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// What a run of the binary to its exit left.
+#[derive(Debug)]
+pub struct Exit {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `emberws ARGS...` to its exit, stdin closed, stdout and stderr captured.
+///
+/// # Panics
+/// When it cannot be started, or has not exited after `timeout` (it is killed then).
+pub fn run_to_exit<S: AsRef<str>>(args: &[S], timeout: Duration) -> Exit {
+    use std::io::Read;
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+    let mut child = Command::new(binary_path())
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start emberws {args:?}: {e}"));
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().expect("piped")));
+    let stderr = read_all(Box::new(child.stderr.take().expect("piped")));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for emberws") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "emberws {args:?} did not exit within {} s: {}",
+                timeout.as_secs(),
+                stderr.join().unwrap_or_default()
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    Exit {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod binary;
 pub mod clients;
 pub mod raw;
+pub mod relay;
 pub mod tls;
 
 use std::net::SocketAddr;

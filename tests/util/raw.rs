@@ -23,7 +23,7 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
@@ -848,6 +848,28 @@ pub fn connect_tcp(addr: SocketAddr) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
+/// Like [`connect_tcp`], from the source address `local` (port chosen by the system): on
+/// Linux every address of 127.0.0.0/8 is loopback, so a test can be a second host (the
+/// server tells peers apart by IP) with `127.0.0.2`.
+pub fn connect_tcp_from(local: IpAddr, addr: SocketAddr) -> io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket
+        .bind(&SocketAddr::new(local, 0).into())
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot bind the source address {local}: {e}"),
+            )
+        })?;
+    socket.connect_timeout(&addr.into(), IO_TIMEOUT)?;
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 fn write_chunked(
     stream: &mut TcpStream,
     bytes: &[u8],
@@ -1033,7 +1055,12 @@ impl HttpResponse {
 /// Returns the response and the still-open stream (to read a body or check for EOF).
 /// `UnexpectedEof` when the server closed without a complete head.
 pub fn http_request(addr: SocketAddr, request: &[u8]) -> io::Result<(HttpResponse, TcpStream)> {
-    let stream = connect_tcp(addr)?;
+    http_request_on(connect_tcp(addr)?, request)
+}
+
+/// Like [`http_request`], on a stream the caller connected (e.g. from another source
+/// address, see [`connect_tcp_from`]).
+pub fn http_request_on(stream: TcpStream, request: &[u8]) -> io::Result<(HttpResponse, TcpStream)> {
     let mut client = RawClient::from_stream(stream);
     client.send(request)?;
     let mut response = client.read_http_head()?;
