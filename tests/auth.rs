@@ -34,10 +34,16 @@ const TOO_DEEP: &str = "data is nested deeper than the relay allows";
 /// loopback on Linux).
 const OTHER_HOST: Option<IpAddr> = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
 
-/// Starts the relay on 127.0.0.1 with a config file: `top` holds top-level keys, `tables`
-/// the `[tables]` after them.
+/// Starts the relay with a config file, reached at 127.0.0.1: with a clients file on a
+/// public listener (`0.0.0.0`: a loopback listener lets clients without a token in),
+/// without one on loopback. `top` holds top-level keys, `tables` the `[tables]` after them.
 fn relay(files: &Files, top: &str, tables: &str) -> ServerProcess {
-    let config = files.write_config(&format!("listen = [\"127.0.0.1:0\"]\n{top}\n{tables}"));
+    let listen = if tables.contains("clients =") {
+        "0.0.0.0:0"
+    } else {
+        "127.0.0.1:0"
+    };
+    let config = files.write_config(&format!("listen = [\"{listen}\"]\n{top}\n{tables}"));
     ServerProcess::spawn(&["--config", &config])
 }
 
@@ -163,12 +169,9 @@ fn a_listener_off_loopback_needs_a_clients_file_and_then_a_token() {
         &["--listen", "0.0.0.0:0", "--clients", &clients][..],
         &["--config", &by_key],
     ] {
-        let server = ServerProcess::spawn(args);
-        assert_eq!(
-            server.addr().ip(),
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            "{args:?}"
-        );
+        let mut server = ServerProcess::spawn(args);
+        // On every interface: the log names 0.0.0.0 (the tests reach it on 127.0.0.1).
+        server.wait_for_stderr("listening on ws://0.0.0.0:", 1, POLL);
         let addr = SocketAddr::from(([127, 0, 0, 1], server.addr().port()));
         let refused = raw_upgrade(addr, None, "/", &[]);
         assert_eq!(refused.status, 401, "{args:?}: {}", refused.head);
@@ -190,6 +193,56 @@ fn a_listener_off_loopback_needs_a_clients_file_and_then_a_token() {
         alice.expect_error(json!(1), NOT_ALLOWED);
         watch.nothing_pending();
     }
+}
+
+/// Local sensors on a loopback listener and token holders on a public one, in one relay:
+/// loopback needs no token (and gets the `[anonymous]` rules), the public listener does.
+#[test]
+fn a_loopback_listener_lets_local_clients_in_without_a_token_and_a_public_one_does_not() {
+    let files = Files::new("auth-two-listeners");
+    files.write_clients(&clients_toml(&[Entry {
+        name: "dash",
+        token: "dash-token-0123456789",
+        publish: &[],
+        subscribe: &["sensors/#"],
+    }]));
+    let config = files.write_config(&format!(
+        "listen = [\"127.0.0.1:0\", \"0.0.0.0:0\"]\n\n[auth]\nclients = '{}'\n\n\
+         [anonymous]\npublish = [\"sensors/#\"]\nsubscribe = []\n",
+        files.clients_str()
+    ));
+    let mut server = ServerProcess::spawn(&["--config", &config]);
+    let local = server.addr();
+    let line = server.wait_for_stderr("listening on ws://0.0.0.0:", 1, POLL);
+    let port: u16 = line
+        .split("listening on ws://0.0.0.0:")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    let public = SocketAddr::from(([127, 0, 0, 1], port));
+    assert_ne!(local, public);
+    assert_eq!(
+        ws_refused(public, None, "/", &[]),
+        401,
+        "the public listener needs a token"
+    );
+    let mut dash = Peer::with_token(public, "dash-token-0123456789", "dash");
+    dash.send(&json!({"type":"subscribe","topic":"#","id":1}));
+    assert_eq!(dash.recv(), json!({"type":"ack","id":1}));
+    let mut sensor = Peer::anonymous(local, "sensor");
+    sensor.send(&json!({"type":"publish","topic":"sensors/t","data":21,"id":2}));
+    assert_eq!(sensor.recv(), json!({"type":"ack","id":2,"delivered":1}));
+    assert_eq!(
+        dash.recv(),
+        json!({"type":"message","topic":"sensors/t","data":21})
+    );
+    sensor.send(&json!({"type":"publish","topic":"elsewhere","data":1,"id":3}));
+    assert_eq!(
+        sensor.recv(),
+        json!({"type":"error","reason":NOT_ALLOWED,"id":3}),
+        "anonymous clients get the [anonymous] rules"
+    );
 }
 
 // ---------------------------------------------------------------------------------

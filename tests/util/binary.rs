@@ -337,8 +337,20 @@ fn parse_listen_line(line: &str) -> Option<Result<SocketAddr, ()>> {
     let parsed = token
         .parse::<SocketAddr>()
         .ok()
-        .or_else(|| token.to_socket_addrs().ok()?.next());
+        .or_else(|| token.to_socket_addrs().ok()?.next())
+        .map(reachable);
     Some(parsed.ok_or(()))
+}
+
+/// A listener on every address (`0.0.0.0`, `[::]`) is reached on loopback.
+fn reachable(mut addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
 }
 
 /// Waits up to two seconds for the child to exit and describes its status.

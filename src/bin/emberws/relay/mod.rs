@@ -225,6 +225,14 @@ impl Relay {
             for g in after.iter().filter(|g| !before.contains(g)) {
                 ctx.subscribe(g);
             }
+            // Retained values the new rules let it read for the first time, as a new
+            // subscription would get them.
+            let asked = |t: &str| session.asked.iter().any(|p| matches(p, t));
+            for (t, frame) in &self.retained {
+                if asked(t) && now.rules.may_read(t) && !session.who.rules.may_read(t) {
+                    ctx.send(Message::Text(frame));
+                }
+            }
         }
         session.who = now;
     }
@@ -1230,6 +1238,49 @@ mod tests {
             "new publish rules apply, and no subscription is left"
         );
         assert_eq!(h.handler().counters.closed_removed, 2);
+    }
+
+    #[test]
+    fn rules_that_grow_on_reload_bring_the_retained_values_now_readable() {
+        let mut h = guarded(with_clients(alice_and_bob()));
+        let mut bob = connect_as(&mut h, "tok-bob");
+        say(
+            &mut h,
+            &bob,
+            r#"{"type":"publish","topic":"devices/bob/r","data":9,"retain":true}"#,
+        );
+        heard(&mut h, &mut bob);
+        let mut alice = connect_as(&mut h, "tok-alice");
+        say(&mut h, &alice, r##"{"type":"subscribe","topic":"#"}"##);
+        assert!(
+            heard(&mut h, &mut alice).is_empty(),
+            "bob's topics are not alice's to read"
+        );
+        let wider = || {
+            clients_file(&[
+                (
+                    "alice",
+                    "tok-alice",
+                    &[],
+                    &["devices/{name}/#", "devices/+/r"],
+                ),
+                ("bob", "tok-bob", &["devices/{name}/#"], &["#"]),
+            ])
+        };
+        h.handler_mut().set_clients(wider());
+        h.server_mut()
+            .visit_open(|relay, ctx, session| relay.reapply(ctx, session));
+        let got = heard(&mut h, &mut alice);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0]["topic"], "devices/bob/r");
+        h.handler_mut().set_clients(wider());
+        h.server_mut()
+            .visit_open(|relay, ctx, session| relay.reapply(ctx, session));
+        assert!(
+            heard(&mut h, &mut alice).is_empty(),
+            "the same rules: nothing again"
+        );
+        assert!(heard(&mut h, &mut bob).is_empty());
     }
 
     #[test]
