@@ -126,7 +126,7 @@ pub struct Rate {
     pub publishes: f64,
     /// Publishes allowed in a burst.
     pub publish_burst: f64,
-    /// Published bytes per second (`--rate-bytes`).
+    /// Bytes per second of every message a connection sends (`--rate-bytes`).
     pub bytes: f64,
     /// Bytes allowed in a burst.
     pub bytes_burst: f64,

@@ -59,10 +59,12 @@ OPTIONS:
     --tls-key PEM                 its private key (PKCS#8, SEC1 or RSA); SIGHUP re-reads
                                   both, and a bad file on reload keeps the old ones
     --clients FILE                the clients who may connect: names, token hashes and
-                                  topic patterns (make entries with `emberws token NAME`)
-    --allow-anonymous             allow clients without a token on an address other than
-                                  loopback (without this flag or --clients, such a
-                                  listener is refused at start)
+                                  topic patterns (make entries with `emberws token NAME`);
+                                  SIGHUP re-reads it. A listener on loopback lets clients
+                                  without a token in; any other needs a token
+    --allow-anonymous             let clients without a token in on every listener (without
+                                  this flag or --clients, a listener off loopback is
+                                  refused at start)
     --allow-origin ORIGIN         allow browser pages from ORIGIN (repeatable);
                                   none given = any origin
     --max-connections N           open connections at most; past it, 503 [default: 1024]
@@ -75,10 +77,10 @@ OPTIONS:
     --pong-timeout SECS           drop it if nothing comes back within SECS [default: 10]
     --max-json-depth N            deepest nesting of a publish's data [default: 64]
     --max-retained-bytes BYTES    retained messages, all topics together [default: 1048576]
-    --rate-publishes N            publishes per second per connection; 0 = no limit
-                                  [default: 50]
-    --rate-bytes BYTES            published bytes per second per connection; 0 = no limit
-                                  [default: 65536]
+    --rate-publishes N            publishes per second per connection from another host;
+                                  0 = no limit [default: 50]
+    --rate-bytes BYTES            bytes per second per connection from another host;
+                                  0 = no limit [default: 65536]
     -h, --help                    print this help
 
 Repeatable options given on the command line replace the file's list.
