@@ -60,6 +60,10 @@ pub struct Config {
     /// command counted as its message bytes plus 64; past it, handles wait or get
     /// [`crate::HandleError::Full`]. Default 1 MiB, used only while commands wait.
     pub max_inbox_bytes: usize,
+    /// Bytes of local publishes kept between two [`crate::Server::drain_exports`] (topic +
+    /// payload + 9 each), for a bridge to another broker; past it, a publish is not kept and
+    /// [`crate::Stats::exports_dropped`] counts it. Default 0: nothing is kept.
+    pub max_export_bytes: usize,
     /// Free buffers the pool keeps for reuse, each at most min(`max_message_size`, 64 KiB)
     /// (or `max_request_head` if larger). Default 32: up to 2 MiB with the defaults, held
     /// only after a burst of incomplete messages.
@@ -111,6 +115,7 @@ impl Default for Config {
             max_send_size: 128 * 1024,
             drain_low_water: 16 * 1024,
             max_inbox_bytes: 1024 * 1024,
+            max_export_bytes: 0,
             max_spare_buffers: 32,
             slow_consumer: SlowConsumer::Close,
             read_buffer_size: 64 * 1024,
@@ -171,6 +176,8 @@ impl Config {
         drain_low_water: usize;
         /// Sets [`Config::max_inbox_bytes`].
         max_inbox_bytes: usize;
+        /// Sets [`Config::max_export_bytes`].
+        max_export_bytes: usize;
         /// Sets [`Config::max_spare_buffers`].
         max_spare_buffers: usize;
         /// Sets [`Config::handshake_timeout`].
@@ -217,6 +224,7 @@ impl Config {
             + crate::server::BATCH_BYTES.max(self.send_limit() + 14)
             + self.max_spare_buffers * self.spare_buffer_size()
             + self.max_inbox_bytes
+            + self.max_export_bytes
             + crate::server::timers::WHEEL_SLOTS * std::mem::size_of::<Vec<u8>>()
     }
 

@@ -41,6 +41,9 @@ pub struct Stats {
     pub queued_high_water: u64,
     /// Connections dropped at a deadline (handshake, pong, close).
     pub timeouts: u64,
+    /// Local publishes not kept for export because [`crate::Config::max_export_bytes`] was
+    /// full ([`crate::Server::drain_exports`]).
+    pub exports_dropped: u64,
 }
 
 impl Stats {
@@ -94,7 +97,8 @@ impl Stats {
             s,
             "{{\"connections_open\":{},\"accepted\":{},\"http_requests\":{},\"messages_in\":{},\
              \"messages_out\":{},\"bytes_in\":{},\"bytes_out\":{},\"slow_drops\":{},\
-             \"slow_closes\":{},\"queued_bytes\":{},\"queued_high_water\":{},\"timeouts\":{}",
+             \"slow_closes\":{},\"queued_bytes\":{},\"queued_high_water\":{},\"timeouts\":{},\
+             \"exports_dropped\":{}",
             self.connections_open,
             self.accepted,
             self.http_requests,
@@ -106,7 +110,8 @@ impl Stats {
             self.slow_closes,
             self.queued_bytes,
             self.queued_high_water,
-            self.timeouts
+            self.timeouts,
+            self.exports_dropped
         );
         s.push_str(",\"rejected\":{");
         let labels = REJECT_STATUSES
@@ -205,6 +210,12 @@ impl Stats {
             "counter",
             "Connections dropped at a deadline.",
             self.timeouts,
+        );
+        one(
+            "exports_dropped_total",
+            "counter",
+            "Local publishes not kept for export: the export buffer was full.",
+            self.exports_dropped,
         );
         let _ = writeln!(s, "# HELP emberws_connections_rejected_total Requests refused, by HTTP status.\n# TYPE emberws_connections_rejected_total counter");
         for (i, n) in self.rejected.iter().enumerate() {

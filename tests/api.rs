@@ -465,3 +465,88 @@ fn visit_open_reaches_every_open_connection_with_its_state_and_close_ends_one() 
     h.server_mut().visit_open(|_, _, _| open += 1);
     assert_eq!(open, 1, "a closing connection is not open");
 }
+
+/// `sub PATTERN` subscribes, `pub TOPIC TEXT` publishes.
+struct PubSub;
+
+impl Handler for PubSub {
+    type State = ();
+
+    fn on_upgrade(&mut self, _: &HttpRequest<'_>) -> Decision<()> {
+        Decision::Accept(())
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, _: &mut (), msg: Message<'_>) {
+        let Message::Text(text) = msg else { return };
+        match text.split_once(' ') {
+            Some(("sub", pattern)) => {
+                ctx.subscribe(pattern);
+            }
+            Some(("pub", rest)) => {
+                if let Some((topic, body)) = rest.split_once(' ') {
+                    ctx.publish(topic, Message::Text(body));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn exported(h: &mut Harness<PubSub>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    h.server_mut().drain_exports(|topic, msg| {
+        let body = String::from_utf8_lossy(msg.as_bytes()).into_owned();
+        out.push((topic.to_owned(), body));
+    });
+    out
+}
+
+#[test]
+fn local_publishes_are_exported_in_order_and_imports_are_delivered_but_not_exported() {
+    let mut cfg = Config::default();
+    cfg.max_export_bytes = 200;
+    let mut h = Harness::new(cfg, PubSub);
+    let mut sub = h.connect("/").unwrap();
+    let publisher = h.connect("/").unwrap();
+    h.send(&sub, Message::Text("sub s/#"));
+    h.send(&publisher, Message::Text("pub s/1 first"));
+    h.send(&publisher, Message::Text("pub other second"));
+    h.handle()
+        .publish("s/2", Message::Text("from a thread"))
+        .unwrap();
+    h.turn();
+    h.server_mut().publish("s/3", Message::Text("from the app"));
+    assert_eq!(
+        exported(&mut h),
+        [
+            ("s/1".to_owned(), "first".to_owned()),
+            ("other".to_owned(), "second".to_owned()),
+            ("s/2".to_owned(), "from a thread".to_owned()),
+            ("s/3".to_owned(), "from the app".to_owned()),
+        ],
+        "every local publish, in order, subscribed to or not"
+    );
+    assert!(exported(&mut h).is_empty(), "drained once");
+    let d = h
+        .server_mut()
+        .import("s/remote", Message::Text("from elsewhere"));
+    assert_eq!(d.delivered(), 1);
+    assert!(exported(&mut h).is_empty(), "an import is never exported");
+    let got = h.received(&mut sub);
+    assert_eq!(
+        got,
+        ["first", "from a thread", "from the app", "from elsewhere"].map(|t| Frame::Text(t.into()))
+    );
+    // 200 bytes hold a few publishes of 60; the rest are counted, not kept.
+    let body = "x".repeat(50);
+    for _ in 0..5 {
+        h.send(&publisher, Message::Text(&format!("pub t {body}")));
+    }
+    assert_eq!(exported(&mut h).len(), 3);
+    assert_eq!(h.stats().exports_dropped, 2);
+    // Off by default.
+    let mut h = Harness::new(Config::default(), PubSub);
+    let publisher = h.connect("/").unwrap();
+    h.send(&publisher, Message::Text("pub t x"));
+    assert!(exported(&mut h).is_empty());
+}

@@ -8,6 +8,7 @@
 //! within its budget and once, then the deadlines that are due.
 
 mod admission;
+mod exports;
 pub(crate) mod inbox;
 mod ready;
 mod send;
@@ -138,6 +139,7 @@ pub(crate) struct Core {
     writable: Vec<u32>,
     notices: VecDeque<Notice>,
     stats: Stats,
+    exports: exports::Exports,
     now: Millis,
     shutdown_at: Option<Millis>,
 }
@@ -363,6 +365,7 @@ impl<H: Handler> Server<H> {
         let rbuf = vec![0u8; cfg.read_buffer_size];
         let core = Core {
             pool: Pool::new(cfg.max_spare_buffers, cfg.spare_buffer_size()),
+            exports: exports::Exports::new(cfg.max_export_bytes),
             cfg,
             conns: Slab::new(),
             registry,
@@ -430,6 +433,25 @@ impl<H: Handler> Server<H> {
         let d = self.core.publish(topic, msg);
         self.drain_notices();
         d
+    }
+
+    /// Delivers a publish that came from elsewhere (another instance, through a broker) to
+    /// the local subscribers of `topic`, framed once like a local publish. It is never
+    /// exported: a bridge that imports what it received does not send it back.
+    pub fn import(&mut self, topic: &str, msg: Message<'_>) -> crate::ctx::Delivery {
+        let d = self.core.import(topic, msg);
+        self.drain_notices();
+        d
+    }
+
+    /// Hands every local publish kept since the last call to `f`, oldest first, and forgets
+    /// them: from callbacks ([`Ctx::publish`]), [`Server::publish`] and
+    /// [`ServerHandle::publish`], each after its local delivery. Publishes are kept only
+    /// with [`Config::max_export_bytes`] above 0, up to that many bytes between two drains;
+    /// past it a publish is not kept and [`Stats::exports_dropped`] counts it. Call it after
+    /// each [`Server::turn`] to pass publishes on to a broker that other instances share.
+    pub fn drain_exports(&mut self, f: impl FnMut(&str, Message<'_>)) {
+        self.core.exports.drain(f);
     }
 
     /// Sends to every open connection from outside a callback.
@@ -671,6 +693,11 @@ impl<H: Handler> Server<H> {
             match cmd {
                 Command::Publish { topic, frame } => {
                     self.core.publish_frame(&topic, &frame);
+                    if self.core.exports.on() {
+                        if let Some(msg) = exports::message_of(&frame) {
+                            self.core.exports.keep(&topic, &msg);
+                        }
+                    }
                 }
                 Command::Send { id, frame } => {
                     self.core.deliver_frame(id, &frame);
@@ -1061,6 +1088,7 @@ impl Core {
     pub(crate) fn stats(&self) -> Stats {
         let mut stats = self.stats;
         stats.connections_open = self.conns.len() as u64;
+        stats.exports_dropped = self.exports.dropped;
         stats
     }
 

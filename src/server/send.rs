@@ -203,7 +203,20 @@ impl Core {
     }
 
     /// Frames once, then delivers to every subscriber of `topic`.
+    /// A local publish: delivered, then kept for [`crate::Server::drain_exports`].
     pub(crate) fn publish(&mut self, topic: &str, msg: Message<'_>) -> Delivery {
+        if msg.len() > self.cfg.send_limit() {
+            return Delivery::default();
+        }
+        let d = self.import(topic, msg);
+        if self.exports.on() {
+            self.exports.keep(topic, &msg);
+        }
+        d
+    }
+
+    /// Frames once and delivers to every subscriber of `topic`; nothing is exported.
+    pub(crate) fn import(&mut self, topic: &str, msg: Message<'_>) -> Delivery {
         if msg.len() > self.cfg.send_limit() {
             return Delivery::default();
         }
