@@ -29,6 +29,16 @@ pub struct Config {
     /// Pending connections the kernel queues before `accept` (the listen backlog, capped by
     /// `net.core.somaxconn`). Default 1024. Kernel memory only.
     pub listen_backlog: u32,
+    /// The kernel's send buffer of each connection (`SO_SNDBUF`, set on the listener and
+    /// inherited by every connection it accepts; Linux reserves twice the value). `None`
+    /// (default): the kernel's own sizing, which grows a busy socket's buffer up to
+    /// `net.ipv4.tcp_wmem`'s maximum (4 MiB by default). A cap bounds the kernel memory a
+    /// connection that is sent to can take, at the cost of throughput to a distant peer.
+    pub socket_send_buffer: Option<usize>,
+    /// The kernel's receive buffer of each connection (`SO_RCVBUF`, on the listener before
+    /// it listens, so that the TCP window is sized for it; Linux reserves twice the value).
+    /// `None` (default): autotuning up to `net.ipv4.tcp_rmem`'s maximum (6 MiB by default).
+    pub socket_recv_buffer: Option<usize>,
     /// Open connections (handshaking or upgraded) at most; past it, 503 with `Retry-After`.
     /// Default 1024. Costs nothing until used.
     pub max_connections: usize,
@@ -106,6 +116,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen_backlog: 1024,
+            socket_send_buffer: None,
+            socket_recv_buffer: None,
             max_connections: 1024,
             max_connections_per_ip: 0,
             max_request_head: 8 * 1024,
@@ -176,6 +188,10 @@ impl Config {
         drain_low_water: usize;
         /// Sets [`Config::max_inbox_bytes`].
         max_inbox_bytes: usize;
+        /// Sets [`Config::socket_send_buffer`].
+        socket_send_buffer: Option<usize>;
+        /// Sets [`Config::socket_recv_buffer`].
+        socket_recv_buffer: Option<usize>;
         /// Sets [`Config::max_export_bytes`].
         max_export_bytes: usize;
         /// Sets [`Config::max_spare_buffers`].
@@ -274,6 +290,14 @@ impl Config {
         }
         if self.max_inbox_bytes < 1024 {
             return Err("max_inbox_bytes must be at least 1 KiB");
+        }
+        for buf in [self.socket_send_buffer, self.socket_recv_buffer]
+            .into_iter()
+            .flatten()
+        {
+            if !(1024..=1 << 30).contains(&buf) {
+                return Err("socket buffers must be between 1 KiB and 1 GiB");
+            }
         }
         if self.protocols.len() > 255 {
             return Err("protocols may list at most 255 subprotocols");

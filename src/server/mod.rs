@@ -336,7 +336,7 @@ impl<H: Handler> Server<H> {
             return Err(Error::Config("at most 8 listeners"));
         }
         let mut sock =
-            listen(addr, self.core.cfg.listen_backlog).map_err(|e| Error::Bind(addr, e))?;
+            listen(addr, &self.core.cfg).map_err(|e| Error::Bind(addr, e))?;
         let local = sock.local_addr()?;
         let token = Token(self.core.token_base - MAX_LISTENERS + self.listeners.len());
         self.core
@@ -1015,12 +1015,20 @@ impl<H: Handler> Decide for Ask<'_, H> {
     }
 }
 
-/// A non-blocking listener with `SO_REUSEADDR` and the configured backlog.
-fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+/// A non-blocking listener with `SO_REUSEADDR`, the configured backlog and socket buffer
+/// sizes (accepted connections inherit them).
+fn listen(addr: SocketAddr, cfg: &Config) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
+    if let Some(bytes) = cfg.socket_send_buffer {
+        socket.set_send_buffer_size(bytes)?;
+    }
+    if let Some(bytes) = cfg.socket_recv_buffer {
+        socket.set_recv_buffer_size(bytes)?;
+    }
+    let backlog = cfg.listen_backlog;
     socket.bind(&addr.into())?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     Ok(TcpListener::from_std(socket.into()))
@@ -1401,6 +1409,40 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Accepted connections carry the configured kernel buffer sizes (Linux reports twice
+    /// the value set, its bookkeeping included).
+    #[test]
+    fn accepted_connections_inherit_the_socket_buffer_caps() {
+        let mut cfg = Config::default();
+        cfg.socket_send_buffer = Some(16 * 1024);
+        cfg.socket_recv_buffer = Some(8 * 1024);
+        struct Nothing;
+        impl Handler for Nothing {
+            type State = ();
+            fn on_upgrade(&mut self, _: &HttpRequest<'_>) -> Decision<()> {
+                Decision::Accept(())
+            }
+            fn on_message(&mut self, _: &mut Ctx<'_>, _: &mut (), _: Message<'_>) {}
+        }
+        let mut server = Server::bind("127.0.0.1:0".parse().unwrap(), cfg, Nothing).unwrap();
+        let _client = std::net::TcpStream::connect(server.local_addr()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.core.conns.is_empty() {
+            assert!(Instant::now() < deadline, "never accepted");
+            server.poll_now();
+            server.turn(Instant::now());
+        }
+        let (_, slot) = server.core.conns.iter_mut().next().unwrap();
+        let sock = slot.io.socket().unwrap();
+        let sock = socket2::SockRef::from(&*sock);
+        assert_eq!(sock.send_buffer_size().unwrap(), 32 * 1024);
+        assert_eq!(sock.recv_buffer_size().unwrap(), 16 * 1024);
+        assert_eq!(
+            Config::default().socket_send_buffer(Some(100)).validate(),
+            Err("socket buffers must be between 1 KiB and 1 GiB")
+        );
+    }
 
     /// The idle cost per connection of the README's memory formula.
     #[test]

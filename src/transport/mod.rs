@@ -176,7 +176,7 @@ impl Transport {
     }
 
     /// The TCP socket under the transport, if there is one (not for an in-memory pipe).
-    fn socket(&mut self) -> Option<&mut TcpStream> {
+    pub(crate) fn socket(&mut self) -> Option<&mut TcpStream> {
         match self {
             Transport::Tcp(s) => Some(s),
             #[cfg(feature = "tls")]
