@@ -335,8 +335,7 @@ impl<H: Handler> Server<H> {
         if self.listeners.len() >= MAX_LISTENERS {
             return Err(Error::Config("at most 8 listeners"));
         }
-        let mut sock =
-            listen(addr, &self.core.cfg).map_err(|e| Error::Bind(addr, e))?;
+        let mut sock = listen(addr, &self.core.cfg).map_err(|e| Error::Bind(addr, e))?;
         let local = sock.local_addr()?;
         let token = Token(self.core.token_base - MAX_LISTENERS + self.listeners.len());
         self.core

@@ -89,6 +89,12 @@ pub struct Limits {
     pub max_json_depth: usize,
     /// Bytes of retained messages, all topics together (`--max-retained-bytes`).
     pub max_retained_bytes: usize,
+    /// The kernel's send buffer per connection, `SO_SNDBUF`; 0 = the kernel's own sizing
+    /// (`--socket-send-buffer`).
+    pub socket_send_buffer: usize,
+    /// The kernel's receive buffer per connection, `SO_RCVBUF`; 0 = the kernel's own sizing
+    /// (`--socket-recv-buffer`).
+    pub socket_recv_buffer: usize,
 }
 
 /// `[auth]`: clients with tokens, and how failed attempts are slowed down.
@@ -168,6 +174,8 @@ impl Default for Limits {
             pong_timeout: lib.pong_timeout.as_secs_f64(),
             max_json_depth: 64,
             max_retained_bytes: 1 << 20,
+            socket_send_buffer: 0,
+            socket_recv_buffer: 0,
         }
     }
 }
@@ -258,6 +266,10 @@ pub enum Flag {
     MaxJsonDepth(usize),
     /// `--max-retained-bytes` → `limits.max_retained_bytes`.
     MaxRetainedBytes(usize),
+    /// `--socket-send-buffer` → `limits.socket_send_buffer`.
+    SocketSendBuffer(usize),
+    /// `--socket-recv-buffer` → `limits.socket_recv_buffer`.
+    SocketRecvBuffer(usize),
     /// `--rate-publishes` → `rate.publishes`.
     RatePublishes(f64),
     /// `--rate-bytes` → `rate.bytes`.
@@ -283,6 +295,8 @@ fn flag_of(key: &str) -> Option<&'static str> {
         "limits.pong_timeout" => "--pong-timeout",
         "limits.max_json_depth" => "--max-json-depth",
         "limits.max_retained_bytes" => "--max-retained-bytes",
+        "limits.socket_send_buffer" => "--socket-send-buffer",
+        "limits.socket_recv_buffer" => "--socket-recv-buffer",
         "rate.publishes" => "--rate-publishes",
         "rate.bytes" => "--rate-bytes",
         _ => return None,
@@ -369,6 +383,8 @@ impl Settings {
             .ping_interval((l.ping_interval > 0.0).then(|| secs(l.ping_interval)))
             .pong_timeout(secs(l.pong_timeout))
             .allowed_origins(self.allow_origin.clone())
+            .socket_send_buffer((l.socket_send_buffer > 0).then_some(l.socket_send_buffer))
+            .socket_recv_buffer((l.socket_recv_buffer > 0).then_some(l.socket_recv_buffer))
     }
 
     /// Lays the flags over these settings, in order: a later flag wins over an earlier one
@@ -397,6 +413,8 @@ impl Settings {
                 Flag::PongTimeout(s) => l.pong_timeout = *s,
                 Flag::MaxJsonDepth(n) => l.max_json_depth = *n,
                 Flag::MaxRetainedBytes(n) => l.max_retained_bytes = *n,
+                Flag::SocketSendBuffer(n) => l.socket_send_buffer = *n,
+                Flag::SocketRecvBuffer(n) => l.socket_recv_buffer = *n,
                 Flag::RatePublishes(r) => self.rate.publishes = *r,
                 Flag::RateBytes(r) => self.rate.bytes = *r,
             }
@@ -431,6 +449,14 @@ impl Settings {
             1..=MAX_JSON_DEPTH,
             "levels",
         )?;
+        for (key, bytes) in [
+            ("limits.socket_send_buffer", l.socket_send_buffer),
+            ("limits.socket_recv_buffer", l.socket_recv_buffer),
+        ] {
+            if bytes != 0 {
+                within(key, bytes, 1024..=1 << 30, "bytes (or 0)")?;
+            }
+        }
         seconds("auth.lockout", self.auth.lockout, true)?;
         seconds("auth.lockout_max", self.auth.lockout_max, true)?;
         if self.auth.lockout_max < self.auth.lockout {
@@ -610,6 +636,8 @@ ping_interval = 0
 pong_timeout = 4.0
 max_json_depth = 8
 max_retained_bytes = 4096
+socket_send_buffer = 16384
+socket_recv_buffer = 8192
 
 [auth]
 clients = "/etc/emberws/clients.toml"
@@ -662,6 +690,7 @@ loopback = true
         assert_eq!(l.pong_timeout, 4.0);
         assert_eq!(l.max_json_depth, 8);
         assert_eq!(l.max_retained_bytes, 4096);
+        assert_eq!((l.socket_send_buffer, l.socket_recv_buffer), (16384, 8192));
         let a = &s.auth;
         assert_eq!(
             a.clients.as_deref(),
@@ -844,6 +873,8 @@ loopback = true
             Flag::MaxJsonDepth(7),
             Flag::MaxRetainedBytes(8),
             Flag::RatePublishes(9.0),
+            Flag::SocketSendBuffer(4096),
+            Flag::SocketRecvBuffer(2048),
         ]);
         assert_eq!(d.mode, Mode::Echo);
         assert_eq!(d.tls_listen, [addr("127.0.0.1:3")]);
@@ -865,6 +896,7 @@ loopback = true
         );
         assert_eq!((l.handshake_timeout, l.pong_timeout), (5.0, 6.0));
         assert_eq!(d.rate.publishes, 9.0);
+        assert_eq!((l.socket_send_buffer, l.socket_recv_buffer), (4096, 2048));
         assert!(
             d.listen.is_empty() && d.effective_listen().is_empty(),
             "TLS only"

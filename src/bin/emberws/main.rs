@@ -77,6 +77,10 @@ OPTIONS:
     --pong-timeout SECS           drop it if nothing comes back within SECS [default: 10]
     --max-json-depth N            deepest nesting of a publish's data [default: 64]
     --max-retained-bytes BYTES    retained messages, all topics together [default: 1048576]
+    --socket-send-buffer BYTES    the kernel's send buffer per connection (SO_SNDBUF);
+                                  0 = the kernel's autotuning [default: 0]
+    --socket-recv-buffer BYTES    the kernel's receive buffer per connection (SO_RCVBUF);
+                                  0 = the kernel's autotuning [default: 0]
     --rate-publishes N            publishes per second per connection from another host;
                                   0 = no limit [default: 50]
     --rate-bytes BYTES            bytes per second per connection from another host;
@@ -171,6 +175,8 @@ fn key_flag(parser: &mut lexopt::Parser, name: &str) -> Result<Option<Flag>, Str
         "pong-timeout" => Flag::PongTimeout(seconds(p, f)?),
         "max-json-depth" => Flag::MaxJsonDepth(number(p, f)?),
         "max-retained-bytes" => Flag::MaxRetainedBytes(number(p, f)?),
+        "socket-send-buffer" => Flag::SocketSendBuffer(number(p, f)?),
+        "socket-recv-buffer" => Flag::SocketRecvBuffer(number(p, f)?),
         "rate-publishes" => Flag::RatePublishes(rate(p, f)?),
         "rate-bytes" => Flag::RateBytes(rate(p, f)?),
         _ => return Ok(None),
