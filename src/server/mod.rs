@@ -1413,9 +1413,9 @@ mod tests {
     /// the value set, its bookkeeping included).
     #[test]
     fn accepted_connections_inherit_the_socket_buffer_caps() {
-        let mut cfg = Config::default();
-        cfg.socket_send_buffer = Some(16 * 1024);
-        cfg.socket_recv_buffer = Some(8 * 1024);
+        let cfg = Config::default()
+            .socket_send_buffer(Some(16 * 1024))
+            .socket_recv_buffer(Some(8 * 1024));
         struct Nothing;
         impl Handler for Nothing {
             type State = ();
