@@ -4,6 +4,7 @@
 pub mod binary;
 pub mod clients;
 pub mod raw;
+pub mod redis;
 pub mod relay;
 pub mod tls;
 

@@ -42,6 +42,8 @@ pub struct Settings {
     pub anonymous: Patterns,
     /// `[rate]`: per-connection token buckets.
     pub rate: Rate,
+    /// `[redis]`: relays that share topics and retained values through one Redis.
+    pub redis: Redis,
 }
 
 /// What the program serves.
@@ -155,8 +157,112 @@ impl Default for Settings {
             auth: Auth::default(),
             anonymous: Patterns::default(),
             rate: Rate::default(),
+            redis: Redis::default(),
         }
     }
+}
+
+/// `[redis]`: the bridge to other relays through one Redis (feature `redis`).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Redis {
+    /// `redis://HOST[:PORT][/DB]`, HOST an IP address or `localhost` (`--redis`). Unset: no
+    /// bridge.
+    pub url: Option<String>,
+    /// Channels are `PREFIX:TOPIC`, the retained values the hash `PREFIX:retained`
+    /// (`--redis-prefix`).
+    pub prefix: String,
+    /// Bytes of commands waiting for Redis at most (link down, or Redis slow); past it a
+    /// publish is dropped and counted.
+    pub queue_bytes: usize,
+}
+
+impl Default for Redis {
+    fn default() -> Self {
+        Redis {
+            url: None,
+            prefix: "emberws".into(),
+            queue_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Where the Redis of `[redis] url` is: resolved without a DNS lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RedisTarget {
+    pub addr: SocketAddr,
+    /// `SELECT`ed when not 0.
+    pub db: u32,
+}
+
+/// The port of a `redis://` URL without one.
+const REDIS_PORT: u16 = 6379;
+
+/// Reads `redis://HOST[:PORT][/DB]`, HOST an IP address (`[…]` for IPv6) or `localhost`.
+///
+/// # Errors
+/// What is wrong with it, in a sentence.
+pub fn redis_target(url: &str) -> Result<RedisTarget, String> {
+    if url.starts_with("rediss://") {
+        return Err("TLS to Redis (rediss://) is not supported".into());
+    }
+    let rest = url
+        .strip_prefix("redis://")
+        .ok_or("a Redis URL starts with redis://, as in redis://127.0.0.1:6379")?;
+    if rest.contains(['?', '#']) {
+        return Err("a Redis URL takes no query or fragment: redis://HOST[:PORT][/DB]".into());
+    }
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if authority.contains('@') {
+        return Err("credentials in the Redis URL are not supported".into());
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6.split_once(']').ok_or("an IPv6 address needs its ]")?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let port = match port {
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|_| format!("'{p}' is not a port number"))?,
+        None => REDIS_PORT,
+    };
+    let ip: std::net::IpAddr = if host.eq_ignore_ascii_case("localhost") {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    } else {
+        host.parse().map_err(|_| {
+            format!(
+                "'{host}' is not an IP address or localhost (the relay looks no names up:                  give the address)"
+            )
+        })?
+    };
+    let db = match path {
+        "" => 0,
+        db => db
+            .parse()
+            .map_err(|_| format!("'/{db}' is not a database number"))?,
+    };
+    Ok(RedisTarget {
+        addr: SocketAddr::new(ip, port),
+        db,
+    })
+}
+
+/// Whether `prefix` is 1 to 64 of `A-Z a-z 0-9 - _ . : /` (no glob characters, no spaces).
+fn redis_prefix(key: &'static str, prefix: &str) -> Result<(), Invalid> {
+    let ok = (1..=64).contains(&prefix.len())
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b));
+    ok.then_some(()).ok_or_else(|| Invalid {
+        key,
+        message: format!("'{prefix}' is not 1 to 64 of A-Z a-z 0-9 - _ . : /"),
+    })
 }
 
 /// The library's defaults where the library has the limit.
@@ -274,6 +380,10 @@ pub enum Flag {
     RatePublishes(f64),
     /// `--rate-bytes` → `rate.bytes`.
     RateBytes(f64),
+    /// `--redis` → `redis.url`.
+    Redis(String),
+    /// `--redis-prefix` → `redis.prefix`.
+    RedisPrefix(String),
 }
 
 /// The flag that sets a key, for messages about a value that may have come from either.
@@ -299,6 +409,8 @@ fn flag_of(key: &str) -> Option<&'static str> {
         "limits.socket_recv_buffer" => "--socket-recv-buffer",
         "rate.publishes" => "--rate-publishes",
         "rate.bytes" => "--rate-bytes",
+        "redis.url" => "--redis",
+        "redis.prefix" => "--redis-prefix",
         _ => return None,
     })
 }
@@ -385,6 +497,11 @@ impl Settings {
             .allowed_origins(self.allow_origin.clone())
             .socket_send_buffer((l.socket_send_buffer > 0).then_some(l.socket_send_buffer))
             .socket_recv_buffer((l.socket_recv_buffer > 0).then_some(l.socket_recv_buffer))
+            // The bridge takes the publishes of each turn: as many as its queue holds.
+            .max_export_bytes(match (&self.redis.url, self.mode) {
+                (Some(_), Mode::Relay) => self.redis.queue_bytes,
+                _ => 0,
+            })
     }
 
     /// Lays the flags over these settings, in order: a later flag wins over an earlier one
@@ -417,6 +534,8 @@ impl Settings {
                 Flag::SocketRecvBuffer(n) => l.socket_recv_buffer = *n,
                 Flag::RatePublishes(r) => self.rate.publishes = *r,
                 Flag::RateBytes(r) => self.rate.bytes = *r,
+                Flag::Redis(url) => self.redis.url = Some(url.clone()),
+                Flag::RedisPrefix(p) => self.redis.prefix = p.clone(),
             }
         }
         if let Some(listen) = listen {
@@ -473,7 +592,25 @@ impl Settings {
         non_negative("rate.publish_burst", r.publish_burst)?;
         non_negative("rate.bytes", r.bytes)?;
         non_negative("rate.bytes_burst", r.bytes_burst)?;
+        if let Some(url) = &self.redis.url {
+            redis_target(url).map_err(|message| Invalid {
+                key: "redis.url",
+                message,
+            })?;
+        }
+        redis_prefix("redis.prefix", &self.redis.prefix)?;
+        within(
+            "redis.queue_bytes",
+            self.redis.queue_bytes,
+            4096..=1 << 40,
+            "bytes",
+        )?;
         Ok(())
+    }
+
+    /// Where Redis is, with `redis.url` set (and checked by [`Settings::check`]).
+    pub fn redis_target(&self) -> Option<RedisTarget> {
+        redis_target(self.redis.url.as_deref()?).ok()
     }
 
     /// Checks the settings as a whole, flags included: every value in range, the TLS files
@@ -499,6 +636,20 @@ impl Settings {
             .filter(|a| !a.ip().is_loopback())
             .map(ToString::to_string)
             .collect();
+        if self.redis.url.is_some() {
+            if self.mode != Mode::Relay {
+                return Err("--redis (redis.url) shares the relay's topics: not for echo".into());
+            }
+            // A retained publish goes out as HSET and PUBLISH, each with its frame.
+            let least = 2 * self.to_config().send_limit() + 2048;
+            if self.redis.queue_bytes < least {
+                return Err(format!(
+                    "redis.queue_bytes ({}) holds less than one retained publish of the largest \
+                     message (limits.max_message + 4096, twice: {least}): raise it",
+                    self.redis.queue_bytes
+                ));
+            }
+        }
         // The echo server has no clients: only the relay checks tokens.
         let authenticated = self.auth.clients.is_some() && self.mode == Mode::Relay;
         if !exposed.is_empty() && !authenticated && !self.allow_anonymous {
@@ -657,6 +808,11 @@ bytes = 1024
 bytes_burst = 2048
 strikes = 3
 loopback = true
+
+[redis]
+url = "redis://[::1]:6380/2"
+prefix = "site-a/relays"
+queue_bytes = 300000
 "#;
 
     fn addr(s: &str) -> SocketAddr {
@@ -709,10 +865,27 @@ loopback = true
         assert_eq!(r.bytes_burst, 2048.0);
         assert_eq!(r.strikes, 3);
         assert!(r.loopback);
+        let r = &s.redis;
+        assert_eq!(r.url.as_deref(), Some("redis://[::1]:6380/2"));
+        assert_eq!(r.prefix, "site-a/relays");
+        assert_eq!(r.queue_bytes, 300_000);
+        assert_eq!(
+            s.redis_target(),
+            Some(RedisTarget {
+                addr: addr("[::1]:6380"),
+                db: 2
+            })
+        );
         // Nothing above is a default, so every field was read.
         let d = Settings::default();
         assert_ne!(s.limits, d.limits);
-        assert!(s.check().is_ok(), "{:?}", s.check());
+        assert_ne!(s.redis, d.redis);
+        assert!(s.check().unwrap_err().contains("not for echo"));
+        let relay = Settings {
+            mode: Mode::Relay,
+            ..s
+        };
+        assert!(relay.check().is_ok(), "{:?}", relay.check());
     }
 
     #[test]
@@ -749,7 +922,7 @@ loopback = true
             "listen_on",
             "listen_on",
         );
-        for section in ["tls", "limits", "auth", "anonymous", "rate"] {
+        for section in ["tls", "limits", "auth", "anonymous", "rate", "redis"] {
             refused(
                 &format!("mode = \"relay\"\n\n[{section}]\nbogus = 1\n"),
                 4,
@@ -825,6 +998,60 @@ loopback = true
             "auth.lockout_max",
             "less than auth.lockout",
         );
+        for (url, why) in [
+            ("redis.example.com:6379", "redis://"),
+            (
+                "redis://redis.example.com:6379",
+                "not an IP address or localhost",
+            ),
+            ("rediss://127.0.0.1", "TLS"),
+            ("redis://user:pw@127.0.0.1", "credentials"),
+            ("redis://127.0.0.1:http", "port"),
+            ("redis://127.0.0.1/zero", "database"),
+            ("redis://[::1", "]"),
+            ("redis://127.0.0.1?db=1", "query"),
+        ] {
+            refused(
+                &format!("[redis]\nprefix = \"p\"\nurl = \"{url}\"\n"),
+                3,
+                "redis.url",
+                why,
+            );
+        }
+        for prefix in ["", "has space", "glob*", &"x".repeat(65)] {
+            refused(
+                &format!("\n[redis]\nprefix = \"{prefix}\"\n"),
+                3,
+                "redis.prefix",
+                "1 to 64",
+            );
+        }
+        refused(
+            "[redis]\nqueue_bytes = 100\n",
+            2,
+            "redis.queue_bytes",
+            "out of range",
+        );
+    }
+
+    #[test]
+    fn redis_urls_resolve_without_dns() {
+        let target = |url| redis_target(url).unwrap();
+        assert_eq!(
+            target("redis://127.0.0.1:7000"),
+            RedisTarget {
+                addr: addr("127.0.0.1:7000"),
+                db: 0
+            }
+        );
+        assert_eq!(target("redis://localhost").addr, addr("127.0.0.1:6379"));
+        assert_eq!(target("redis://LOCALHOST:1/").addr, addr("127.0.0.1:1"));
+        assert_eq!(target("redis://[::1]/15").db, 15);
+        assert_eq!(target("redis://[::1]/15").addr, addr("[::1]:6379"));
+        assert_eq!(
+            target("redis://10.0.0.7:6380/3").addr,
+            addr("10.0.0.7:6380")
+        );
     }
 
     #[test]
@@ -845,6 +1072,7 @@ loopback = true
             Flag::MaxMessage(6),
             Flag::Clients("other.toml".into()),
             Flag::RateBytes(0.0),
+            Flag::Redis("redis://127.0.0.1:7".into()),
         ]);
         assert_eq!(s.listen, [addr("127.0.0.1:1"), addr("127.0.0.1:2")]);
         assert_eq!(s.allow_origin, ["https://c.example"]);
@@ -852,7 +1080,9 @@ loopback = true
         assert_eq!(s.limits.ping_interval, 3.0);
         assert_eq!(s.auth.clients.as_deref(), Some(Path::new("other.toml")));
         assert_eq!(s.rate.bytes, 0.0);
+        assert_eq!(s.redis.url.as_deref(), Some("redis://127.0.0.1:7"));
         // What no flag named keeps the file's value.
+        assert_eq!(s.redis.prefix, "site-a/relays");
         assert_eq!(s.tls_listen, [addr("127.0.0.1:7443")]);
         assert_eq!(s.limits.max_connections, 10);
         assert_eq!(s.rate.publishes, 5.5);
@@ -875,6 +1105,8 @@ loopback = true
             Flag::RatePublishes(9.0),
             Flag::SocketSendBuffer(4096),
             Flag::SocketRecvBuffer(2048),
+            Flag::Redis("redis://localhost".into()),
+            Flag::RedisPrefix("other".into()),
         ]);
         assert_eq!(d.mode, Mode::Echo);
         assert_eq!(d.tls_listen, [addr("127.0.0.1:3")]);
@@ -897,6 +1129,8 @@ loopback = true
         assert_eq!((l.handshake_timeout, l.pong_timeout), (5.0, 6.0));
         assert_eq!(d.rate.publishes, 9.0);
         assert_eq!((l.socket_send_buffer, l.socket_recv_buffer), (4096, 2048));
+        assert_eq!(d.redis.url.as_deref(), Some("redis://localhost"));
+        assert_eq!(d.redis.prefix, "other");
         assert!(
             d.listen.is_empty() && d.effective_listen().is_empty(),
             "TLS only"
@@ -976,6 +1210,21 @@ loopback = true
         anonymous.allow_anonymous = true;
         assert!(anonymous.check().is_ok());
 
+        let mut bridged = Settings::default();
+        bridged.apply(&[Flag::Redis("redis://127.0.0.1".into())]);
+        assert!(bridged.check().is_ok());
+        bridged.apply(&[Flag::MaxMessage(1 << 20)]);
+        let err = bridged.check().unwrap_err();
+        assert!(err.contains("redis.queue_bytes (1048576)"), "{err}");
+        bridged.redis.queue_bytes = 3 << 20;
+        assert!(bridged.check().is_ok());
+        bridged.apply(&[Flag::Echo]);
+        assert!(bridged.check().unwrap_err().contains("not for echo"));
+        let mut bad = Settings::default();
+        bad.apply(&[Flag::Redis("redis://db.local".into())]);
+        let err = bad.check().unwrap_err();
+        assert!(err.starts_with("redis.url (--redis): "), "{err}");
+
         let mut flagged = Settings::default();
         flagged.apply(&[Flag::MaxMessage(0)]);
         let err = flagged.check().unwrap_err();
@@ -999,6 +1248,13 @@ loopback = true
         assert_eq!(c.pong_timeout, Duration::from_secs(4));
         assert_eq!(c.allowed_origins, s.allow_origin);
         assert_eq!(c.max_send_size, Config::default().max_send_size);
+        assert_eq!(c.max_export_bytes, 0, "no bridge in echo mode");
+        s.mode = Mode::Relay;
+        assert_eq!(
+            s.to_config().max_export_bytes,
+            300_000,
+            "the bridge's queue"
+        );
         s.limits.max_message = 1 << 20;
         s.limits.ping_interval = 1.5;
         let c = s.to_config();

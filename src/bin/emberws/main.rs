@@ -4,6 +4,8 @@
 //!
 //! Uses only the library's public API.
 
+#[cfg(feature = "redis")]
+mod bridge;
 mod config;
 mod relay;
 mod secret;
@@ -85,6 +87,12 @@ OPTIONS:
                                   0 = no limit [default: 50]
     --rate-bytes BYTES            bytes per second per connection from another host;
                                   0 = no limit [default: 65536]
+    --redis URL                   share topics and retained values with the other relays on
+                                  one Redis: redis://HOST[:PORT][/DB], HOST an IP address
+                                  or localhost (no name lookups); the relay serves locally
+                                  while Redis is away and reconnects on its own
+    --redis-prefix P              Redis channels P:TOPIC, retained values in the hash
+                                  P:retained [default: emberws]
     -h, --help                    print this help
 
 Repeatable options given on the command line replace the file's list.
@@ -179,6 +187,8 @@ fn key_flag(parser: &mut lexopt::Parser, name: &str) -> Result<Option<Flag>, Str
         "socket-recv-buffer" => Flag::SocketRecvBuffer(number(p, f)?),
         "rate-publishes" => Flag::RatePublishes(rate(p, f)?),
         "rate-bytes" => Flag::RateBytes(rate(p, f)?),
+        "redis" => Flag::Redis(value(p, f)?),
+        "redis-prefix" => Flag::RedisPrefix(value(p, f)?),
         _ => return Ok(None),
     }))
 }
@@ -263,15 +273,50 @@ impl Handler for Echo {
 }
 
 const SIGNALS: Token = Token(0);
-const SERVER: Token = Token(1);
+/// The Redis bridge's command and subscriber links.
+#[cfg(feature = "redis")]
+const REDIS: [Token; 2] = [Token(1), Token(2)];
+/// The server's first token: it takes every one from here up.
+const SERVER: Token = Token(3);
 
-/// Runs the server in this program's own mio loop, beside the signal source: SIGINT or
-/// SIGTERM starts a graceful shutdown (close 1001 to everyone, flush, exit 0); SIGHUP
-/// re-reads the TLS certificate and key (new handshakes use them, open connections stay).
-fn serve<H: Handler>(
+/// What runs in the loop beside the server: the Redis bridge of the relay, or nothing.
+trait Beside<H: Handler> {
+    /// Takes an event of the poll if it is one of its own.
+    fn handle_event(&mut self, _event: &mio::event::Event) -> bool {
+        false
+    }
+
+    /// After each turn of the server; returns when it must run again at the latest.
+    fn turn(&mut self, _server: &mut Server<H>, _now: Instant) -> Option<Instant> {
+        None
+    }
+}
+
+/// Nothing beside the server.
+struct Alone;
+
+impl<H: Handler> Beside<H> for Alone {}
+
+#[cfg(feature = "redis")]
+impl Beside<relay::Relay> for bridge::local::Bridged {
+    fn handle_event(&mut self, event: &mio::event::Event) -> bool {
+        bridge::local::Bridged::handle_event(self, event)
+    }
+
+    fn turn(&mut self, server: &mut Server<relay::Relay>, now: Instant) -> Option<Instant> {
+        Some(bridge::local::Bridged::turn(self, server, now))
+    }
+}
+
+/// Runs the server in this program's own mio loop, beside the signal source (and what
+/// `beside` makes, e.g. the Redis bridge): SIGINT or SIGTERM starts a graceful shutdown
+/// (close 1001 to everyone, flush, exit 0); SIGHUP re-reads the TLS certificate and key (new
+/// handshakes use them, open connections stay).
+fn serve<H: Handler, B: Beside<H>>(
     settings: &Settings,
     handler: H,
     dashboard: bool,
+    beside: impl FnOnce(&mio::Registry, &mut Server<H>) -> Result<B, String>,
     mut on_hup: impl FnMut(&mut Server<H>),
 ) -> Result<(), String> {
     let fail = |e: Error| e.to_string();
@@ -311,8 +356,20 @@ fn serve<H: Handler>(
             }
         }
     }
+    let mut beside = beside(poll.registry(), &mut server)?;
     let mut events = Events::with_capacity(1024);
-    let mut timeout = server.turn(Instant::now());
+    let turn = |server: &mut Server<H>, beside: &mut B| {
+        let now = Instant::now();
+        let timeout = server.turn(now);
+        match beside.turn(server, now) {
+            Some(at) => {
+                let wait = at.saturating_duration_since(now);
+                Some(timeout.map_or(wait, |t| t.min(wait)))
+            }
+            None => timeout,
+        }
+    };
+    let mut timeout = turn(&mut server, &mut beside);
     while !server.is_finished() {
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() == std::io::ErrorKind::Interrupted {
@@ -332,11 +389,11 @@ fn serve<H: Handler>(
                         server.shutdown();
                     }
                 }
-            } else {
+            } else if !beside.handle_event(event) {
                 server.handle_event(event);
             }
         }
-        timeout = server.turn(Instant::now());
+        timeout = turn(&mut server, &mut beside);
     }
     info!("stopped");
     Ok(())
@@ -421,6 +478,49 @@ fn reload_clients(server: &mut Server<relay::Relay>, path: Option<&std::path::Pa
     }
 }
 
+/// The relay, with the Redis bridge when `redis.url` is set.
+fn relay(settings: &Settings, policy: relay::Policy) -> Result<(), String> {
+    let handler = relay::Relay::new(policy);
+    let on_hup = |server: &mut Server<relay::Relay>| {
+        reload_clients(server, settings.auth.clients.as_deref());
+    };
+    let Some(target) = settings.redis_target() else {
+        return serve(settings, handler, true, |_, _| Ok(Alone), on_hup);
+    };
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = target;
+        Err("this emberws was built without the `redis` feature".into())
+    }
+    #[cfg(feature = "redis")]
+    {
+        let id = bridge::envelope::InstanceId::random()?;
+        let bridge_settings = bridge::Settings {
+            addr: target.addr,
+            db: target.db,
+            prefix: settings.redis.prefix.clone(),
+            queue_bytes: settings.redis.queue_bytes,
+            max_frame: settings.to_config().send_limit(),
+            max_retained_bytes: settings.limits.max_retained_bytes,
+            id,
+        };
+        info!(
+            "redis: bridging through {} (db {}, prefix {:?}, instance {id})",
+            target.addr, target.db, settings.redis.prefix
+        );
+        let beside = |registry: &mio::Registry, server: &mut Server<relay::Relay>| {
+            let registry = registry.try_clone().map_err(|e| e.to_string())?;
+            Ok(bridge::local::Bridged::new(
+                bridge_settings,
+                registry,
+                REDIS,
+                server,
+            ))
+        };
+        serve(settings, handler, true, beside, on_hup)
+    }
+}
+
 /// A mistake in what the program was asked to do: exit status 2.
 fn usage_error(msg: &str) -> ExitCode {
     eprintln!("emberws: {msg}\n\nRun 'emberws --help' for the options.");
@@ -462,11 +562,9 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let result = match settings.mode {
-        Mode::Echo => serve(&settings, Echo, false, |_| {}),
+        Mode::Echo => serve(&settings, Echo, false, |_, _| Ok(Alone), |_| {}),
         Mode::Relay => match policy(&settings) {
-            Ok(policy) => serve(&settings, relay::Relay::new(policy), true, |server| {
-                reload_clients(server, settings.auth.clients.as_deref());
-            }),
+            Ok(policy) => relay(&settings, policy),
             Err(msg) => return usage_error(&msg),
         },
     };

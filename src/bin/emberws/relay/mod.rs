@@ -155,6 +155,14 @@ pub struct Session {
     limiter: Option<Box<Limiter>>,
 }
 
+/// A local publish that set or cleared its topic's retained value: the relay's `seq`-th
+/// publish (from 1), so that a bridge can tell which of the server's exports it was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetainMark {
+    pub seq: u64,
+    pub clear: bool,
+}
+
 /// The relay's state: who may do what, retained messages and a reused output buffer.
 pub struct Relay {
     policy: Policy,
@@ -165,6 +173,13 @@ pub struct Relay {
     retained: HashMap<String, String>,
     retained_bytes: usize,
     out: Vec<u8>,
+    /// Publishes made (`Ctx::publish` calls).
+    published: u64,
+    /// With a bridge: the local retained updates since the bridge last took them.
+    marks: Option<Vec<RetainMark>>,
+    /// The Redis bridge's counters, for `/metrics`, when there is one.
+    #[cfg(feature = "redis")]
+    pub bridge: Option<crate::bridge::Stats>,
 }
 
 impl Default for Relay {
@@ -189,7 +204,80 @@ impl Relay {
             retained: HashMap::new(),
             retained_bytes: 0,
             out: Vec::new(),
+            published: 0,
+            marks: None,
+            #[cfg(feature = "redis")]
+            bridge: None,
         }
+    }
+
+    /// Publishes made so far: the number of the latest one.
+    pub fn published(&self) -> u64 {
+        self.published
+    }
+
+    /// From now on, every local publish that sets or clears a retained value is marked, for
+    /// [`Relay::take_retain_marks`] (a bridge to share retained values).
+    pub fn mark_retains(&mut self) {
+        self.marks.get_or_insert_with(Vec::new);
+    }
+
+    /// The retained updates marked since the last call, in publish order (replaces `into`).
+    pub fn take_retain_marks(&mut self, into: &mut Vec<RetainMark>) {
+        into.clear();
+        if let Some(marks) = &mut self.marks {
+            std::mem::swap(marks, into);
+        }
+    }
+
+    /// Sets a topic's retained `message` frame (from another instance), within
+    /// `max_retained_bytes`: false if it did not fit, and then the topic has no retained
+    /// value here (rather than an older one than the other instances have).
+    pub fn set_retained(&mut self, topic: &str, frame: &str) -> bool {
+        let fits = self.retain(topic, false, frame).is_ok();
+        if !fits {
+            self.clear_retained(topic);
+        }
+        fits
+    }
+
+    /// Clears a topic's retained value (from another instance).
+    pub fn clear_retained(&mut self, topic: &str) {
+        let _ = self.retain(topic, true, "");
+    }
+
+    /// Replaces every retained value with `values` (topic → frame, as loaded from a broker),
+    /// except the `touched` topics, which keep their current value or absence. Entries past
+    /// `max_retained_bytes` are left out; returns how many.
+    pub fn load_retained(
+        &mut self,
+        mut values: HashMap<String, String>,
+        touched: &[String],
+    ) -> usize {
+        for topic in touched {
+            match self.retained.get(topic) {
+                Some(frame) => {
+                    values.insert(topic.clone(), frame.clone());
+                }
+                None => {
+                    values.remove(topic);
+                }
+            }
+        }
+        let (mut bytes, mut left_out) = (0, 0);
+        values.retain(|topic, frame| {
+            let cost = topic.len() + frame.len();
+            let keep = bytes + cost <= self.policy.max_retained_bytes;
+            if keep {
+                bytes += cost;
+            } else {
+                left_out += 1;
+            }
+            keep
+        });
+        self.retained = values;
+        self.retained_bytes = bytes;
+        left_out
     }
 
     /// New clients (a reload). Apply them to open connections with [`Relay::reapply`].
@@ -381,14 +469,19 @@ impl Relay {
                 }
                 let frame = std::str::from_utf8(&self.out).map_err(|_| "invalid data")?;
                 let delivered = ctx.publish(name, Message::Text(frame));
+                self.published += 1;
                 let retained = if req.retain {
                     let frame = std::mem::take(&mut self.out);
-                    let result = self.retain(
-                        name,
-                        data.get() == "null",
-                        std::str::from_utf8(&frame).unwrap_or_default(),
-                    );
+                    let clear = data.get() == "null";
+                    let result =
+                        self.retain(name, clear, std::str::from_utf8(&frame).unwrap_or_default());
                     self.out = frame;
+                    if let (Ok(()), Some(marks)) = (result, &mut self.marks) {
+                        marks.push(RetainMark {
+                            seq: self.published,
+                            clear,
+                        });
+                    }
                     result
                 } else {
                     Ok(())
@@ -501,6 +594,10 @@ impl Relay {
                 ("locked_out", c.locked_out),
             ],
         );
+        #[cfg(feature = "redis")]
+        if let Some(bridge) = &self.bridge {
+            bridge.write_prometheus(&mut s);
+        }
         s
     }
 }
@@ -613,6 +710,11 @@ fn topic<'r>(req: &'r Request<'_>, pattern: bool) -> Result<&'r str, Refusal> {
         return Err("a publish topic cannot contain + or #");
     }
     Ok(t)
+}
+
+/// Whether `t` is a topic one may publish to: 1 to 256 bytes, no `+` or `#` level.
+pub fn is_publish_topic(t: &str) -> bool {
+    acl::check_pattern(t).is_ok() && !t.split('/').any(|level| level == "+" || level == "#")
 }
 
 /// MQTT matching of a pattern against a topic.
