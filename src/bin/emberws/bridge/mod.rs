@@ -732,6 +732,7 @@ impl Bridge {
                         at += used;
                         self.owed.pop_front();
                         self.cmd.replied();
+                        self.cmd.healthy();
                         self.sync =
                             Sync::Reading(Snapshot::new(len, self.settings.max_retained_bytes));
                         if len <= 0 {
@@ -863,3 +864,6 @@ fn touch(sync: &Sync, touched: &mut Vec<String>, again: &mut bool, topic: &str) 
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
