@@ -712,7 +712,8 @@ impl Bridge {
                 break Ok(());
             }
             if let Sync::Reading(snap) = &mut self.sync {
-                let ok = |t: &str, f: &str| local.acceptable(t, f);
+                let max = self.settings.max_frame;
+                let ok = |t: &str, f: &str| f.len() <= max && local.acceptable(t, f);
                 match snap.step(data, &self.cmd_in.limits, ok) {
                     Ok(Status::Complete(used)) => at += used,
                     Ok(Status::Partial) => break Ok(()),
@@ -819,8 +820,11 @@ impl Bridge {
                     }
                     let topic = topic.and_then(|t| std::str::from_utf8(t).ok());
                     let frame = std::str::from_utf8(env.frame).ok();
+                    let max = self.settings.max_frame;
                     match topic.zip(frame) {
-                        Some((topic, frame)) if local.acceptable(topic, frame) => {
+                        Some((topic, frame))
+                            if frame.len() <= max && local.acceptable(topic, frame) =>
+                        {
                             if env.kind != Kind::Message {
                                 touch(&self.sync, &mut self.touched, &mut self.again, topic);
                             }
