@@ -210,7 +210,12 @@ impl Relay {
             bridge: None,
         }
     }
+}
 
+/// What a bridge to other instances needs of the relay: which publishes were retained, and
+/// retained values set from elsewhere.
+#[cfg(feature = "redis")]
+impl Relay {
     /// Publishes made so far: the number of the latest one.
     pub fn published(&self) -> u64 {
         self.published
@@ -279,7 +284,9 @@ impl Relay {
         self.retained_bytes = bytes;
         left_out
     }
+}
 
+impl Relay {
     /// New clients (a reload). Apply them to open connections with [`Relay::reapply`].
     pub fn set_clients(&mut self, clients: Clients) {
         self.policy.clients = Some(clients);
@@ -713,6 +720,7 @@ fn topic<'r>(req: &'r Request<'_>, pattern: bool) -> Result<&'r str, Refusal> {
 }
 
 /// Whether `t` is a topic one may publish to: 1 to 256 bytes, no `+` or `#` level.
+#[cfg(feature = "redis")]
 pub fn is_publish_topic(t: &str) -> bool {
     acl::check_pattern(t).is_ok() && !t.split('/').any(|level| level == "+" || level == "#")
 }
@@ -909,6 +917,112 @@ mod tests {
         let got: Vec<Value> = heard(&mut h, &mut later);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0]["topic"], "s/2");
+    }
+
+    /// The topics and data of the retained messages a new subscriber to `#` gets, sorted.
+    #[cfg(feature = "redis")]
+    fn retained_now(h: &mut Harness<Relay>) -> Vec<(String, Value)> {
+        let mut late = h.connect("/").unwrap();
+        say(h, &late, r##"{"type":"subscribe","topic":"#"}"##);
+        let mut got: Vec<(String, Value)> = heard(h, &mut late)
+            .into_iter()
+            .map(|m| (m["topic"].as_str().unwrap().to_owned(), m["data"].clone()))
+            .collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        got
+    }
+
+    #[test]
+    #[cfg(feature = "redis")]
+    fn a_bridge_learns_which_publishes_were_retained_and_sets_retained_values() {
+        let policy = Policy {
+            max_retained_bytes: 120,
+            ..Policy::default()
+        };
+        let cfg = Config::default().max_export_bytes(1 << 16);
+        let mut h = Harness::new(cfg, Relay::new(policy));
+        h.handler_mut().mark_retains();
+        let p = h.connect("/").unwrap();
+        for req in [
+            r#"{"type":"publish","topic":"t/a","data":1}"#,
+            r#"{"type":"publish","topic":"t/b","data":2,"retain":true}"#,
+            r#"{"type":"publish","topic":"t/b","data":null,"retain":true}"#,
+            // Past the cap: delivered, not retained, not marked.
+            r#"{"type":"publish","topic":"t/c","data":"a long string past the cap of 120 bytes, a long string past the cap of 120 bytes, a long string past the cap","retain":true}"#,
+        ] {
+            say(&mut h, &p, req);
+        }
+        let mut marks = Vec::new();
+        h.handler_mut().take_retain_marks(&mut marks);
+        assert_eq!(
+            marks,
+            [
+                RetainMark {
+                    seq: 2,
+                    clear: false
+                },
+                RetainMark {
+                    seq: 3,
+                    clear: true
+                }
+            ]
+        );
+        assert_eq!(h.handler().published(), 4);
+        let mut exported = Vec::new();
+        h.server_mut()
+            .drain_exports(|topic, _| exported.push(topic.to_owned()));
+        assert_eq!(
+            exported,
+            ["t/a", "t/b", "t/b", "t/c"],
+            "one export per publish"
+        );
+        h.handler_mut().take_retain_marks(&mut marks);
+        assert!(marks.is_empty(), "taken");
+
+        // From elsewhere: set, clear, and a snapshot that replaces all but touched topics.
+        let frame = |t: &str, d: &str| format!(r#"{{"type":"message","topic":"{t}","data":{d}}}"#);
+        assert!(h.handler_mut().set_retained("x", &frame("x", "1")));
+        assert!(h.handler_mut().set_retained("y", &frame("y", "2")));
+        h.handler_mut().clear_retained("y");
+        assert_eq!(
+            retained_now(&mut h),
+            [("x".to_owned(), serde_json::json!(1))]
+        );
+        assert!(
+            !h.handler_mut()
+                .set_retained("x", &frame("x", &"9".repeat(200))),
+            "past the cap"
+        );
+        assert!(
+            retained_now(&mut h).is_empty(),
+            "no older value left behind"
+        );
+        h.handler_mut().set_retained("x", &frame("x", "1"));
+        let snapshot: HashMap<String, String> = [
+            ("a".to_owned(), frame("a", "3")),
+            ("b".to_owned(), frame("b", "4")),
+            ("x".to_owned(), frame("x", "0")),
+        ]
+        .into();
+        let touched = ["b".to_owned(), "x".to_owned()];
+        assert_eq!(h.handler_mut().load_retained(snapshot, &touched), 0);
+        assert_eq!(
+            retained_now(&mut h),
+            [
+                ("a".to_owned(), serde_json::json!(3)),
+                ("x".to_owned(), serde_json::json!(1))
+            ],
+            "b was cleared here meanwhile, x set: both newer than the snapshot"
+        );
+        let big: HashMap<String, String> = (0..5)
+            .map(|i| (format!("k{i}"), frame(&format!("k{i}"), "0")))
+            .collect();
+        assert_eq!(
+            h.handler_mut().load_retained(big, &[]),
+            3,
+            "two entries of 42 B fit in 120 B"
+        );
+        assert_eq!(retained_now(&mut h).len(), 2);
     }
 
     #[test]
