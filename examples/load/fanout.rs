@@ -17,6 +17,7 @@ use std::time::Duration;
 use crate::fleet::{App, Fleet, Writer};
 use crate::frame::{apply_mask, masked_header_len, op, push_masked};
 use crate::hist::Histogram;
+use crate::target::Target;
 use crate::{percentiles_us, scan, Run};
 
 pub struct Config {
@@ -28,6 +29,8 @@ pub struct Config {
     /// Publish payload size in bytes; smaller than the smallest possible means the smallest.
     pub size: usize,
     pub grace: Duration,
+    /// The publisher's server, when not the subscribers' (`--publish-url`).
+    pub publish_target: Option<Target>,
 }
 
 /// Width of a number field in the relay template: u64::MAX has 20 digits.
@@ -216,7 +219,9 @@ pub fn run(run: &Run, cfg: &Config) -> Result<(String, u64), String> {
     let publisher = n;
     let total = (cfg.rate * cfg.duration.as_secs_f64()).round() as usize;
     let capacity = (cfg.size + 512).clamp(4096, 1 << 20);
-    let mut fleet = Fleet::new(run.plan(capacity), n + 1, run.clock).map_err(io)?;
+    let mut plan = run.plan(capacity);
+    plan.redirect = cfg.publish_target.clone().map(|t| (publisher, t));
+    let mut fleet = Fleet::new(plan, n + 1, run.clock).map_err(io)?;
     let mut app = Fanout {
         n,
         broadcast: cfg.broadcast,
@@ -349,6 +354,7 @@ mod tests {
             broadcast,
             size,
             grace: Duration::ZERO,
+            publish_target: None,
         }
     }
 

@@ -77,6 +77,9 @@ pub struct OpenPlan {
     pub read_capacity: usize,
     /// `wss://`: the client configuration every connection shares.
     pub tls: Option<tls::Plan>,
+    /// One connection (by id) to another server of the same scheme: fanout's publisher with
+    /// `--publish-url`.
+    pub redirect: Option<(usize, Target)>,
 }
 
 /// Failures, by kind.
@@ -472,7 +475,11 @@ impl Core {
                 return self.errors.note("tls handshake", id, format_args!("{e}"));
             }
         };
-        let stream = connect(self.plan.target.addr, source).and_then(|mut s| {
+        let t = match &self.plan.redirect {
+            Some((to, t)) if *to == id => t,
+            _ => &self.plan.target,
+        };
+        let stream = connect(t.addr, source).and_then(|mut s| {
             registry.register(&mut s, Token(id), Interest::READABLE | Interest::WRITABLE)?;
             Ok(s)
         });
@@ -483,7 +490,6 @@ impl Core {
                 c.tls = tls.map(Box::new);
                 c.state = State::Connecting;
                 c.since = now;
-                let t = &self.plan.target;
                 let mut req = Vec::with_capacity(256);
                 handshake::push_request(&mut req, &t.host, &t.path, &c.key);
                 c.wr.push_raw(&req);

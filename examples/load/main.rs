@@ -77,6 +77,8 @@ echo:     --connections C [100] --depth P [1] --size S [64] --binary
           --warmup SECS [2] --duration SECS [5] --grace SECS [2]
 fanout:   --subscribers N [100] --rate R [1000] --duration SECS [5] --topic T [bench]
           --protocol relay|broadcast [relay] --size S [0: smallest] --grace SECS [2]
+          --publish-url URL (the publisher on another server, e.g. a second relay on the
+          same Redis: cross-instance latency) [default: --url]
 connect:  --connections N [1000] --hold SECS [5]
           (handshakes_per_s: TCP connect + TLS handshake, full, no resumption + upgrade)
 fairness: --relay (relay server; else echo) --baseline SECS [3] --duration SECS [5]
@@ -109,6 +111,7 @@ struct Flags {
     rate: f64,
     topic: String,
     broadcast: bool,
+    publish_url: Option<String>,
     hold: Duration,
     relay: bool,
     flood: Option<fairness::Flood>,
@@ -149,6 +152,7 @@ fn mode_flags(mode: &str) -> Option<&'static [&'static str]> {
             "protocol",
             "size",
             "grace",
+            "publish-url",
         ],
         "connect" => &["connections", "hold"],
         "fairness" => &["relay", "flood", "flooders", "baseline", "duration"],
@@ -181,6 +185,7 @@ fn parse_flags() -> Result<Option<Flags>, String> {
         rate: 1000.0,
         topic: "bench".into(),
         broadcast: false,
+        publish_url: None,
         hold: Duration::from_secs(5),
         relay: false,
         flood: None,
@@ -224,6 +229,7 @@ fn parse_flags() -> Result<Option<Flags>, String> {
             .map_err(|_| format!("--{flag}: not UTF-8"))?;
         match flag {
             "url" => f.url = v,
+            "publish-url" => f.publish_url = Some(v),
             "ca" => f.ca = Some(v),
             "server-pid" => f.server_pid = Some(num(&v, flag, 1, u64::from(u32::MAX))? as u32),
             "sources" => f.sources = target::parse_sources(&v)?,
@@ -334,6 +340,7 @@ impl Run {
             handshake_timeout: self.handshake_timeout,
             read_capacity,
             tls: self.tls.clone(),
+            redirect: None,
         }
     }
 
@@ -475,6 +482,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let publish_target = match flags.publish_url.as_deref().map(Target::parse).transpose() {
+        Ok(Some(t)) if t.tls != target.tls => {
+            eprintln!("load: --publish-url must have the scheme of --url");
+            return ExitCode::from(2);
+        }
+        Ok(t) => t,
+        Err(msg) => {
+            eprintln!("load: --publish-url: {msg}");
+            return ExitCode::from(2);
+        }
+    };
     if !flags.sources.is_empty() && !target.addr.is_ipv4() {
         eprintln!("load: --sources/--source-count need an IPv4 target (127.x.x.x or localhost)");
         return ExitCode::from(2);
@@ -544,6 +562,7 @@ fn main() -> ExitCode {
                 broadcast: flags.broadcast,
                 size: flags.size.unwrap_or(0),
                 grace: flags.grace,
+                publish_target,
             },
         ),
         "fairness" => match fairness::Flood::resolve(flags.flood, flags.relay) {

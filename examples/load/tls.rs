@@ -538,6 +538,7 @@ pub mod tests {
                 handshake_timeout: Duration::from_secs(10),
                 read_capacity: 16 << 10,
                 tls: Some(Plan::new(verify, "localhost").unwrap()),
+                redirect: None,
             };
             Fleet::new(plan, count, Clock::new()).unwrap()
         }
