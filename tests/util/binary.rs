@@ -27,9 +27,13 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The text that precedes the listening address in the server's log line.
 pub const LISTEN_MARKER: &str = "listening on ws://";
 
-/// Path of the `emberws` binary Cargo built for these integration tests.
+/// Path of the `emberws` binary Cargo built for these integration tests, or `EMBERWS_BIN`
+/// when set (e.g. a release build, for the figures `tests/hostile.rs` prints).
 pub fn binary_path() -> &'static str {
-    env!("CARGO_BIN_EXE_emberws")
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        std::env::var("EMBERWS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_emberws").to_owned())
+    })
 }
 
 /// A running `emberws` process; killed and waited for on drop.
