@@ -82,6 +82,7 @@ const LEFT: f64 = 70.0;
 const RIGHT: f64 = 80.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 50.0;
+const HEADROOM: f64 = 1.15;
 const RSS_COLOUR: &str = "#c0392b";
 const CONN_COLOUR: &str = "#2e6fba";
 
@@ -99,10 +100,11 @@ pub fn svg(rows: &[Row], warmup_s: f64, title: &str) -> String {
         .max()
         .map_or(1.0, |k| k as f64 / 1024.0);
     let conn_max = rows.iter().map(Row::connections).max().unwrap_or(1) as f64;
-    let (rss_step, rss_top) = axis(rss_max);
+    // Headroom above the highest value, so a line never runs along the frame.
+    let (rss_step, rss_top) = axis(rss_max * HEADROOM);
     let ticks = (rss_top / rss_step).round().max(1.0) as usize;
     // The right axis shares the left one's grid lines: as many steps, each a nice number.
-    let conn_top = nice_at_least(conn_max / ticks as f64) * ticks as f64;
+    let conn_top = nice_at_least(conn_max * HEADROOM / ticks as f64) * ticks as f64;
     let (t_step, t_top) = axis(t_max / t_unit);
     let x = |t: f64| LEFT + t / t_unit / t_top * pw;
     let y = |v: f64, top: f64| TOP + ph - v / top * ph;
