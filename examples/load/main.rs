@@ -513,6 +513,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if flags.mode == "soak" && flags.server_pid.is_none() {
+        eprintln!("load: soak needs --server-pid (the relay's RSS and CPU are what it records)");
+        return ExitCode::from(2);
+    }
     let target = match Target::parse(&flags.url) {
         Ok(t) => t,
         Err(msg) => {

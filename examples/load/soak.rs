@@ -444,7 +444,8 @@ pub fn connections_needed(connections: usize, churn_pct: f64) -> usize {
 /// RSS growth past the limit).
 ///
 /// # Errors
-/// Without `--server-pid`, when a file cannot be written, when no publisher opens, or when
+/// Without `--server-pid` (`main` refuses that as bad usage first), when a file cannot be
+/// written, when no publisher opens, or when
 /// `epoll` fails.
 pub fn run(run: &Run, cfg: &Config) -> Result<(String, u64), String> {
     let io = |e: std::io::Error| format!("poll: {e}");
@@ -454,6 +455,11 @@ pub fn run(run: &Run, cfg: &Config) -> Result<(String, u64), String> {
     let pool = pool_size(cfg.connections, cfg.churn_pct);
     let mut fleet = Fleet::new(run.plan(16 << 10), PUBLISHERS + pool, run.clock).map_err(io)?;
     let mut app = Soak::new(cfg, pool);
+    for path in [&cfg.csv, &cfg.svg] {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+    }
     let mut csv = File::create(&cfg.csv).map_err(|e| format!("{}: {e}", cfg.csv.display()))?;
     csv.write_all(format!("{}\n", record::CSV_HEADER).as_bytes())
         .map_err(|e| format!("{}: {e}", cfg.csv.display()))?;
