@@ -622,7 +622,7 @@ pub fn run(run: &Run, cfg: &Config) -> Result<(String, u64), String> {
 
     let mib = |m: Option<(f64, u64)>| {
         m.map_or("?".into(), |(t, k)| {
-            format!("{:.1} MiB (at {t:.0} s)", k as f64 / 1024.0)
+            format!("{:.2} MiB ({k} KiB, at {t:.0} s)", k as f64 / 1024.0)
         })
     };
     eprintln!("load: soak summary ({:.1} s, warm-up {warmup:.0} s)", run_s);
