@@ -219,6 +219,9 @@ pub struct Core {
     /// Started connections in start order, for the handshake timeout (removed lazily).
     started: VecDeque<usize>,
     open_began: u64,
+    /// Closed connections given a fresh start (`Fleet::reopen`), started before `next..goal`.
+    again: VecDeque<usize>,
+    rng: Rng,
 }
 
 impl Fleet {
@@ -227,12 +230,8 @@ impl Fleet {
         let mut rng = Rng::seeded();
         let conns = (0..count)
             .map(|_| {
-                let r = rng.next().to_le_bytes();
-                let mask = [r[0], r[1], r[2], r[3]];
-                let mut nonce = [0; 16];
-                nonce[..8].copy_from_slice(&rng.next().to_le_bytes());
-                nonce[8..].copy_from_slice(&rng.next().to_le_bytes());
-                Conn::new(plan.read_capacity, mask, handshake::key(nonce))
+                let (mask, key) = fresh_keys(&mut rng);
+                Conn::new(plan.read_capacity, mask, key)
             })
             .collect();
         Ok(Self {
@@ -257,6 +256,8 @@ impl Fleet {
                 in_flight: 0,
                 started: VecDeque::new(),
                 open_began: 0,
+                again: VecDeque::new(),
+                rng,
             },
         })
     }
@@ -379,6 +380,36 @@ impl Fleet {
         self.core.drop_conn(registry, id);
     }
 
+    /// Starts the close handshake (code 1000) on connection `id` if it is open; it then counts
+    /// as a clean close when the server answers and closes (`Stats::clean_closes`), and its
+    /// state turns `Closed` either way.
+    pub fn close(&mut self, id: usize) {
+        let c = &mut self.core.conns[id];
+        if c.state == State::Open {
+            c.wr.push_close(Some(1000));
+            c.close_sent = true;
+            c.state = State::Closing;
+            self.flush(id);
+        }
+    }
+
+    /// Gives closed connection `id` a fresh start: a new connection (new mask key and
+    /// handshake key, empty buffers) under the same id, opened with the usual bounds
+    /// (in flight, rate limit, handshake timeout). A connection still live is left alone.
+    pub fn reopen(&mut self, id: usize) {
+        let c = &mut self.core;
+        if !matches!(c.conns[id].state, State::Closed | State::Idle) || c.conns[id].stream.is_some()
+        {
+            return;
+        }
+        let (mask, key) = fresh_keys(&mut c.rng);
+        c.conns[id] = Conn::new(c.plan.read_capacity, mask, key);
+        if c.again.is_empty() && c.opening_done() {
+            c.open_began = c.clock.now();
+        }
+        c.again.push_back(id);
+    }
+
     /// Starts the close handshake (code 1000) on every open connection, and waits until each
     /// is closed or `timeout` has passed; the rest are dropped and counted.
     ///
@@ -386,6 +417,7 @@ impl Fleet {
     /// Only a failure of `epoll` itself.
     pub fn close_all(&mut self, timeout: Duration, app: &mut impl App) -> io::Result<()> {
         self.core.goal = self.core.next; // start nothing new
+        self.core.again.clear();
         for id in 0..self.core.conns.len() {
             let c = &mut self.core.conns[id];
             if c.state == State::Open {
@@ -417,7 +449,7 @@ impl Fleet {
 impl Core {
     /// True once every connection asked for has opened or failed.
     pub fn opening_done(&self) -> bool {
-        self.next >= self.goal && self.in_flight == 0
+        self.next >= self.goal && self.in_flight == 0 && self.again.is_empty()
     }
 
     /// Connections with a socket.
@@ -449,9 +481,15 @@ impl Core {
         // handshake times do not include the generator's own work of starting the rest.
         let allowed = allowed.min(64);
         let mut begun = 0;
-        while self.next < self.goal && self.in_flight < self.plan.in_flight && begun < allowed {
-            let id = self.next;
-            self.next += 1;
+        while self.in_flight < self.plan.in_flight && begun < allowed {
+            let id = if let Some(id) = self.again.pop_front() {
+                id
+            } else if self.next < self.goal {
+                self.next += 1;
+                self.next - 1
+            } else {
+                break;
+            };
             begun += 1;
             self.start(registry, id, now);
         }
@@ -460,7 +498,8 @@ impl Core {
             self.open_began += (begun as f64 / self.plan.rate_limit * 1e9) as u64;
             self.open_began = self.open_began.min(now);
         }
-        begun == 64 && self.next < self.goal && self.in_flight < self.plan.in_flight
+        let waiting = self.next < self.goal || !self.again.is_empty();
+        begun == 64 && waiting && self.in_flight < self.plan.in_flight
     }
 
     fn start(&mut self, registry: &Registry, id: usize, now: u64) {
@@ -816,6 +855,15 @@ impl Core {
             self.drop_conn(registry, id);
         }
     }
+}
+
+/// A connection's mask key and handshake key (`Sec-WebSocket-Key`), fresh for each connection.
+fn fresh_keys(rng: &mut Rng) -> ([u8; 4], [u8; crate::handshake::KEY_LEN]) {
+    let r = rng.next().to_le_bytes();
+    let mut nonce = [0; 16];
+    nonce[..8].copy_from_slice(&rng.next().to_le_bytes());
+    nonce[8..].copy_from_slice(&rng.next().to_le_bytes());
+    ([r[0], r[1], r[2], r[3]], handshake::key(nonce))
 }
 
 /// A non-blocking TCP connect, from `source` if given, with Nagle off (small frames must not

@@ -17,7 +17,8 @@
 //! close) over `conn` (one socket: `reader` + `Writer`, and for `wss://` a rustls client
 //! connection between them and the socket, configured and driven by `tls`), `frame` and
 //! `handshake` (wire format), `hist` (percentiles), `procfs` (server CPU and memory), `json`
-//! (the report), and one module per mode: `echo`, `fanout`, `connect`, `fairness`; each works
+//! (the report), and one module per mode: `echo`, `fanout`, `connect`, `fairness`, `soak` (with
+//! `sequence`, its loss/duplicate/order bookkeeping, and `record`, its CSV and SVG); each works
 //! over `ws://` and `wss://` alike.
 
 mod conn;
@@ -32,7 +33,10 @@ mod hist;
 mod json;
 mod procfs;
 mod reader;
+mod record;
 mod scan;
+mod sequence;
+mod soak;
 mod target;
 mod tls;
 
@@ -57,6 +61,7 @@ MODES:
     fanout    N subscribers and one publisher at R messages/s; delivery latency and losses
     connect   open N connections as fast as possible, hold them, close them cleanly
     fairness  one client's round trips, alone and then beside F flooding clients
+    soak      a bounded churn against the relay for N minutes, recorded every second (CSV, SVG)
 
 COMMON OPTIONS:
     --url URL                  ws://host[:port][/path] or wss://…; host 127.x.x.x, localhost
@@ -84,6 +89,14 @@ connect:  --connections N [1000] --hold SECS [5]
 fairness: --relay (relay server; else echo) --baseline SECS [3] --duration SECS [5]
           --flooders F [1] --flood publish|echo|ping [publish with --relay, else echo]
           (ping: sent as fast as the socket takes, and never read)
+soak:     --minutes N [30] (fractions allowed) --connections C [1000] --churn PCT [5]
+          --topics T [100] --rate R [1000] --csv FILE [target/soak.csv]
+          --svg FILE [target/soak.svg]; needs --server-pid (the relay's). C subscribers, PCT%
+          of them closed cleanly and replaced each second, 3 topics each of soak/0..T-1 (5%/s
+          swap one); 4 publishers, R/s in all, a sequence per topic, every 8th retained.
+          Checks: nothing lost while subscribed, no duplicates, order per topic. One CSV row
+          a second: server RSS, connections (/healthz), CPU %, the second's counts. Exit 1
+          also when RSS at the end exceeds RSS after the warm-up (1 min, or 10%) by > 5%
 
 Exit status: 0 when the run had no errors, 1 when it counted some, 2 on bad usage.
 ";
@@ -117,6 +130,11 @@ struct Flags {
     flood: Option<fairness::Flood>,
     flooders: usize,
     baseline: Duration,
+    minutes: f64,
+    churn: f64,
+    topics: usize,
+    csv: String,
+    svg: String,
 }
 
 const COMMON: &[&str] = &[
@@ -156,6 +174,15 @@ fn mode_flags(mode: &str) -> Option<&'static [&'static str]> {
         ],
         "connect" => &["connections", "hold"],
         "fairness" => &["relay", "flood", "flooders", "baseline", "duration"],
+        "soak" => &[
+            "minutes",
+            "connections",
+            "churn",
+            "topics",
+            "rate",
+            "csv",
+            "svg",
+        ],
         _ => return None,
     })
 }
@@ -191,6 +218,11 @@ fn parse_flags() -> Result<Option<Flags>, String> {
         flood: None,
         flooders: 1,
         baseline: Duration::from_secs(3),
+        minutes: 30.0,
+        churn: 5.0,
+        topics: 100,
+        csv: "target/soak.csv".into(),
+        svg: "target/soak.svg".into(),
     };
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         let name = match &arg {
@@ -212,7 +244,7 @@ fn parse_flags() -> Result<Option<Flags>, String> {
             .find(|k| **k == name);
         let Some(&flag) = known else {
             return Err(if f.mode.is_empty() {
-                format!("--{name}: give the mode first (echo, fanout, connect or fairness)")
+                format!("--{name}: give the mode first (echo, fanout, connect, fairness or soak)")
             } else {
                 format!("--{name} is not an option of {}", f.mode)
             });
@@ -250,6 +282,11 @@ fn parse_flags() -> Result<Option<Flags>, String> {
             "flood" => f.flood = Some(fairness::Flood::parse(&v)?),
             "flooders" => f.flooders = num(&v, flag, 1, 10_000)? as usize,
             "baseline" => f.baseline = secs(&v, flag)?,
+            "minutes" => f.minutes = real(&v, flag, 0.01, 24.0 * 60.0)?,
+            "churn" => f.churn = real(&v, flag, 0.0, 100.0)?,
+            "topics" => f.topics = num(&v, flag, 1, 100_000)? as usize,
+            "csv" => f.csv = v,
+            "svg" => f.svg = v,
             "topic" => {
                 let ok = !v.is_empty()
                     && v.len() <= 128
@@ -271,7 +308,7 @@ fn parse_flags() -> Result<Option<Flags>, String> {
         }
     }
     if f.mode.is_empty() {
-        return Err("no mode given (echo, fanout, connect or fairness)".into());
+        return Err("no mode given (echo, fanout, connect, fairness or soak)".into());
     }
     Ok(Some(f))
 }
@@ -282,6 +319,14 @@ fn num(v: &str, flag: &str, min: u64, max: u64) -> Result<u64, String> {
         _ => Err(format!(
             "--{flag}: '{v}' is not a whole number in {min}..={max}"
         )),
+    }
+}
+
+/// A number in `min..=max`, fractions allowed.
+fn real(v: &str, flag: &str, min: f64, max: f64) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(x) if (min..=max).contains(&x) => Ok(x),
+        _ => Err(format!("--{flag}: '{v}' is not a number in {min}..={max}")),
     }
 }
 
@@ -475,6 +520,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if flags.mode == "soak" && flags.server_pid.is_none() {
+        eprintln!("load: soak needs --server-pid (the relay's RSS and CPU are what it records)");
+        return ExitCode::from(2);
+    }
     let target = match Target::parse(&flags.url) {
         Ok(t) => t,
         Err(msg) => {
@@ -533,6 +582,7 @@ fn main() -> ExitCode {
         "fanout" => flags.subscribers + 1,
         "echo" => flags.connections.unwrap_or(100),
         "fairness" => flags.flooders + 1,
+        "soak" => soak::connections_needed(flags.connections.unwrap_or(1000), flags.churn),
         _ => flags.connections.unwrap_or(1000),
     };
     if let Err(msg) = raise_fd_limit(conns_needed) {
@@ -581,6 +631,18 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        "soak" => soak::run(
+            &run,
+            &soak::Config {
+                duration: Duration::from_secs_f64(flags.minutes * 60.0),
+                connections: flags.connections.unwrap_or(1000),
+                churn_pct: flags.churn,
+                topics: flags.topics,
+                rate: flags.rate,
+                csv: flags.csv.clone().into(),
+                svg: flags.svg.clone().into(),
+            },
+        ),
         _ => connect::run(
             &run,
             &connect::Config {

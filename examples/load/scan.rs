@@ -21,6 +21,14 @@ pub fn uint(json: &[u8], key: &[u8]) -> Option<u64> {
     })
 }
 
+/// The string after the first occurrence of `key`, without its quotes (up to the next `"`:
+/// escapes are not decoded).
+pub fn text<'j>(json: &'j [u8], key: &[u8]) -> Option<&'j [u8]> {
+    let rest = value_of(json, key)?.strip_prefix(b"\"")?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    Some(&rest[..end])
+}
+
 /// True if the first `"type"` key holds the string `ty`.
 pub fn has_type(json: &[u8], ty: &[u8]) -> bool {
     let Some(rest) = value_of(json, b"\"type\"") else {
@@ -71,6 +79,14 @@ mod tests {
         assert_eq!(seq(br#"{"sequence":3}"#), None);
         assert_eq!(seq(br#"{"seq"}"#), None);
         assert_eq!(seq(b""), None);
+    }
+
+    #[test]
+    fn text_is_the_string_value() {
+        let m = br#"{"type":"message","topic" : "soak/12","data":{"seq":1}}"#;
+        assert_eq!(text(m, b"\"topic\""), Some(&b"soak/12"[..]));
+        assert_eq!(text(br#"{"topic":12}"#, b"\"topic\""), None);
+        assert_eq!(text(br#"{"topic":"open"#, b"\"topic\""), None);
     }
 
     #[test]

@@ -27,9 +27,13 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The text that precedes the listening address in the server's log line.
 pub const LISTEN_MARKER: &str = "listening on ws://";
 
-/// Path of the `emberws` binary Cargo built for these integration tests.
+/// Path of the `emberws` binary Cargo built for these integration tests, or `EMBERWS_BIN`
+/// when set (e.g. a release build, for the figures `tests/hostile.rs` prints).
 pub fn binary_path() -> &'static str {
-    env!("CARGO_BIN_EXE_emberws")
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        std::env::var("EMBERWS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_emberws").to_owned())
+    })
 }
 
 /// A running `emberws` process; killed and waited for on drop.
@@ -63,14 +67,32 @@ impl ServerProcess {
     /// Like [`ServerProcess::spawn`], but returns the failure (with captured stderr)
     /// instead of panicking.
     pub fn try_spawn<S: AsRef<str>>(args: &[S]) -> Result<ServerProcess, String> {
+        Self::try_spawn_wrapped(&[], args)
+    }
+
+    /// Like [`ServerProcess::try_spawn`], run through `wrapper` (e.g. `ip netns exec NS`),
+    /// which must exec the binary in its own process: the child's PID is then the server's,
+    /// and killing it stops the server.
+    pub fn try_spawn_wrapped<S: AsRef<str>>(
+        wrapper: &[&str],
+        args: &[S],
+    ) -> Result<ServerProcess, String> {
         let args: Vec<String> = args.iter().map(|s| s.as_ref().to_string()).collect();
-        let mut child = Command::new(binary_path())
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(binary_path());
+                c
+            }
+            None => Command::new(binary_path()),
+        };
+        let mut child = command
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot start {} {:?}: {e}", binary_path(), args))?;
+            .map_err(|e| format!("cannot start {wrapper:?} {} {args:?}: {e}", binary_path()))?;
         let stderr = child.stderr.take().expect("stderr was piped");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (found_tx, found_rx) = mpsc::channel();

@@ -3,6 +3,8 @@
 
 pub mod binary;
 pub mod clients;
+pub mod netns;
+pub mod proxy;
 pub mod raw;
 pub mod redis;
 pub mod relay;
