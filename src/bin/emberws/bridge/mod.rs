@@ -19,14 +19,15 @@
 //! stages at most the retained cap.
 
 pub mod envelope;
+pub mod fault;
 pub mod link;
 pub mod local;
 pub mod net;
 pub mod outbox;
 pub mod snapshot;
+pub mod stats;
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -35,9 +36,11 @@ use emberws::proto::Status;
 use log::{debug, info, warn};
 
 use envelope::{InstanceId, Kind};
+pub use fault::{ErrorKind, Fault};
 use link::{Due, Link};
 use outbox::Outbox;
 use snapshot::Snapshot;
+pub use stats::Stats;
 
 /// Topics a snapshot in flight remembers as changed since it was asked for (their current
 /// values win over the snapshot's); past this many, another snapshot follows.
@@ -63,80 +66,6 @@ impl Which {
         }
     }
 }
-
-/// Why a link was dropped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
-    /// The connect failed.
-    Connect(std::io::ErrorKind),
-    /// Redis closed the connection, or reading or writing failed.
-    Closed,
-    /// No connect, or no reply, in time.
-    Late,
-    /// Redis answered a command with an error (its first word, e.g. `ERR`, `NOAUTH`).
-    ErrorReply(&'static str, ErrorKind),
-    /// What Redis sent is not RESP, or is past the link's limits.
-    Protocol(&'static str),
-}
-
-/// The first word of an error reply, kept without allocation (never its text: it may quote
-/// arguments).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct ErrorKind([u8; 16], u8);
-
-impl ErrorKind {
-    fn of(line: &[u8]) -> ErrorKind {
-        let word = line.split(|&b| b == b' ').next().unwrap_or_default();
-        let mut out = [0; 16];
-        let n = word.len().min(16);
-        for (o, &b) in out.iter_mut().zip(&word[..n]) {
-            *o = if b.is_ascii_graphic() { b } else { b'?' };
-        }
-        ErrorKind(out, n as u8)
-    }
-}
-
-impl fmt::Debug for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{self}")
-    }
-}
-
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let word = &self.0[..usize::from(self.1)];
-        f.write_str(std::str::from_utf8(word).unwrap_or("?"))
-    }
-}
-
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Fault::Connect(kind) => write!(f, "cannot connect: {kind}"),
-            Fault::Closed => f.write_str("the connection was closed"),
-            Fault::Late => f.write_str("no answer in time"),
-            Fault::ErrorReply(command, kind) => {
-                write!(f, "Redis answered {command} with an error ({kind})")
-            }
-            Fault::Protocol(what) => write!(f, "Redis sent something unreadable: {what}"),
-        }
-    }
-}
-
-impl Fault {
-    /// The `reason` label in `/metrics`.
-    fn reason(&self) -> usize {
-        match self {
-            Fault::Connect(_) => 0,
-            Fault::Closed => 1,
-            Fault::Late => 2,
-            Fault::ErrorReply(..) => 3,
-            Fault::Protocol(_) => 4,
-        }
-    }
-}
-
-const FAULT_REASONS: [&str; 5] = ["connect", "closed", "timeout", "error_reply", "protocol"];
 
 /// A command on the command link, to know what its reply is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,117 +120,6 @@ pub struct Settings {
     /// The relay's retained cap: a snapshot stages at most this much.
     pub max_retained_bytes: usize,
     pub id: InstanceId,
-}
-
-/// The counters of `/metrics`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Both links connected and subscribed.
-    pub up: bool,
-    /// Links connected again after being up.
-    pub reconnects: u64,
-    /// Bytes of commands waiting for Redis (down, or not taken by the socket yet).
-    pub queued_bytes: u64,
-    /// Publishes queued for Redis.
-    pub published: u64,
-    /// Publishes dropped because the queue was full, and their commands' bytes.
-    pub dropped_publishes: u64,
-    pub dropped_bytes: u64,
-    /// Messages from other instances delivered here.
-    pub received: u64,
-    /// Messages on the channels that were not another relay's (not delivered).
-    pub ignored: u64,
-    /// Retained values in Redis not loaded (too long, invalid, past the cap).
-    pub retained_skipped: u64,
-    /// Snapshots of the retained values loaded.
-    pub snapshots: u64,
-    /// Links dropped, by reason ([`FAULT_REASONS`]).
-    pub faults: [u64; 5],
-}
-
-impl Stats {
-    /// The counters in the Prometheus text format.
-    pub fn write_prometheus(&self, s: &mut String) {
-        use std::fmt::Write as _;
-        let mut one = |name: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                s,
-                "# HELP emberws_redis_{name} {help}\n# TYPE emberws_redis_{name} {kind}\n\
-                 emberws_redis_{name} {v}"
-            );
-        };
-        one(
-            "link_up",
-            "gauge",
-            "1 while both links to Redis are up and subscribed.",
-            u64::from(self.up),
-        );
-        one(
-            "reconnects_total",
-            "counter",
-            "Links to Redis connected again after being up.",
-            self.reconnects,
-        );
-        one(
-            "queued_bytes",
-            "gauge",
-            "Bytes of commands waiting for Redis (link down, or not taken by the socket yet).",
-            self.queued_bytes,
-        );
-        one(
-            "published_total",
-            "counter",
-            "Local publishes queued for Redis.",
-            self.published,
-        );
-        one(
-            "dropped_publishes_total",
-            "counter",
-            "Local publishes not sent to Redis: the queue was full.",
-            self.dropped_publishes,
-        );
-        one(
-            "dropped_bytes_total",
-            "counter",
-            "Bytes of the commands of the dropped publishes.",
-            self.dropped_bytes,
-        );
-        one(
-            "received_total",
-            "counter",
-            "Messages of other instances delivered here.",
-            self.received,
-        );
-        one(
-            "ignored_total",
-            "counter",
-            "Messages on the prefix's channels that no relay sent (not delivered).",
-            self.ignored,
-        );
-        one(
-            "retained_skipped_total",
-            "counter",
-            "Retained values in Redis not loaded: too long, invalid, or past the cap.",
-            self.retained_skipped,
-        );
-        one(
-            "snapshots_total",
-            "counter",
-            "Loads of the retained values from Redis.",
-            self.snapshots,
-        );
-        let _ = writeln!(
-            s,
-            "# HELP emberws_redis_link_errors_total Links to Redis dropped, by reason.\n\
-             # TYPE emberws_redis_link_errors_total counter"
-        );
-        for (reason, n) in FAULT_REASONS.iter().zip(self.faults) {
-            let _ = writeln!(
-                s,
-                "emberws_redis_link_errors_total{{reason=\"{reason}\"}} {n}"
-            );
-        }
-    }
 }
 
 /// Where the snapshot of the retained values is.
@@ -632,9 +450,8 @@ impl Bridge {
                 wait.as_millis()
             );
         }
-        if std::mem::take(&mut self.said_up) {
-            warn!("redis {addr}: link down");
-        }
+        // Said once: "link up" again when both links are back.
+        self.said_up = false;
     }
 
     /// Logs the link's coming up, once.
