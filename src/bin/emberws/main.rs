@@ -479,7 +479,7 @@ fn reload_clients(server: &mut Server<relay::Relay>, path: Option<&std::path::Pa
 }
 
 /// The relay, with the Redis bridge when `redis.url` is set.
-fn relay(settings: &Settings, policy: relay::Policy) -> Result<(), String> {
+fn serve_relay(settings: &Settings, policy: relay::Policy) -> Result<(), String> {
     let handler = relay::Relay::new(policy);
     let on_hup = |server: &mut Server<relay::Relay>| {
         reload_clients(server, settings.auth.clients.as_deref());
@@ -564,7 +564,7 @@ fn main() -> ExitCode {
     let result = match settings.mode {
         Mode::Echo => serve(&settings, Echo, false, |_, _| Ok(Alone), |_| {}),
         Mode::Relay => match policy(&settings) {
-            Ok(policy) => relay(&settings, policy),
+            Ok(policy) => serve_relay(&settings, policy),
             Err(msg) => return usage_error(&msg),
         },
     };
