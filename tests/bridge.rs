@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use util::binary::ServerProcess;
 use util::redis::{free_port, url_of, Redis};
-use util::relay::{http_get, metric, Peer};
+use util::relay::{http_get, metric, Files, Peer};
 use util::DEADLINE;
 
 /// How long a link may take to come back after Redis does: its backoff is capped at 5 s,
@@ -272,6 +272,65 @@ fn redis_killed_mid_stream_local_delivery_goes_on_and_the_link_comes_back() {
     // No duplicate of A's own messages on A: a marker from B comes next.
     Peer::anonymous(b.addr(), "publisher on B").publish("k/end", json!("B"));
     local.expect_message("k/end", json!("B"));
+}
+
+#[test]
+fn a_stopped_redis_fills_the_queue_to_its_bound_then_publishes_are_dropped_and_counted() {
+    let redis = Redis::start();
+    let files = Files::new("bridge-slow");
+    let queue = 300_000;
+    let config = files.write_config(&format!(
+        "listen = [\"127.0.0.1:0\"]\n[redis]\nurl = \"{}\"\nqueue_bytes = {queue}\n",
+        redis.url()
+    ));
+    let a = ServerProcess::spawn(&["--config", &config]);
+    let b = relay(&redis.url());
+    wait_up(&a);
+    wait_up(&b);
+    let mut local = Peer::anonymous(a.addr(), "subscriber on A");
+    let mut remote = Peer::anonymous(b.addr(), "subscriber on B");
+    local.subscribe("q/#");
+    remote.subscribe("q/#");
+    let mut publisher = Peer::anonymous(a.addr(), "publisher on A");
+    redis.pause();
+    // 1,000 messages of 2 KB: far more than the queue and the kernel's buffers hold.
+    let pad = "x".repeat(2000);
+    let total = 1000;
+    for i in 0..total {
+        assert_eq!(publisher.publish("q/n", json!({"i": i, "pad": pad})), 1);
+        local.expect_message("q/n", json!({"i": i, "pad": pad}));
+        if i % 50 == 0 {
+            let queued = gauge(&a, "emberws_redis_queued_bytes");
+            assert!(
+                queued <= queue,
+                "{queued} bytes queued, the bound is {queue}"
+            );
+        }
+    }
+    let dropped = gauge(&a, "emberws_redis_dropped_publishes_total");
+    eprintln!("{dropped} of {total} publishes dropped while Redis was stopped");
+    assert!(dropped > 0, "nothing was dropped");
+    assert!(gauge(&a, "emberws_redis_dropped_bytes_total") > dropped * 2000);
+    assert!(gauge(&a, "emberws_redis_queued_bytes") <= queue);
+    redis.resume();
+    wait_for(&a, "emberws_redis_queued_bytes", |v| v == 0, DEADLINE);
+    // What was not dropped reaches B, in order, once each.
+    publisher.publish("q/after", json!(1));
+    let (mut last, mut got) = (-1, 0);
+    loop {
+        let m = remote.recv();
+        if m["topic"] == "q/after" {
+            break;
+        }
+        let i = m["data"]["i"].as_i64().unwrap_or_else(|| panic!("{m}"));
+        assert!(i > last, "B got {i} after {last}");
+        (last, got) = (i, got + 1);
+    }
+    // A pause longer than the reply timeout (a very slow machine) drops the link, and what
+    // was written to it before is lost; otherwise every publish not dropped arrived.
+    if gauge(&a, "emberws_redis_reconnects_total") == 0 {
+        assert_eq!(got, total - dropped, "every publish not dropped reached B");
+    }
 }
 
 #[test]

@@ -78,6 +78,30 @@ impl Redis {
         }
     }
 
+    /// Stops the server (SIGSTOP): it holds its connections and reads nothing, a slow Redis
+    /// at its slowest. [`Redis::resume`] lets it go on.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("redis-server is running");
+        let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
+        // SAFETY: kill(2) with the pid of a child this handle owns (not yet reaped).
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, {signal}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + DEADLINE;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
