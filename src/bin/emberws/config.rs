@@ -237,7 +237,8 @@ pub fn redis_target(url: &str) -> Result<RedisTarget, String> {
     } else {
         host.parse().map_err(|_| {
             format!(
-                "'{host}' is not an IP address or localhost (the relay looks no names up:                  give the address)"
+                "'{host}' is not an IP address or localhost (the relay looks no names \
+                 up: give the address)"
             )
         })?
     };
