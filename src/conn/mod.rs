@@ -348,17 +348,17 @@ impl Conn {
         let max = cfg.max_request_head;
         let Some(buf) = self.buf.as_mut() else {
             // Zero copy: the whole head came in one read.
-            if let Some(end) = find_head_end(input, 0) {
-                if end > max {
-                    return Some(self.bad_head(input, pool, HandshakeError::HeadTooLarge));
-                }
+            let end = find_head_end(input, 0);
+            if let Some(end) = end.filter(|&end| end <= max) {
                 return Some(Event::Head(Data::Borrowed(take(input, end))));
             }
-            if input.len() >= max {
-                return Some(self.bad_head(input, pool, HandshakeError::HeadTooLarge));
-            }
-            if has_bare_lf(input, 0) {
+            // The first fault in byte order decides, as when the head comes in pieces: a
+            // bare LF within the first `max` bytes, then the size.
+            if has_bare_lf(input.get(..max).unwrap_or(input), 0) {
                 return Some(self.bad_head(input, pool, HandshakeError::Malformed));
+            }
+            if end.is_some() || input.len() >= max {
+                return Some(self.bad_head(input, pool, HandshakeError::HeadTooLarge));
             }
             let mut buf = pool.take();
             pool::grow_within(&mut buf, input.len(), max);
@@ -377,11 +377,11 @@ impl Conn {
             let head = self.buf.take().unwrap_or_default();
             return Some(Event::Head(Data::Pooled(head)));
         }
-        if buf.len() >= max {
-            return Some(self.bad_head(input, pool, HandshakeError::HeadTooLarge));
-        }
         if has_bare_lf(buf, prev) {
             return Some(self.bad_head(input, pool, HandshakeError::Malformed));
+        }
+        if buf.len() >= max {
+            return Some(self.bad_head(input, pool, HandshakeError::HeadTooLarge));
         }
         take(input, n);
         None
