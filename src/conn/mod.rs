@@ -29,7 +29,7 @@ pub use write_queue::{Chunk, WriteQueue};
 use crate::config::Config;
 use crate::pool::{self, Pool};
 use crate::proto::close::{self, CloseCode, MAX_REASON_LEN};
-use crate::proto::frame::{FrameHeader, OpCode};
+use crate::proto::frame::{self, FrameHeader, OpCode};
 use crate::proto::handshake::find_head_end;
 use crate::proto::mask::unmask;
 use crate::proto::message::DataKind as Kind;
@@ -578,8 +578,12 @@ impl Conn {
                     return self.on_control(op, piece, out, pool, cfg, now);
                 }
                 // A control frame split across reads: its ≤ 125 bytes wait after any message
-                // bytes in the connection's buffer.
+                // bytes in the connection's buffer, which grows by no more than they need
+                // (not doubling past the message bound).
                 let mut buf = self.buf.take().unwrap_or_else(|| pool.take());
+                let bound = cfg.max_message_size.max(cfg.max_request_head)
+                    + usize::from(frame::bits::MAX_CONTROL_LEN);
+                pool::grow_within(&mut buf, piece.len(), bound);
                 buf.extend_from_slice(piece);
                 if !end {
                     self.buf = Some(buf);

@@ -1700,3 +1700,29 @@ fn a_ping_burst_asks_for_a_flush_at_the_bound() {
     // 127-byte pongs: the 9th reaches 1024 bytes, and so on for every later one.
     assert_eq!(flushes, 20 - 8, "{evs:?}");
 }
+
+/// A ping split across reads while a fragmented message fills the buffer to
+/// `max_message_size`: the ping's bytes wait behind the message's, and the buffer grows by
+/// them, not to twice its size (it did: 2,000 B held for a 1,000-byte limit).
+#[test]
+fn a_split_ping_behind_a_full_message_grows_the_buffer_by_its_payload_only() {
+    let cfg = Config::default()
+        .max_message_size(1000)
+        .max_request_head(300);
+    let mut lp = Loop::open(cfg);
+    let first = client::frame(false, client::BINARY, &[7u8; 1000]);
+    for piece in first.chunks(100) {
+        feed!(lp, time 1, piece, []);
+    }
+    let ping = client::ping(b"hello");
+    feed!(lp, time 2, &ping[..8], []);
+    assert!(
+        lp.conn.buffered_bytes() <= 1000 + 125,
+        "{} B held",
+        lp.conn.buffered_bytes()
+    );
+    feed!(lp, time 3, &ping[8..], []);
+    expect_out!(lp, [srv::pong(b"hello")]);
+    assert!(lp.conn.buffered_bytes() <= 1000 + 125);
+    feed!(lp, time 4, client::frame(true, client::CONT, b""), [binary(Src::Pooled, &[7u8; 1000])]);
+}
