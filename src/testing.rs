@@ -350,6 +350,12 @@ impl<H: Handler> Harness<H> {
         self.server.held_bytes(peer.id)
     }
 
+    /// The bytes queued for the peer that its socket has not taken, as
+    /// [`crate::Ctx::buffered_amount`] says (a part of [`Harness::held_bytes`]).
+    pub fn buffered_amount(&self, peer: &Peer) -> usize {
+        self.server.buffered_amount(peer.id)
+    }
+
     /// The bytes the server's pool of spare buffers holds: at most
     /// [`Config::max_spare_buffers`] × [`Config::spare_buffer_size`].
     pub fn spare_bytes(&self) -> usize {

@@ -966,6 +966,11 @@ impl<H: Handler> Server<H> {
         self.core.slot(id).map_or(0, |s| s.conn.buffered_bytes())
     }
 
+    /// Bytes queued for the connection.
+    pub(crate) fn buffered_amount(&self, id: ConnId) -> usize {
+        self.core.buffered_amount(id)
+    }
+
     /// Bytes the pool's spare buffers hold.
     pub(crate) fn spare_bytes(&self) -> usize {
         self.core.pool.spare_bytes()
