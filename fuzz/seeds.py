@@ -303,6 +303,13 @@ SEEDS = {
         "half-hello-then-garbage-split": b"\x00" + tls_feed(HALF_HELLO_THEN_GARBAGE, 13),
         "half-hello-then-eof": b"\x00" + tls_feed(HALF_HELLO_THEN_GARBAGE[:13]) + b"\x03",
         "plain-http": b"\x00" + tls_feed(RFC_REQUEST),
+        # A real rustls client (byte 0 bit 4; bit 5: TLS 1.2), then which flight byte to
+        # flip (none here) and the application data.
+        "client13": b"\x10\x00\x00\x00" + b"GET /chat HTTP/1.1\r\n\r\n" + frame(0x1, TEXT),
+        "client12-small-reads": b"\x3c\x00\x00\x00" + bytes(range(256)) * 3,
+        "client13-window-7": b"\x12\x00\x00\x00hello",
+        "client13-flipped-finished": b"\x10\x01\x05\x40hello",
+        "client12-flipped-hello": b"\x30\x00\x20\x01hello",
         "hello-then-junk-records": b"\x00"
         + tls_feed(HELLO13 + tls_record(20, b"\x01") + tls_record(23, bytes(40), 0x0303))
         + b"\x02",
