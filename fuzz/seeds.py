@@ -283,6 +283,9 @@ SEEDS = {
                 (0x02, b'not json'),
                 (0x22, b'\x00\x01binary'),
                 (0x02, b'{"type":"publish","topic":"t\\u00e9","data":"\\ud83e\\udd80"}'),
+                # Valid JSON that serde_json::Value refuses (out of f64 range): relayed as is.
+                (0x02, b'{"type":"subscribe","topic":"+/carol.x","data":1e400}'),
+                (0x00, b'{"type":"publish","topic":"devices/alice/big","data":[1e400,-1e999]}'),
             ],
         ),
         # Rates on, no strikes left: refusals, then the 1008 close for abuse.

@@ -93,7 +93,7 @@ const CANNED: &[u8] = b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
 Sec-WebSocket-Version: 13\r\nOrigin: http://ok\r\nSec-WebSocket-Protocol: chat\r\n\r\n";
 
-struct Plan<'a> {
+struct Plan {
     cfg: Config,
     /// The peer's window (bytes it lets the server have outstanding) and the bystander's.
     window: usize,
@@ -103,14 +103,13 @@ struct Plan<'a> {
     marks: Vec<(usize, Duration)>,
     disconnect: bool,
     stream: Vec<u8>,
-    _input: &'a [u8],
 }
 
 fn pick<T: Copy>(table: &[T], bits: u8) -> T {
     table[usize::from(bits) % table.len()]
 }
 
-fn plan(data: &[u8]) -> Option<Plan<'_>> {
+fn plan(data: &[u8]) -> Option<Plan> {
     let (h, rest) = data.split_at_checked(HEADER)?;
     let ms = Duration::from_millis;
     let cfg = Config::default()
@@ -185,7 +184,6 @@ fn plan(data: &[u8]) -> Option<Plan<'_>> {
         marks,
         disconnect: h[7] >> 4 & 1 == 1,
         stream,
-        _input: data,
     })
 }
 
@@ -269,7 +267,7 @@ fn settle(h: &mut Harness<Probe>) {
     panic!("the loop never settles");
 }
 
-fn run(plan: &Plan<'_>, seed: u8) -> Outcome {
+fn run(plan: &Plan, seed: u8) -> Outcome {
     let bounds = Bounds::of(&plan.cfg);
     let mut h = Harness::new(plan.cfg.clone(), Probe::default());
     let mut bystander = h.connect_with("/", &[("Origin", "http://ok")]).ok();

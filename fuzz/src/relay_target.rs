@@ -8,6 +8,7 @@
 //! (bit 5), and reloads the clients file before sending (bit 6: the second file, in which a
 //! client is gone and another one's rules changed; bit 7 with bit 6: back to the first).
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -19,6 +20,26 @@ use crate::relay::acl::Rules;
 use crate::relay::clients::Clients;
 use crate::relay::guard::Rates;
 use crate::relay::{Policy, Relay};
+
+/// A reply or a request, read as the relay reads requests: a `type`, perhaps a `topic`,
+/// perhaps `data` (kept raw: JSON allows numbers such as `1e400` that `serde_json::Value`
+/// refuses, and the relay passes a publisher's data on as it came).
+#[derive(serde::Deserialize)]
+struct Shape<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    topic: Option<Cow<'a, str>>,
+    /// `Some` whenever present, `null` included.
+    #[serde(borrow, default, deserialize_with = "present")]
+    data: Option<&'a serde_json::value::RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<&'de serde_json::value::RawValue>, D::Error> {
+    serde::Deserialize::deserialize(d).map(Some)
+}
 
 const HEADER: usize = 2;
 
@@ -171,15 +192,15 @@ fn check(h: &mut Harness<Relay>, s: &mut Slot, file: usize) {
             Frame::Ping(_) | Frame::Pong(_) => continue,
             Frame::Binary(b) => panic!("a binary reply: {b:?}"),
         };
-        let v: serde_json::Value =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
-        let kind = v["type"].as_str().unwrap_or_default();
+        let v: Shape<'_> =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not a reply ({e}): {text}"));
+        let kind = &*v.kind;
         assert!(
             matches!(kind, "ack" | "message" | "error" | "pong"),
             "type {kind:?}: {text}"
         );
         if kind == "message" {
-            let topic = v["topic"].as_str().expect("a message has a topic");
+            let topic = v.topic.as_deref().expect("a message has a topic");
             assert!(
                 reads.iter().any(|r| topic_matches(r, topic)),
                 "{} received {topic}, rules {reads:?}",
@@ -191,7 +212,7 @@ fn check(h: &mut Harness<Relay>, s: &mut Slot, file: usize) {
                 WHO[s.who].name,
                 s.asked
             );
-            assert!(v.get("data").is_some(), "a message without data: {text}");
+            assert!(v.data.is_some(), "a message without data: {text}");
         }
     }
 }
@@ -270,14 +291,13 @@ pub fn relay(data: &[u8]) {
         }
         let s = &mut slots[usize::from(op & 3)];
         if let Some(peer) = &s.peer {
-            if let Ok(text) = std::str::from_utf8(msg) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
-                    if v["type"] == "subscribe" {
-                        if let Some(t) = v["topic"].as_str() {
-                            s.asked.push(t.to_owned());
-                        }
-                    }
-                }
+            let asked = std::str::from_utf8(msg)
+                .ok()
+                .and_then(|text| serde_json::from_str::<Shape<'_>>(text).ok())
+                .filter(|v| v.kind == "subscribe")
+                .and_then(|v| v.topic);
+            if let Some(t) = asked {
+                s.asked.push(t.into_owned());
             }
             if op & 0x20 != 0 {
                 h.send(peer, Message::Binary(msg));
@@ -305,9 +325,9 @@ pub fn relay(data: &[u8]) {
         let Frame::Text(text) = frame else {
             panic!("root got {frame:?}")
         };
-        let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
-        if v["type"] == "message" {
-            held += text.len() + v["topic"].as_str().map_or(0, str::len);
+        let v: Shape<'_> = serde_json::from_str(&text).expect("a reply");
+        if v.kind == "message" {
+            held += text.len() + v.topic.as_deref().map_or(0, str::len);
         }
     }
     assert!(
