@@ -207,6 +207,10 @@ SEEDS = {
     },
     "conn": {
         "conversation": conn_seed(ROOMY, [], CONVERSATION),
+        # The server shuts down at the end: 1001 to both peers.
+        "conversation-then-shutdown": conn_seed(
+            ROOMY[:7] + [0x20], [], CONVERSATION[: -len(frame(0x8, b"\x03\xe8bye"))]
+        ),
         "conversation-cut-7-and-300": conn_seed(
             with_marks(ROOMY, 2, (2, 3)), [(0x20, 0x10), (0xFF, 0xFF)], CONVERSATION
         ),

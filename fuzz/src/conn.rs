@@ -21,6 +21,8 @@ const HEADER: usize = 8;
 const STATUSES: [u16; 7] = [400, 403, 404, 405, 426, 431, 503];
 /// The close codes the server itself sends after the upgrade (it echoes the peer's own).
 const CODES: [u16; 5] = [1000, 1002, 1007, 1008, 1009];
+/// The close code of a server shutting down.
+const GOING_AWAY: u16 = 1001;
 
 /// What the handler saw, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,6 +104,9 @@ struct Plan {
     /// (stream offset, time step) at which both runs advance the clock and the peer reads.
     marks: Vec<(usize, Duration)>,
     disconnect: bool,
+    /// The server shuts down at the end (1001 to everyone, then finished by the close
+    /// timeout).
+    shutdown: bool,
     stream: Vec<u8>,
 }
 
@@ -183,6 +188,7 @@ fn plan(data: &[u8]) -> Option<Plan> {
         seeds: [h[4], h[5]],
         marks,
         disconnect: h[7] >> 4 & 1 == 1,
+        shutdown: h[7] >> 5 & 1 == 1,
         stream,
     })
 }
@@ -337,6 +343,18 @@ fn run(plan: &Plan, seed: u8) -> Outcome {
             settle(&mut h);
         }
         read(&mut h, p, &mut out);
+        if plan.shutdown {
+            h.server_mut().shutdown();
+            settle(&mut h);
+            read(&mut h, p, &mut out);
+            // No settling once finished: a finished server's turn asks for another at once
+            // (the loop stops on is_finished).
+            h.advance(plan.cfg.close_timeout);
+            assert!(
+                h.server_mut().is_finished(),
+                "not finished at the close timeout"
+            );
+        }
         let mut all: Vec<&Peer> = bystander.iter().collect();
         all.push(p);
         bounds.check(&h, &all);
@@ -346,7 +364,12 @@ fn run(plan: &Plan, seed: u8) -> Outcome {
             let before = h.stats().bytes_out;
             h.send_bytes(b, &[]);
             for f in h.received(b) {
-                assert!(!matches!(f, Frame::Close(Some(c), _) if !CODES.contains(&c)));
+                if let Frame::Close(Some(c), _) = f {
+                    assert!(
+                        CODES.contains(&c) || plan.shutdown && c == GOING_AWAY,
+                        "{c}"
+                    );
+                }
             }
             if h.stats().bytes_out == before {
                 break;
@@ -369,7 +392,7 @@ fn run(plan: &Plan, seed: u8) -> Outcome {
         if let Some(status) = out.status {
             assert_eq!(opened, status == 101, "opened, yet answered {status}");
         }
-        check_frames(&out, id);
+        check_frames(&out, id, plan.shutdown);
     }
     out
 }
@@ -404,7 +427,7 @@ fn read(h: &mut Harness<Probe>, p: &mut Peer, out: &mut Outcome) {
 
 /// The server's close frame is its last frame, and carries a code of the failure table or
 /// the peer's own code echoed (the one the handler was told).
-fn check_frames(out: &Outcome, id: ConnId) {
+fn check_frames(out: &Outcome, id: ConnId, shutdown: bool) {
     let told = out.events.iter().find_map(|e| match e {
         Ev::Close(i, code) if *i == id => Some(*code),
         _ => None,
@@ -417,7 +440,7 @@ fn check_frames(out: &Outcome, id: ConnId) {
         assert_eq!(i + 1, out.frames.len(), "frames after the close frame");
         if let Frame::Close(Some(code), _) = out.frames[i] {
             assert!(
-                CODES.contains(&code) || told == Some(code),
+                CODES.contains(&code) || told == Some(code) || shutdown && code == GOING_AWAY,
                 "closed with {code}, not in the failure table (handler told {told:?})"
             );
         }
