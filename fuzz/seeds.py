@@ -292,6 +292,33 @@ SEEDS = {
                 (0x00, b'{"type":"publish","topic":"devices/alice/big","data":[1e400,-1e999]}'),
             ],
         ),
+        # Reload to the second file (bob removed, alice and carol.x with fewer rules) and
+        # back; retained values that the new rules make readable come with the reload.
+        "reload": relay_seed(
+            [0x09, 0x07],
+            [
+                (0x00, b'{"type":"subscribe","topic":"#","id":1}'),
+                (0x02, b'{"type":"subscribe","topic":"#","id":2}'),
+                (0x01, b'{"type":"subscribe","topic":"devices/+/status"}'),
+                (0x01, b'{"type":"publish","topic":"public/p","data":"r","retain":true}'),
+                (0x00, b'{"type":"publish","topic":"devices/alice/a","data":{},"retain":true}'),
+                (0x42, b'{"type":"publish","topic":"alerts","data":true,"retain":true}'),
+                (0x01, b'{"type":"ping"}'),
+                (0xC0, b'{"type":"ping","id":"after"}'),
+                (0x03, b'{"type":"subscribe","topic":"public/+"}'),
+            ],
+        ),
+        # Anonymous access off (the fourth peer is refused with 401), a 64-byte retained cap.
+        "no-anonymous-small-cap": relay_seed(
+            [0x04, 0x07],
+            [
+                (0x02, b'{"type":"publish","topic":"a/b/c","data":"%s","retain":true}' % (b"x" * 20)),
+                (0x02, b'{"type":"publish","topic":"a/b/c/d","data":"%s","retain":true}' % (b"y" * 20)),
+                (0x02, b'{"type":"publish","topic":"a/b/c","data":null,"retain":true,"id":0}'),
+                (0x02, b'{"type":"subscribe","topic":"a/+/c/#","id":[]}'),
+                (0x03, b'{"type":"ping"}'),
+            ],
+        ),
         # Rates on, no strikes left: refusals, then the 1008 close for abuse.
         "rates": relay_seed(
             [0x0E, 0x00],
