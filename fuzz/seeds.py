@@ -223,6 +223,13 @@ SEEDS = {
             + frame(0x2, bytes(200))
             + frame(0x1, b"late"),
         ),
+        # 1000-byte messages: a fragment fills the buffer, then a ping arrives byte by byte
+        # (src/conn/tests.rs a_split_ping_behind_a_full_message_...: it doubled the buffer).
+        "full-fragment-then-split-ping": conn_seed(
+            [0x14, 0xF7] + ROOMY[2:],
+            [],
+            frame(0x2, bytes(1000), fin=False) + frame(0x9, b"hello") + frame(0x0, b""),
+        ),
         "invalid-utf8": conn_seed(ROOMY, [], frame(0x1, b"ok") + frame(0x1, b"\xce\xba\xff")),
         "rsv-bits": conn_seed(ROOMY, [], frame(0x1, b"x") + b"\xc1\x80" + KEY),
         "unmasked": conn_seed(ROOMY, [], frame(0x1, b"unmasked", key=None)),
