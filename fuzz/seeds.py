@@ -77,6 +77,100 @@ def pmessage(pattern, channel, payload, push=False):
 
 TEXT = "Hello κόσμε 世界 🦀 ✓".encode()
 
+
+def conn_seed(h, marks, stream):
+    """A conn seed: the 8 control bytes (see fuzz/src/conn.rs), the marks, the stream."""
+    assert len(h) == 8 and h[6] & 7 == len(marks)
+    return bytes(h) + b"".join(bytes(m) for m in marks) + stream
+
+
+# Control bytes: 64 KiB messages, close policy, the canned upgrade request first, 64 KiB
+# queue, 8 KiB head, 32 headers, 64 subscriptions, default budgets, 30 s pings, 10 s
+# handshake and pong, 5 s close, 32 spares; cuts of 1 byte against none; the marks' count
+# (with a 64 KiB read buffer); a bystander reading everything.
+ROOMY = [0x16, 0xFF, 0x3F, 0xEA, 0x01, 0x00, 0x08, 0x00]
+
+
+def with_marks(h, n, seeds=None):
+    h = list(h)
+    h[6] = (h[6] & ~7) | n
+    if seeds:
+        h[4], h[5] = seeds
+    return h
+
+
+CONVERSATION = (
+    frame(0x1, b"hello")
+    + frame(0x1, b"s:a/#")
+    + frame(0x1, b"p:a/b published")
+    + frame(0x1, TEXT[:7], fin=False)
+    + frame(0x9, b"ping")
+    + frame(0x0, TEXT[7:])
+    + frame(0x2, bytes(range(256)) * 2)
+    + frame(0x1, b"u:a/#")
+    + frame(0xA, b"")
+    + frame(0x8, b"\x03\xe8bye")
+)
+
+
+def tls_feed(data, step=None):
+    """tls ops feeding `data` in pieces of `step` bytes (one piece if None), reading after each."""
+    out = b""
+    step = step or len(data)
+    for i in range(0, len(data), step):
+        piece = data[i : i + step]
+        while piece:
+            n = min(len(piece), 255 * 4 + 3)
+            out += bytes([(n % 4) << 2, n // 4]) + piece[:n]
+            piece = piece[n:]
+    return out
+
+
+def tls_record(kind, body, version=0x0301):
+    return bytes([kind]) + struct.pack(">HH", version, len(body)) + body
+
+
+def ext(kind, body):
+    return struct.pack(">HH", kind, len(body)) + body
+
+
+def vec16(body):
+    return struct.pack(">H", len(body)) + body
+
+
+def client_hello(tls13=True, version=0x0303):
+    """A ClientHello as a browser sends one, with fixed random, session id and X25519 key."""
+    suites = [0x1301, 0x1302, 0x1303] if tls13 else []
+    suites += [0xC02B, 0xC02C, 0xCCA9, 0xC02F]
+    exts = ext(0, vec16(b"\x00" + vec16(b"localhost")))
+    exts += ext(10, vec16(struct.pack(">HH", 0x001D, 0x0017)))
+    exts += ext(11, b"\x01\x00")
+    exts += ext(13, vec16(struct.pack(">HHHH", 0x0403, 0x0804, 0x0401, 0x0503)))
+    exts += ext(16, vec16(b"\x08http/1.1"))
+    if tls13:
+        exts += ext(43, b"\x04\x03\x04\x03\x03")
+        exts += ext(45, b"\x01\x01")
+        exts += ext(51, vec16(struct.pack(">HH", 0x001D, 32) + bytes(range(9, 41))))
+    body = struct.pack(">H", version) + bytes(range(32)) + b"\x20" + bytes(range(100, 132))
+    body += vec16(b"".join(struct.pack(">H", c) for c in suites)) + b"\x01\x00" + vec16(exts)
+    msg = b"\x01" + struct.pack(">I", len(body))[1:] + body
+    return tls_record(22, msg)
+
+
+HELLO13 = client_hello()
+HELLO12 = client_hello(tls13=False)
+HELLO10 = tls_record(22, client_hello(tls13=False, version=0x0301)[5:], 0x0301)
+# src/transport/tls.rs: a ClientHello that claims 100 bytes, 4 of them given, then a record
+# of an unknown content type: rustls fails mid-message (the empty-slice hazard).
+HALF_HELLO_THEN_GARBAGE = bytes(
+    [22, 3, 1, 0, 8, 1, 0, 0, 100, 3, 3, 0, 0, 0x99, 3, 3, 0, 1, 0]
+)
+
+
+def relay_seed(h, requests):
+    """A relay seed: 2 header bytes, then (op byte, request) lines (see fuzz/src/relay_target.rs)."""
+    return bytes(h) + b"".join(bytes([op]) + r + b"\n" for op, r in requests)
+
 SEEDS = {
     "handshake": {
         "rfc6455": RFC_REQUEST,
@@ -110,6 +204,156 @@ SEEDS = {
         + frame(0xA, b"")
         + frame(0x1, b"", form=2),
         "many-small": bytes([0xC6]) + b"".join(frame(0x1, b"msg %d" % i) for i in range(8)),
+    },
+    "conn": {
+        "conversation": conn_seed(ROOMY, [], CONVERSATION),
+        # The server shuts down at the end: 1001 to both peers.
+        "conversation-then-shutdown": conn_seed(
+            ROOMY[:7] + [0x20], [], CONVERSATION[: -len(frame(0x8, b"\x03\xe8bye"))]
+        ),
+        "conversation-cut-7-and-300": conn_seed(
+            with_marks(ROOMY, 2, (2, 3)), [(0x20, 0x10), (0xFF, 0xFF)], CONVERSATION
+        ),
+        # 125-byte messages, Drop policy, a 64-byte queue and windows: 1009, slow consumers.
+        "small-limits": conn_seed(
+            [0xAA, 0xF1, 0x3F, 0xEA, 0x02, 0x01, 0x01, 0x01],
+            [(0x40, 0x02)],
+            frame(0x1, b"s:#")
+            + frame(0x1, b"p:x " + bytes(100))
+            + frame(0x2, bytes(200))
+            + frame(0x1, b"late"),
+        ),
+        # 1000-byte messages: a fragment fills the buffer, then a ping arrives byte by byte
+        # (src/conn/tests.rs a_split_ping_behind_a_full_message_...: it doubled the buffer).
+        "full-fragment-then-split-ping": conn_seed(
+            [0x14, 0xF7] + ROOMY[2:],
+            [],
+            frame(0x2, bytes(1000), fin=False) + frame(0x9, b"hello") + frame(0x0, b""),
+        ),
+        "invalid-utf8": conn_seed(ROOMY, [], frame(0x1, b"ok") + frame(0x1, b"\xce\xba\xff")),
+        "rsv-bits": conn_seed(ROOMY, [], frame(0x1, b"x") + b"\xc1\x80" + KEY),
+        "unmasked": conn_seed(ROOMY, [], frame(0x1, b"unmasked", key=None)),
+        # 100 ms pings, 20 ms pong timeout, 200 ms idle timeout: time passes at the marks.
+        "heartbeat-idle": conn_seed(
+            [0x16, 0xFF, 0xBF, 0x10, 0x01, 0x00, 0x03, 0x10],
+            [(0x02, 0x0D), (0x02, 0x03), (0x40, 0x20)],
+            frame(0x1, b"hi") + frame(0xA, b"") + frame(0x1, b"again"),
+        ),
+        # No canned request: the stream's own head (RFC 6455 §1.2, an Origin, a subprotocol).
+        "rfc-head": conn_seed(
+            [0x06, 0xFF, 0x3F, 0xEA, 0x03, 0x00, 0x00, 0x0C], [], RFC_REQUEST + frame(0x1, b"hi")
+        ),
+        "plain-get": conn_seed(
+            [0x06, 0xFF, 0x3F, 0xEA, 0x01, 0x00, 0x00, 0x00], [], b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        ),
+        "version-8": conn_seed(
+            [0x06, 0xFF, 0x3F, 0xEA, 0x01, 0x00, 0x00, 0x00],
+            [],
+            RFC_REQUEST.replace(b"Version: 13", b"Version: 8"),
+        ),
+        "post": conn_seed(
+            [0x06, 0xFF, 0x3F, 0xEA, 0x01, 0x00, 0x00, 0x00], [], b"POST" + RFC_REQUEST[3:]
+        ),
+        "refused-path": conn_seed(
+            [0x06, 0xFF, 0x3F, 0xEA, 0x01, 0x00, 0x00, 0x00],
+            [],
+            RFC_REQUEST.replace(b"/chat", b"/no"),
+        ),
+        # A 64-byte head limit and 1 header: 431 either way.
+        "head-too-large": conn_seed(
+            [0x06, 0x03, 0x3F, 0xEA, 0x01, 0x00, 0x00, 0x00], [], BROWSER_REQUEST
+        ),
+    },
+    "relay": {
+        "session": relay_seed(
+            [0x0B, 0x07],
+            [
+                (0x00, b'{"type":"subscribe","topic":"devices/#","id":1}'),
+                (0x01, b'{"type":"subscribe","topic":"devices/+/status","id":"b"}'),
+                (0x02, b'{"type":"subscribe","topic":"#"}'),
+                (0x03, b'{"type":"subscribe","topic":"public/#","id":null}'),
+                (0x01, b'{"type":"publish","topic":"devices/alice/status","data":{"t":21.5},"retain":true,"id":"x"}'),
+                (0x00, b'{"type":"publish","topic":"public/news","data":"hi","retain":true}'),
+                (0x02, b'{"type":"publish","topic":"a/b/c/d","data":[1,[2,[3]]],"id":7}'),
+                (0x02, b'{"type":"publish","topic":"x/carol.x","data":null,"retain":true}'),
+                (0x03, b'{"type":"ping","id":[1,2]}'),
+                (0x03, b'{"type":"publish","topic":"public/anon","data":1}'),
+                (0x00, b'{"type":"unsubscribe","topic":"devices/#","id":2}'),
+                (0x41, b'{"type":"publish","topic":"public/a","data":{"deep":[[[[1]]]]}}'),
+                (0xC2, b'{"type":"subscribe","topic":"alerts"}'),
+            ],
+        ),
+        "errors": relay_seed(
+            [0x01, 0x02],
+            [
+                (0x00, b'{"type":"publish","topic":"devices/bob/x","data":1,"id":1}'),
+                (0x00, b'{"type":"subscribe","topic":"a/#/b"}'),
+                (0x01, b'{"type":"publish","topic":"shared/+/in","data":1}'),
+                (0x01, b'{"type":"nope"}'),
+                (0x01, b'{"topic":"x"}'),
+                (0x02, b'not json'),
+                (0x22, b'\x00\x01binary'),
+                (0x02, b'{"type":"publish","topic":"t\\u00e9","data":"\\ud83e\\udd80"}'),
+                # Valid JSON that serde_json::Value refuses (out of f64 range): relayed as is.
+                (0x02, b'{"type":"subscribe","topic":"+/carol.x","data":1e400}'),
+                (0x00, b'{"type":"publish","topic":"devices/alice/big","data":[1e400,-1e999]}'),
+            ],
+        ),
+        # Reload to the second file (bob removed, alice and carol.x with fewer rules) and
+        # back; retained values that the new rules make readable come with the reload.
+        "reload": relay_seed(
+            [0x09, 0x07],
+            [
+                (0x00, b'{"type":"subscribe","topic":"#","id":1}'),
+                (0x02, b'{"type":"subscribe","topic":"#","id":2}'),
+                (0x01, b'{"type":"subscribe","topic":"devices/+/status"}'),
+                (0x01, b'{"type":"publish","topic":"public/p","data":"r","retain":true}'),
+                (0x00, b'{"type":"publish","topic":"devices/alice/a","data":{},"retain":true}'),
+                (0x42, b'{"type":"publish","topic":"alerts","data":true,"retain":true}'),
+                (0x01, b'{"type":"ping"}'),
+                (0xC0, b'{"type":"ping","id":"after"}'),
+                (0x03, b'{"type":"subscribe","topic":"public/+"}'),
+            ],
+        ),
+        # Anonymous access off (the fourth peer is refused with 401), a 64-byte retained cap.
+        "no-anonymous-small-cap": relay_seed(
+            [0x04, 0x07],
+            [
+                (0x02, b'{"type":"publish","topic":"a/b/c","data":"%s","retain":true}' % (b"x" * 20)),
+                (0x02, b'{"type":"publish","topic":"a/b/c/d","data":"%s","retain":true}' % (b"y" * 20)),
+                (0x02, b'{"type":"publish","topic":"a/b/c","data":null,"retain":true,"id":0}'),
+                (0x02, b'{"type":"subscribe","topic":"a/+/c/#","id":[]}'),
+                (0x03, b'{"type":"ping"}'),
+            ],
+        ),
+        # Rates on, no strikes left: refusals, then the 1008 close for abuse.
+        "rates": relay_seed(
+            [0x0E, 0x00],
+            [(0x02, b'{"type":"publish","topic":"x/carol.x","data":%d,"retain":true}' % i) for i in range(8)]
+            + [(0x1E, b'{"type":"publish","topic":"alerts","data":"' + b"a" * 400 + b'"}')],
+        ),
+    },
+    "tls": {
+        # Byte 0: window and read buffer (see fuzz/src/tls.rs).
+        "hello13": b"\x00" + tls_feed(HELLO13) + b"\x02",
+        "hello13-in-pieces": b"\x05" + tls_feed(HELLO13, 7) + b"\x02\x03",
+        "hello12": b"\x04" + tls_feed(HELLO12) + b"\x01\x02",
+        "hello10": b"\x00" + tls_feed(HELLO10),
+        "hello13-small-window": b"\x02" + tls_feed(HELLO13) + b"\x02\x02\x02",
+        "half-hello-then-garbage": b"\x00" + tls_feed(HALF_HELLO_THEN_GARBAGE),
+        "half-hello-then-garbage-split": b"\x00" + tls_feed(HALF_HELLO_THEN_GARBAGE, 13),
+        "half-hello-then-eof": b"\x00" + tls_feed(HALF_HELLO_THEN_GARBAGE[:13]) + b"\x03",
+        "plain-http": b"\x00" + tls_feed(RFC_REQUEST),
+        # A real rustls client (byte 0 bit 4; bit 5: TLS 1.2), then which flight byte to
+        # flip (none here) and the application data.
+        "client13": b"\x10\x00\x00\x00" + b"GET /chat HTTP/1.1\r\n\r\n" + frame(0x1, TEXT),
+        "client12-small-reads": b"\x3c\x00\x00\x00" + bytes(range(256)) * 3,
+        "client13-window-7": b"\x12\x00\x00\x00hello",
+        "client13-flipped-finished": b"\x10\x01\x05\x40hello",
+        "client12-flipped-hello": b"\x30\x00\x20\x01hello",
+        "hello-then-junk-records": b"\x00"
+        + tls_feed(HELLO13 + tls_record(20, b"\x01") + tls_record(23, bytes(40), 0x0303))
+        + b"\x02",
     },
     "resp": {
         # Byte 0: 0xFE keeps every default limit on a RESP2 connection, 0xFF on RESP3; a

@@ -96,3 +96,7 @@ pub use server::inbox::ConnId;
 pub use server::topics::topic_matches;
 pub use server::Server;
 pub use stats::Stats;
+/// The server's TLS layer over memory, for the fuzzer (`fuzz/`): not part of the API.
+#[cfg(feature = "tls")]
+#[doc(hidden)]
+pub use transport::tls::Probe as TlsProbe;

@@ -182,6 +182,22 @@ impl<H: Handler> Harness<H> {
         }
     }
 
+    /// The server's answer to a peer from [`Harness::open_raw`], once its head is complete:
+    /// status, headers and, if not 101, the body so far. After a 101 the peer is upgraded:
+    /// [`Harness::received`] decodes the frames that follow.
+    pub fn answer(&mut self, peer: &mut Peer) -> Option<HttpAnswer> {
+        if peer.upgraded {
+            return None;
+        }
+        let mut answer = self.take_head(peer)?;
+        if answer.status == 101 {
+            peer.upgraded = true;
+        } else {
+            answer.body = std::mem::take(&mut peer.pending);
+        }
+        Some(answer)
+    }
+
     /// A plain HTTP `GET target`; the server's answer.
     pub fn get(&mut self, target: &str) -> Option<HttpAnswer> {
         self.get_with(target, &[])
@@ -325,6 +341,25 @@ impl<H: Handler> Harness<H> {
     /// The connection's readyState.
     pub fn conn_state(&self, peer: &Peer) -> State {
         self.server.conn_state(peer.id)
+    }
+
+    /// The bytes of user-space memory the server holds for the peer's connection beyond its
+    /// record: the buffer lent while a head or message is incomplete, and the queue. Never
+    /// more than [`Config::worst_case_connection_bytes`] less the idle cost; 0 once closed.
+    pub fn held_bytes(&self, peer: &Peer) -> usize {
+        self.server.held_bytes(peer.id)
+    }
+
+    /// The bytes queued for the peer that its socket has not taken, as
+    /// [`crate::Ctx::buffered_amount`] says (a part of [`Harness::held_bytes`]).
+    pub fn buffered_amount(&self, peer: &Peer) -> usize {
+        self.server.buffered_amount(peer.id)
+    }
+
+    /// The bytes the server's pool of spare buffers holds: at most
+    /// [`Config::max_spare_buffers`] × [`Config::spare_buffer_size`].
+    pub fn spare_bytes(&self) -> usize {
+        self.server.spare_bytes()
     }
 
     /// The server's counters.

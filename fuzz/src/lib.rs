@@ -13,6 +13,23 @@ use emberws::proto::{Role, Status};
 #[path = "../../tests/pipeline/mod.rs"]
 mod pipeline;
 
+mod conn;
+mod relay_target;
+mod tls;
+
+pub use conn::conn;
+pub use relay_target::relay;
+pub use tls::tls;
+
+/// The binary's relay (the JSON protocol handler, its rules, clients and rate limits) and
+/// the token hashes it needs, included as they are: `relay` drives them.
+#[allow(dead_code, clippy::all)]
+#[path = "../../src/bin/emberws/relay/mod.rs"]
+mod relay;
+#[allow(dead_code, clippy::all)]
+#[path = "../../src/bin/emberws/secret.rs"]
+mod secret;
+
 use pipeline::{run_split, Decoder, Utf8Expect};
 
 /// A small header table, so "too many headers" is reachable.

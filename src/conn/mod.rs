@@ -29,7 +29,7 @@ pub use write_queue::{Chunk, WriteQueue};
 use crate::config::Config;
 use crate::pool::{self, Pool};
 use crate::proto::close::{self, CloseCode, MAX_REASON_LEN};
-use crate::proto::frame::{FrameHeader, OpCode};
+use crate::proto::frame::{self, FrameHeader, OpCode};
 use crate::proto::handshake::find_head_end;
 use crate::proto::mask::unmask;
 use crate::proto::message::DataKind as Kind;
@@ -348,17 +348,17 @@ impl Conn {
         let max = cfg.max_request_head;
         let Some(buf) = self.buf.as_mut() else {
             // Zero copy: the whole head came in one read.
-            if let Some(end) = find_head_end(input, 0) {
-                if end > max {
-                    return Some(self.bad_head(input, pool, HandshakeError::HeadTooLarge));
-                }
+            let end = find_head_end(input, 0);
+            if let Some(end) = end.filter(|&end| end <= max) {
                 return Some(Event::Head(Data::Borrowed(take(input, end))));
             }
-            if input.len() >= max {
-                return Some(self.bad_head(input, pool, HandshakeError::HeadTooLarge));
-            }
-            if has_bare_lf(input, 0) {
+            // The first fault in byte order decides, as when the head comes in pieces: a
+            // bare LF within the first `max` bytes, then the size.
+            if has_bare_lf(input.get(..max).unwrap_or(input), 0) {
                 return Some(self.bad_head(input, pool, HandshakeError::Malformed));
+            }
+            if end.is_some() || input.len() >= max {
+                return Some(self.bad_head(input, pool, HandshakeError::HeadTooLarge));
             }
             let mut buf = pool.take();
             pool::grow_within(&mut buf, input.len(), max);
@@ -377,11 +377,11 @@ impl Conn {
             let head = self.buf.take().unwrap_or_default();
             return Some(Event::Head(Data::Pooled(head)));
         }
-        if buf.len() >= max {
-            return Some(self.bad_head(input, pool, HandshakeError::HeadTooLarge));
-        }
         if has_bare_lf(buf, prev) {
             return Some(self.bad_head(input, pool, HandshakeError::Malformed));
+        }
+        if buf.len() >= max {
+            return Some(self.bad_head(input, pool, HandshakeError::HeadTooLarge));
         }
         take(input, n);
         None
@@ -578,8 +578,12 @@ impl Conn {
                     return self.on_control(op, piece, out, pool, cfg, now);
                 }
                 // A control frame split across reads: its ≤ 125 bytes wait after any message
-                // bytes in the connection's buffer.
+                // bytes in the connection's buffer, which grows by no more than they need
+                // (not doubling past the message bound).
                 let mut buf = self.buf.take().unwrap_or_else(|| pool.take());
+                let bound = cfg.max_message_size.max(cfg.max_request_head)
+                    + usize::from(frame::bits::MAX_CONTROL_LEN);
+                pool::grow_within(&mut buf, piece.len(), bound);
                 buf.extend_from_slice(piece);
                 if !end {
                     self.buf = Some(buf);

@@ -823,6 +823,40 @@ fn head_with_a_bare_lf_is_refused_with_400_however_it_is_split() {
     }
 }
 
+/// Found by the `conn` fuzz target: a bare LF within the first `max_request_head` bytes of a
+/// head that also runs past the limit got 431 when it came in one read but 400 when it came
+/// in pieces. The first fault in byte order decides, however the bytes are cut: 400.
+#[test]
+fn a_bare_lf_before_the_head_limit_is_400_in_one_read_and_in_pieces() {
+    let cfg = Config::default().max_request_head(64);
+    let mut req = b"GET /chat?room HTTP/1.1\nHost: x\r\n".to_vec();
+    req.resize(100, b'a');
+    let mut ended = req.clone();
+    ended.extend_from_slice(b"\r\n\r\n");
+    let cases = [
+        (&req, 100),
+        (&req, 64),
+        (&req, 10),
+        (&req, 1),
+        (&ended, 104),
+        (&ended, 1),
+    ];
+    for (req, piece) in cases {
+        let mut lp = Loop::new(cfg.clone());
+        let mut events = Vec::new();
+        for bytes in req.chunks(piece) {
+            events.extend(feed!(lp, time 0, bytes));
+        }
+        assert_eq!(
+            events,
+            [Ev::BadHead(HandshakeError::Malformed)],
+            "pieces of {piece}"
+        );
+        expect_http!(lp, 400);
+        assert_eq!(lp.conn.buffered_bytes(), 0, "pieces of {piece}");
+    }
+}
+
 #[test]
 fn handshake_times_out_at_exactly_handshake_timeout() {
     let mut lp = Loop::new(Config::default());
@@ -1665,4 +1699,30 @@ fn a_ping_burst_asks_for_a_flush_at_the_bound() {
     let flushes = evs.iter().filter(|e| matches!(e, Ev::Flush)).count();
     // 127-byte pongs: the 9th reaches 1024 bytes, and so on for every later one.
     assert_eq!(flushes, 20 - 8, "{evs:?}");
+}
+
+/// A ping split across reads while a fragmented message fills the buffer to
+/// `max_message_size`: the ping's bytes wait behind the message's, and the buffer grows by
+/// them, not to twice its size (it did: 2,000 B held for a 1,000-byte limit).
+#[test]
+fn a_split_ping_behind_a_full_message_grows_the_buffer_by_its_payload_only() {
+    let cfg = Config::default()
+        .max_message_size(1000)
+        .max_request_head(300);
+    let mut lp = Loop::open(cfg);
+    let first = client::frame(false, client::BINARY, &[7u8; 1000]);
+    for piece in first.chunks(100) {
+        feed!(lp, time 1, piece, []);
+    }
+    let ping = client::ping(b"hello");
+    feed!(lp, time 2, &ping[..8], []);
+    assert!(
+        lp.conn.buffered_bytes() <= 1000 + 125,
+        "{} B held",
+        lp.conn.buffered_bytes()
+    );
+    feed!(lp, time 3, &ping[8..], []);
+    expect_out!(lp, [srv::pong(b"hello")]);
+    assert!(lp.conn.buffered_bytes() <= 1000 + 125);
+    feed!(lp, time 4, client::frame(true, client::CONT, b""), [binary(Src::Pooled, &[7u8; 1000])]);
 }

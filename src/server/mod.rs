@@ -959,6 +959,21 @@ impl<H: Handler> Server<H> {
     pub(crate) fn conn_state(&self, id: ConnId) -> State {
         self.core.conn_state(id)
     }
+
+    /// Bytes the connection holds beyond its record: its lent buffer and its queue.
+    pub(crate) fn held_bytes(&self, id: ConnId) -> usize {
+        self.core.slot(id).map_or(0, |s| s.conn.buffered_bytes())
+    }
+
+    /// Bytes queued for the connection.
+    pub(crate) fn buffered_amount(&self, id: ConnId) -> usize {
+        self.core.buffered_amount(id)
+    }
+
+    /// Bytes the pool's spare buffers hold.
+    pub(crate) fn spare_bytes(&self) -> usize {
+        self.core.pool.spare_bytes()
+    }
 }
 
 impl<H: Handler> Drop for Server<H> {

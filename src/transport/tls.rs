@@ -88,9 +88,29 @@ enum Goal<'a> {
     CloseNotify,
 }
 
+/// What a TLS session runs over: the connection's TCP socket, or memory (the fuzzer's
+/// [`Probe`]).
+pub(crate) trait Socket: Read + Write {
+    /// Shuts down the write side.
+    fn shutdown_write(&mut self) -> io::Result<()>;
+}
+
+impl Socket for TcpStream {
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
+impl Socket for super::Pipe {
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        super::Pipe::shutdown_write(self);
+        Ok(())
+    }
+}
+
 /// One TLS session over one socket.
-pub(crate) struct Tls {
-    pub(crate) sock: TcpStream,
+pub(crate) struct Tls<S = TcpStream> {
+    pub(crate) sock: S,
     session: UnbufferedServerConnection,
     /// Incoming bytes rustls has not discarded yet; `None` when there are none.
     incoming: Option<Vec<u8>>,
@@ -106,7 +126,7 @@ pub(crate) struct Tls {
     sent_close: bool,
 }
 
-impl fmt::Debug for Tls {
+impl<S: fmt::Debug> fmt::Debug for Tls<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tls")
             .field("sock", &self.sock)
@@ -128,7 +148,7 @@ fn invalid(e: impl fmt::Display) -> io::Error {
 }
 
 /// Writes `data` after what is unsent already; what the socket does not take is kept.
-fn send_raw(sock: &mut TcpStream, unsent: &mut Option<Vec<u8>>, data: &[u8]) -> io::Result<()> {
+fn send_raw(sock: &mut impl Write, unsent: &mut Option<Vec<u8>>, data: &[u8]) -> io::Result<()> {
     if data.is_empty() {
         return Ok(());
     }
@@ -204,9 +224,9 @@ fn gather<'a>(
     pbuf
 }
 
-impl Tls {
+impl<S: Socket> Tls<S> {
     /// A server session on an accepted socket; `None` if rustls refuses the configuration.
-    pub(crate) fn accept(sock: TcpStream, config: Arc<ServerConfig>) -> Option<Tls> {
+    pub(crate) fn accept(sock: S, config: Arc<ServerConfig>) -> Option<Self> {
         let session = UnbufferedServerConnection::new(config).ok()?;
         Some(Tls {
             sock,
@@ -256,7 +276,7 @@ impl Tls {
             let _ = with_scratch(|s| self.drive_pending(&mut s.wbuf, Goal::CloseNotify));
         }
         let _ = self.flush_tls();
-        let _ = self.sock.shutdown(Shutdown::Write);
+        let _ = self.sock.shutdown_write();
     }
 
     /// Runs rustls over the pending incoming bytes to reach `goal` (writing: the pending bytes
@@ -550,7 +570,7 @@ impl Tls {
     }
 }
 
-impl Read for Tls {
+impl<S: Socket> Read for Tls<S> {
     /// Plaintext, as much as is decrypted; `WouldBlock` when the socket is empty and nothing
     /// is decrypted; `Ok(0)` at `close_notify` or at the end of the TCP stream.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -572,7 +592,7 @@ impl Read for Tls {
     }
 }
 
-impl Write for Tls {
+impl<S: Socket> Write for Tls<S> {
     /// Encrypts and writes; `WouldBlock` while encrypted bytes wait for the socket.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.push(&[IoSlice::new(buf)])
@@ -584,6 +604,85 @@ impl Write for Tls {
 
     fn flush(&mut self) -> io::Result<()> {
         self.flush_tls()
+    }
+}
+
+/// A fresh server-side session over memory, for the fuzzer (`fuzz/`, target `tls`): the
+/// same session code as over a socket, with the peer's bytes pushed in and the server's
+/// taken out. Not part of the API.
+#[doc(hidden)]
+pub struct Probe {
+    tls: Tls<super::Pipe>,
+}
+
+impl Probe {
+    /// A session with this configuration; `window`: the bytes the "socket" takes before it
+    /// is full (`usize::MAX` for no limit). `None` if rustls refuses the configuration.
+    pub fn new(config: Arc<ServerConfig>, window: usize) -> Option<Probe> {
+        let wire = super::memory::Wire {
+            window,
+            ..Default::default()
+        };
+        let pipe = super::Pipe(std::rc::Rc::new(RefCell::new(wire)));
+        Some(Probe {
+            tls: Tls::accept(pipe, config)?,
+        })
+    }
+
+    /// The peer sends these bytes.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.tls.sock.0.borrow_mut().inbound.extend(bytes);
+    }
+
+    /// The peer shuts down its write side (EOF once what it sent is read).
+    pub fn end_input(&mut self) {
+        self.tls.sock.0.borrow_mut().inbound_closed = true;
+    }
+
+    /// The server reads (decrypts) into `buf`, as the loop does.
+    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Read::read(&mut self.tls, buf)
+    }
+
+    /// The server writes (encrypts) `data`, as the loop does.
+    pub fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        Write::write(&mut self.tls, data)
+    }
+
+    /// The loop's flush when the socket is writable again.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.tls.flush_tls()
+    }
+
+    /// The loop's close: `close_notify` (unless failed), then the write side shut down.
+    pub fn shutdown_write(&mut self) {
+        self.tls.shutdown_write();
+    }
+
+    /// The bytes the server wrote to the "socket" since the last call (the peer reads them).
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.tls.sock.0.borrow_mut().outbound)
+    }
+
+    /// Whether rustls refused the input (its alert was sent: the session is dead).
+    pub fn failed(&self) -> bool {
+        self.tls.failed
+    }
+
+    /// Whether the write side was shut down.
+    pub fn is_shut(&self) -> bool {
+        self.tls.sock.0.borrow().outbound_closed
+    }
+
+    /// The bytes the session holds for the connection: pending incoming, unsent, spilled
+    /// plaintext (each bounded: see the module).
+    pub fn held_bytes(&self) -> [usize; 3] {
+        let len = |b: &Option<Vec<u8>>| b.as_ref().map_or(0, Vec::len);
+        [
+            len(&self.tls.incoming),
+            len(&self.tls.unsent),
+            len(&self.tls.plain),
+        ]
     }
 }
 
