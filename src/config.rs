@@ -221,12 +221,13 @@ impl Config {
     }
 
     /// The most bytes one connection can make the server hold: idle + a message being
-    /// assembled + its outgoing queue (`max_backpressure`, or one message of up to the send
-    /// limit that fits an empty queue, whichever is larger, plus a frame header), for a
-    /// handler state of `S`.
+    /// assembled, with a control frame's payload (125 B) that arrived split behind it + its
+    /// outgoing queue (`max_backpressure`, or one message of up to the send limit that fits
+    /// an empty queue, whichever is larger, plus a frame header), for a handler state of `S`.
     pub fn worst_case_connection_bytes<S>(&self) -> usize {
         crate::server::idle_connection_bytes::<S>()
             + self.max_message_size.max(self.max_request_head)
+            + 125
             + self.max_backpressure.max(self.send_limit() + 14)
     }
 

@@ -205,8 +205,7 @@ struct Outcome {
 /// The bounds the server promises, checked after every step.
 struct Bounds {
     /// A connection's lent buffer: a message or a head, and a control frame's payload split
-    /// across reads behind a full message (125 B that `worst_case_connection_bytes` and the
-    /// README's formula do not count yet).
+    /// across reads behind a full message (the formula's 125 B).
     buffer: usize,
     /// A connection's queue: `max_backpressure`, or one message of the send limit.
     queue: usize,
@@ -219,7 +218,7 @@ impl Bounds {
             - emberws::server::idle_connection_bytes::<()>();
         let queue = cfg.max_backpressure.max(cfg.send_limit() + 14);
         Bounds {
-            buffer: worst - queue + 125,
+            buffer: worst - queue,
             queue,
             spares: cfg.max_spare_buffers * cfg.spare_buffer_size(),
         }
