@@ -8,12 +8,15 @@
 #   local   subscribers and publisher on A (bridged: every publish also goes to Redis, and
 #           comes back on A's subscriber link, where A skips its own)
 #   cross   subscribers on B, publisher on A (--publish-url): A → Redis → B
+#   split   every second subscriber on B, the others and the publisher on A (--split-url):
+#           one fan-out served by two relays (CPU: A's)
 # and prints, per way, the medians of the runs: delivery latency p50 and p99, the measured
 # relay's CPU per delivery (S, A, B), and the run queue waits (trust a run only when they are
 # low: the machine is shared).
 #
 #   benches/bridge.sh                       # RUNS=5, SUBS=1, RATE=1000, DURATION=5
 #   SUBS=100 benches/bridge.sh              # fan-out to 100 subscribers
+#   SUBS=10000 RATE=2 DURATION=10 WAYS="single split" benches/bridge.sh   # 10,000, split
 #
 # Needs redis-server, taskset, python3 and release builds of emberws and the load generator
 # (`cargo build --release --bin emberws --example load`; done here if missing).
@@ -24,6 +27,8 @@ RUNS=${RUNS:-5}
 SUBS=${SUBS:-1}
 RATE=${RATE:-1000}
 DURATION=${DURATION:-5}
+WAYS=${WAYS:-single local cross}
+ulimit -n 65536 2>/dev/null || true
 BIN=target/release/emberws
 LOAD=target/release/examples/load
 OUT=target/bridge
@@ -47,7 +52,8 @@ for _ in $(seq 50); do
 done
 start() { # port [args...]
     local port=$1; shift
-    RUST_LOG=warn taskset -c 0 "$BIN" --listen "127.0.0.1:$port" "$@" 2>>"$OUT/relay-$port.log" &
+    RUST_LOG=warn taskset -c 0 "$BIN" --listen "127.0.0.1:$port" --max-connections 20000 "$@" \
+        2>>"$OUT/relay-$port.log" &
     pids+=($!)
 }
 start "$PS"; S=${pids[-1]}
@@ -64,14 +70,16 @@ sleep 1 # the bridged relays connect to Redis and subscribe
 runs="$OUT/runs.txt"
 : >"$runs"
 for run in $(seq "$RUNS"); do
-    for way in single local cross; do
+    for way in $WAYS; do
         case $way in
             single) args=(--url "ws://127.0.0.1:$PS/" --server-pid "$S") ;;
             local) args=(--url "ws://127.0.0.1:$PA/" --server-pid "$A") ;;
             cross) args=(--url "ws://127.0.0.1:$PB/" --publish-url "ws://127.0.0.1:$PA/" --server-pid "$B") ;;
+            split) args=(--url "ws://127.0.0.1:$PA/" --split-url "ws://127.0.0.1:$PB/" --server-pid "$A") ;;
         esac
         line=$(taskset -c 1 "$LOAD" fanout --subscribers "$SUBS" --rate "$RATE" \
-            --duration "$DURATION" --topic "bench/$way/$run" "${args[@]}" 2>>"$OUT/load.log")
+            --duration "$DURATION" --topic "bench/$way/$run" --source-count 4 "${args[@]}" \
+            2>>"$OUT/load.log")
         echo "$way $line" >>"$runs"
         echo "$way run $run done" >&2
     done
@@ -83,7 +91,7 @@ rows = {}
 for line in open(sys.argv[1]):
     way, _, j = line.partition(" ")
     rows.setdefault(way, []).append(json.loads(j))
-print(f"fan-out to {sys.argv[2]} subscriber(s) at {sys.argv[3]}/s, medians of {len(rows['single'])} runs")
+print(f"fan-out to {sys.argv[2]} subscriber(s) at {sys.argv[3]}/s, medians of {len(next(iter(rows.values())))} runs")
 print("| way | delivery p50 µs | p99 µs | relay CPU µs/delivery | run queue wait relay / load | delivered |")
 print("| --- | ---: | ---: | ---: | ---: | ---: |")
 for way, ds in rows.items():

@@ -31,6 +31,8 @@ pub struct Config {
     pub grace: Duration,
     /// The publisher's server, when not the subscribers' (`--publish-url`).
     pub publish_target: Option<Target>,
+    /// Every second subscriber's server, when split over two (`--split-url`).
+    pub split_target: Option<Target>,
 }
 
 /// Width of a number field in the relay template: u64::MAX has 20 digits.
@@ -221,6 +223,7 @@ pub fn run(run: &Run, cfg: &Config) -> Result<(String, u64), String> {
     let capacity = (cfg.size + 512).clamp(4096, 1 << 20);
     let mut plan = run.plan(capacity);
     plan.redirect = cfg.publish_target.clone().map(|t| (publisher, t));
+    plan.split = cfg.split_target.clone();
     let mut fleet = Fleet::new(plan, n + 1, run.clock).map_err(io)?;
     let mut app = Fanout {
         n,
@@ -355,6 +358,7 @@ mod tests {
             size,
             grace: Duration::ZERO,
             publish_target: None,
+            split_target: None,
         }
     }
 

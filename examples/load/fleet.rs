@@ -80,6 +80,9 @@ pub struct OpenPlan {
     /// One connection (by id) to another server of the same scheme: fanout's publisher with
     /// `--publish-url`.
     pub redirect: Option<(usize, Target)>,
+    /// Every odd-numbered connection (but the redirected one) to this server instead:
+    /// fanout's subscribers split over two servers with `--split-url`.
+    pub split: Option<Target>,
 }
 
 /// Failures, by kind.
@@ -514,8 +517,9 @@ impl Core {
                 return self.errors.note("tls handshake", id, format_args!("{e}"));
             }
         };
-        let t = match &self.plan.redirect {
-            Some((to, t)) if *to == id => t,
+        let t = match (&self.plan.redirect, &self.plan.split) {
+            (Some((to, t)), _) if *to == id => t,
+            (_, Some(t)) if id % 2 == 1 => t,
             _ => &self.plan.target,
         };
         let stream = connect(t.addr, source).and_then(|mut s| {

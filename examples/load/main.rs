@@ -84,6 +84,8 @@ fanout:   --subscribers N [100] --rate R [1000] --duration SECS [5] --topic T [b
           --protocol relay|broadcast [relay] --size S [0: smallest] --grace SECS [2]
           --publish-url URL (the publisher on another server, e.g. a second relay on the
           same Redis: cross-instance latency) [default: --url]
+          --split-url URL (every second subscriber on another server: fan-out split over
+          two relays on one Redis)
 connect:  --connections N [1000] --hold SECS [5]
           (handshakes_per_s: TCP connect + TLS handshake, full, no resumption + upgrade)
 fairness: --relay (relay server; else echo) --baseline SECS [3] --duration SECS [5]
@@ -125,6 +127,7 @@ struct Flags {
     topic: String,
     broadcast: bool,
     publish_url: Option<String>,
+    split_url: Option<String>,
     hold: Duration,
     relay: bool,
     flood: Option<fairness::Flood>,
@@ -171,6 +174,7 @@ fn mode_flags(mode: &str) -> Option<&'static [&'static str]> {
             "size",
             "grace",
             "publish-url",
+            "split-url",
         ],
         "connect" => &["connections", "hold"],
         "fairness" => &["relay", "flood", "flooders", "baseline", "duration"],
@@ -213,6 +217,7 @@ fn parse_flags() -> Result<Option<Flags>, String> {
         topic: "bench".into(),
         broadcast: false,
         publish_url: None,
+        split_url: None,
         hold: Duration::from_secs(5),
         relay: false,
         flood: None,
@@ -262,6 +267,7 @@ fn parse_flags() -> Result<Option<Flags>, String> {
         match flag {
             "url" => f.url = v,
             "publish-url" => f.publish_url = Some(v),
+            "split-url" => f.split_url = Some(v),
             "ca" => f.ca = Some(v),
             "server-pid" => f.server_pid = Some(num(&v, flag, 1, u64::from(u32::MAX))? as u32),
             "sources" => f.sources = target::parse_sources(&v)?,
@@ -386,6 +392,7 @@ impl Run {
             read_capacity,
             tls: self.tls.clone(),
             redirect: None,
+            split: None,
         }
     }
 
@@ -542,6 +549,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let split_target = match flags.split_url.as_deref().map(Target::parse).transpose() {
+        Ok(Some(t)) if t.tls != target.tls => {
+            eprintln!("load: --split-url must have the scheme of --url");
+            return ExitCode::from(2);
+        }
+        Ok(t) => t,
+        Err(msg) => {
+            eprintln!("load: --split-url: {msg}");
+            return ExitCode::from(2);
+        }
+    };
     if !flags.sources.is_empty() && !target.addr.is_ipv4() {
         eprintln!("load: --sources/--source-count need an IPv4 target (127.x.x.x or localhost)");
         return ExitCode::from(2);
@@ -613,6 +631,7 @@ fn main() -> ExitCode {
                 size: flags.size.unwrap_or(0),
                 grace: flags.grace,
                 publish_target,
+                split_target,
             },
         ),
         "fairness" => match fairness::Flood::resolve(flags.flood, flags.relay) {

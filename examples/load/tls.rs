@@ -539,6 +539,7 @@ pub mod tests {
                 read_capacity: 16 << 10,
                 tls: Some(Plan::new(verify, "localhost").unwrap()),
                 redirect: None,
+                split: None,
             };
             Fleet::new(plan, count, Clock::new()).unwrap()
         }
