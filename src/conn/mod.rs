@@ -350,6 +350,11 @@ impl Conn {
             // Zero copy: the whole head came in one read.
             let end = find_head_end(input, 0);
             if let Some(end) = end.filter(|&end| end <= max) {
+                // A bare LF anywhere in the head is a 400 before any other rule, as when the
+                // head comes in pieces (each piece is looked at as it arrives).
+                if has_bare_lf(input.get(..end).unwrap_or_default(), 0) {
+                    return Some(self.bad_head(input, pool, HandshakeError::Malformed));
+                }
                 return Some(Event::Head(Data::Borrowed(take(input, end))));
             }
             // The first fault in byte order decides, as when the head comes in pieces: a
@@ -371,6 +376,9 @@ impl Conn {
         pool::grow_within(buf, n, max);
         buf.extend_from_slice(input.get(..n).unwrap_or_default());
         if let Some(end) = find_head_end(buf, prev) {
+            if has_bare_lf(buf.get(..end).unwrap_or_default(), prev) {
+                return Some(self.bad_head(input, pool, HandshakeError::Malformed));
+            }
             // Only the head's bytes are consumed: what follows is the first frame.
             take(input, end - prev);
             buf.truncate(end);

@@ -857,6 +857,28 @@ fn a_bare_lf_before_the_head_limit_is_400_in_one_read_and_in_pieces() {
     }
 }
 
+/// Found by the conn fuzz target: with `max_headers` 1, a complete head with a bare LF in a
+/// later header was 431 (too many headers, from the parser) in one read, 400 (the LF, seen
+/// as the piece arrived) in pieces. A bare LF anywhere in the head is 400, before the parser.
+#[test]
+fn a_bare_lf_in_a_complete_head_is_400_before_any_parse_error_at_any_split() {
+    let cfg = Config::default().max_headers(1);
+    let req = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nX-A: b\nX-C: d\r\n\r\n";
+    for piece in [req.len(), 40, 7, 1] {
+        let mut lp = Loop::new(cfg.clone());
+        let mut events = Vec::new();
+        for bytes in req.chunks(piece) {
+            events.extend(feed!(lp, time 0, bytes));
+        }
+        assert_eq!(
+            events,
+            [Ev::BadHead(HandshakeError::Malformed)],
+            "pieces of {piece}"
+        );
+        expect_http!(lp, 400);
+    }
+}
+
 #[test]
 fn handshake_times_out_at_exactly_handshake_timeout() {
     let mut lp = Loop::new(Config::default());
