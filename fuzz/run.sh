@@ -5,6 +5,7 @@
 #
 #   fuzz/run.sh                    every target, 60 s each
 #   FUZZ_SECONDS=20 fuzz/run.sh utf8 handshake
+#   FUZZ_SECONDS=3600 FUZZ_SEED=0 fuzz/run.sh conn   # a long run with a random seed
 #
 # Each target fuzzes a scratch copy of corpus/TARGET/ (the committed seeds), so the committed
 # directories never grow. A crash leaves its input in fuzz/artifacts/TARGET/.
@@ -12,6 +13,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 seconds=${FUZZ_SECONDS:-60}
+# The same mutation sequence on every run (1), so that a CI failure can be replayed and a
+# run that passed passes again on the same code; 0 lets libFuzzer pick one, for longer
+# runs that look for new inputs.
+seed=${FUZZ_SEED:-1}
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "=== installing cargo-fuzz"
@@ -54,7 +59,8 @@ for t in "${targets[@]}"; do
     log="$scratch/$t.log"
     echo "=== $t: ${seconds}s from $seeds seeds"
     status=0
-    cargo fuzz run -s none "$t" "$corpus" -- -max_total_time="$seconds" >"$log" 2>&1 || status=$?
+    cargo fuzz run -s none "$t" "$corpus" -- -max_total_time="$seconds" -seed="$seed" \
+        >"$log" 2>&1 || status=$?
     # libFuzzer's last words on a clean run: "Done 123456 runs in 60 second(s)".
     done_line=$(grep -E '^Done [0-9]+ runs in [0-9]+ second' "$log" | tail -n 1 || true)
     if [ "$status" -ne 0 ]; then
