@@ -3,6 +3,7 @@
 //! and payload, in order, within [`crate::Config::max_export_bytes`] between two drains.
 
 use crate::handler::Message;
+use crate::proto::{FrameHeader, OpCode, Role, Status};
 
 /// Bytes of bookkeeping per kept publish: the two lengths and the kind.
 pub(crate) const ENTRY_OVERHEAD: usize = 9;
@@ -82,18 +83,16 @@ fn next(buf: &[u8]) -> Option<(&str, Message<'_>, &[u8])> {
     Some((topic, msg, buf.get(end..)?))
 }
 
-/// The message inside a frame the server encoded (unmasked, final, text or binary).
+/// The message inside a frame the server encoded (unmasked, final, text or binary), read
+/// with the frame codec as a client would.
 pub(crate) fn message_of(frame: &[u8]) -> Option<Message<'_>> {
-    let opcode = frame.first()? & 0x0F;
-    let start = match frame.get(1)? & 0x7F {
-        126 => 4,
-        127 => 10,
-        _ => 2,
+    let Ok(Status::Complete((header, len))) = FrameHeader::parse(frame, Role::Client) else {
+        return None;
     };
-    let payload = frame.get(start..)?;
-    match opcode {
-        1 => std::str::from_utf8(payload).ok().map(Message::Text),
-        2 => Some(Message::Binary(payload)),
+    let payload = frame.get(len..)?;
+    match header.opcode {
+        OpCode::Text => std::str::from_utf8(payload).ok().map(Message::Text),
+        OpCode::Binary => Some(Message::Binary(payload)),
         _ => None,
     }
 }

@@ -720,10 +720,7 @@ fn parse(text: &str) -> Result<Settings, String> {
 fn located(text: &str, span: Option<Range<usize>>, key: Option<&str>, message: &str) -> String {
     let line = span.map_or_else(
         || "?".to_owned(),
-        |s| {
-            let upto = &text.as_bytes()[..s.start.min(text.len())];
-            (upto.iter().filter(|&&b| b == b'\n').count() + 1).to_string()
-        },
+        |s| crate::relay::clients::line_of(text, s.start).to_string(),
     );
     match key {
         Some(key) => format!("{line}: {key}: {message}"),

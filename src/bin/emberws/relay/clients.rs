@@ -138,7 +138,8 @@ impl Clients {
     }
 }
 
-/// The 1-based line of byte `offset` in `src`.
+/// The 1-based line of byte `offset` in `src`: where a TOML error is reported, in this file
+/// and in the config file.
 pub fn line_of(src: &str, offset: usize) -> usize {
     src.as_bytes()
         .iter()
