@@ -69,6 +69,8 @@ OPTIONS:
                                   refused at start)
     --allow-origin ORIGIN         allow browser pages from ORIGIN (repeatable);
                                   none given = any origin
+    --sys-interval SECS           publish the relay's own figures under $SYS/ every SECS
+                                  (and at start), retained; 0 = never [default: 10]
     --max-connections N           open connections at most; past it, 503 [default: 1024]
     --max-connections-per-ip N    connections per client IP; 0 = no cap [default: 0]
     --max-message BYTES           largest message; past it, close 1009 [default: 65536]
@@ -173,6 +175,7 @@ fn key_flag(parser: &mut lexopt::Parser, name: &str) -> Result<Option<Flag>, Str
         "clients" => Flag::Clients(value(p, f)?.into()),
         "allow-anonymous" => Flag::AllowAnonymous,
         "allow-origin" => Flag::AllowOrigin(value(p, f)?),
+        "sys-interval" => Flag::SysInterval(seconds(p, f)?),
         "max-connections" => Flag::MaxConnections(number(p, f)?),
         "max-connections-per-ip" => Flag::MaxConnectionsPerIp(number(p, f)?),
         "max-message" => Flag::MaxMessage(number(p, f)?),
@@ -279,7 +282,8 @@ const REDIS: [Token; 2] = [Token(1), Token(2)];
 /// The server's first token: it takes every one from here up.
 const SERVER: Token = Token(3);
 
-/// What runs in the loop beside the server: the Redis bridge of the relay, or nothing.
+/// What runs in the loop beside the server: the relay's `$SYS` figures and its Redis
+/// bridge, or nothing.
 trait Beside<H: Handler> {
     /// Takes an event of the poll if it is one of its own.
     fn handle_event(&mut self, _event: &mio::event::Event) -> bool {
@@ -296,6 +300,40 @@ trait Beside<H: Handler> {
 struct Alone;
 
 impl<H: Handler> Beside<H> for Alone {}
+
+/// What may be switched off.
+impl<H: Handler, B: Beside<H>> Beside<H> for Option<B> {
+    fn handle_event(&mut self, event: &mio::event::Event) -> bool {
+        self.as_mut().is_some_and(|b| b.handle_event(event))
+    }
+
+    fn turn(&mut self, server: &mut Server<H>, now: Instant) -> Option<Instant> {
+        self.as_mut()?.turn(server, now)
+    }
+}
+
+/// Two things beside the server, turned in order: the first one's publishes are there for
+/// the second in the same turn (the `$SYS` figures, then the bridge).
+impl<H: Handler, A: Beside<H>, B: Beside<H>> Beside<H> for (A, B) {
+    fn handle_event(&mut self, event: &mio::event::Event) -> bool {
+        self.0.handle_event(event) || self.1.handle_event(event)
+    }
+
+    fn turn(&mut self, server: &mut Server<H>, now: Instant) -> Option<Instant> {
+        let a = self.0.turn(server, now);
+        let b = self.1.turn(server, now);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+impl Beside<relay::Relay> for relay::sys::Sys {
+    fn turn(&mut self, server: &mut Server<relay::Relay>, now: Instant) -> Option<Instant> {
+        Some(relay::sys::Sys::turn(self, server, now))
+    }
+}
 
 #[cfg(feature = "redis")]
 impl Beside<relay::Relay> for bridge::local::Bridged {
@@ -478,14 +516,20 @@ fn reload_clients(server: &mut Server<relay::Relay>, path: Option<&std::path::Pa
     }
 }
 
-/// The relay, with the Redis bridge when `redis.url` is set.
+/// The relay, with its `$SYS` figures unless `sys_interval` is 0, and the Redis bridge when
+/// `redis.url` is set.
 fn serve_relay(settings: &Settings, policy: relay::Policy) -> Result<(), String> {
     let handler = relay::Relay::new(policy);
     let on_hup = |server: &mut Server<relay::Relay>| {
         reload_clients(server, settings.auth.clients.as_deref());
     };
+    let sys = || {
+        settings
+            .sys_interval()
+            .map(|every| relay::sys::Sys::new(every, Instant::now()))
+    };
     let Some(target) = settings.redis_target() else {
-        return serve(settings, handler, true, |_, _| Ok(Alone), on_hup);
+        return serve(settings, handler, true, |_, _| Ok(sys()), on_hup);
     };
     #[cfg(not(feature = "redis"))]
     {
@@ -510,12 +554,8 @@ fn serve_relay(settings: &Settings, policy: relay::Policy) -> Result<(), String>
         );
         let beside = |registry: &mio::Registry, server: &mut Server<relay::Relay>| {
             let registry = registry.try_clone().map_err(|e| e.to_string())?;
-            Ok(bridge::local::Bridged::new(
-                bridge_settings,
-                registry,
-                REDIS,
-                server,
-            ))
+            let bridged = bridge::local::Bridged::new(bridge_settings, registry, REDIS, server);
+            Ok((sys(), bridged))
         };
         serve(settings, handler, true, beside, on_hup)
     }

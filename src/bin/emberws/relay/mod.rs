@@ -6,11 +6,13 @@
 //! `error` (with the request's `id`) and the connection stays open.
 //!
 //! Who may do what: [`clients`] (names, token hashes), [`acl`] (their topic rules), [`guard`]
-//! (rates per connection, lockouts of addresses that guess tokens).
+//! (rates per connection, lockouts of addresses that guess tokens). Topics that start with
+//! `$` are the relay's own: [`sys`] publishes its figures there, clients cannot.
 
 pub mod acl;
 pub mod clients;
 pub mod guard;
+pub mod sys;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -19,7 +21,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use emberws::{CloseCode, Ctx, Decision, Handler, HttpRequest, Message, Response, Stats};
+use emberws::{
+    CloseCode, Ctx, Decision, Delivery, Handler, HttpRequest, Message, Response, Server, Stats,
+};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -192,6 +196,25 @@ impl Default for Relay {
 type Refusal = &'static str;
 
 const NOT_ALLOWED: Refusal = "not allowed";
+const RESERVED: Refusal = "topics starting with $ are reserved";
+
+/// Whether a topic is one of the relay's own (`$SYS/…`): its first level starts with `$`.
+/// Clients cannot publish to one, a bridge neither exports nor imports one (each relay has
+/// its own), and a first-level wildcard does not match one.
+pub fn reserved(topic: &str) -> bool {
+    topic.starts_with('$')
+}
+
+/// The bytes a retained value counts against `max_retained_bytes`. The relay's own `$`
+/// topics count nothing: they are a fixed set of small values (see [`sys`]), so a client
+/// filling the store cannot push them out.
+fn retained_cost(topic: &str, frame: &str) -> usize {
+    if reserved(topic) {
+        0
+    } else {
+        topic.len() + frame.len()
+    }
+}
 
 impl Relay {
     pub fn new(mut policy: Policy) -> Self {
@@ -259,6 +282,11 @@ impl Relay {
         mut values: HashMap<String, String>,
         touched: &[String],
     ) -> usize {
+        // Each relay keeps its own `$` topics.
+        values.retain(|topic, _| !reserved(topic));
+        for (topic, frame) in self.retained.iter().filter(|(t, _)| reserved(t)) {
+            values.insert(topic.clone(), frame.clone());
+        }
         for topic in touched {
             match self.retained.get(topic) {
                 Some(frame) => {
@@ -271,7 +299,7 @@ impl Relay {
         }
         let (mut bytes, mut left_out) = (0, 0);
         values.retain(|topic, frame| {
-            let cost = topic.len() + frame.len();
+            let cost = retained_cost(topic, frame);
             let keep = bytes + cost <= self.policy.max_retained_bytes;
             if keep {
                 bytes += cost;
@@ -459,6 +487,10 @@ impl Relay {
             }
             "publish" => {
                 let name = topic(req, false)?;
+                if reserved(name) {
+                    self.counters.denied_publish += 1;
+                    return Err(RESERVED);
+                }
                 let data = req.data.ok_or("publish needs \"data\"")?;
                 if !session.who.rules.may_publish(name) {
                     self.counters.denied_publish += 1;
@@ -468,37 +500,21 @@ impl Relay {
                     self.counters.too_deep += 1;
                     return Err("data is nested deeper than the relay allows");
                 }
-                self.out.clear();
-                self.out
-                    .extend_from_slice(b"{\"type\":\"message\",\"topic\":");
-                json_string(&mut self.out, name);
-                self.out.extend_from_slice(b",\"data\":");
-                self.out.extend_from_slice(data.get().as_bytes());
-                self.out.push(b'}');
-                if self.out.len() > ctx.config().send_limit() {
+                let frame = self.message_frame(name, data.get());
+                let result = if frame.len() > ctx.config().send_limit() {
                     self.counters.too_large += 1;
-                    return Err("message too large");
-                }
-                let frame = std::str::from_utf8(&self.out).map_err(|_| "invalid data")?;
-                let delivered = ctx.publish(name, Message::Text(frame));
-                self.published += 1;
-                let retained = if req.retain {
-                    let frame = std::mem::take(&mut self.out);
-                    let clear = data.get() == "null";
-                    let result =
-                        self.retain(name, clear, std::str::from_utf8(&frame).unwrap_or_default());
-                    self.out = frame;
-                    if let (Ok(()), Some(marks)) = (result, &mut self.marks) {
-                        marks.push(RetainMark {
-                            seq: self.published,
-                            clear,
-                        });
-                    }
-                    result
+                    Err("message too large")
                 } else {
-                    Ok(())
+                    let text = std::str::from_utf8(&frame).unwrap_or_default();
+                    let delivery = ctx.publish(name, Message::Text(text));
+                    Ok((
+                        delivery,
+                        self.published_one(name, data.get(), req.retain, text),
+                    ))
                 };
-                self.ack(ctx, req.id, Some(delivered.delivered()));
+                self.out = frame;
+                let (delivery, retained) = result?;
+                self.ack(ctx, req.id, Some(delivery.delivered()));
                 retained
             }
             "ping" => {
@@ -516,17 +532,74 @@ impl Relay {
         }
     }
 
+    /// The `message` frame of a publish, `{"type":"message","topic":T,"data":D}`, built in
+    /// the relay's output buffer, which it takes: give it back (`self.out = frame`) once
+    /// the frame went out.
+    fn message_frame(&mut self, topic: &str, data: &str) -> Vec<u8> {
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        out.extend_from_slice(b"{\"type\":\"message\",\"topic\":");
+        json_string(&mut out, topic);
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(data.as_bytes());
+        out.push(b'}');
+        out
+    }
+
+    /// After a publish went out: counted, and with `retain` its frame kept as the topic's
+    /// value (cleared by `"data":null`) and marked for a bridge.
+    fn published_one(
+        &mut self,
+        topic: &str,
+        data: &str,
+        retain: bool,
+        frame: &str,
+    ) -> Result<(), Refusal> {
+        self.published += 1;
+        if !retain {
+            return Ok(());
+        }
+        let clear = data == "null";
+        let result = self.retain(topic, clear, frame);
+        if let (Ok(()), Some(marks)) = (result, &mut self.marks) {
+            marks.push(RetainMark {
+                seq: self.published,
+                clear,
+            });
+        }
+        result
+    }
+
+    /// A publish made by the relay itself from the program's loop (its `$SYS` figures):
+    /// `data` is JSON text, delivered to the subscribers of `topic` as a client's publish
+    /// would be, and retained with `retain`. Returns the delivery and whether it was
+    /// retained (the store may be full for a topic that counts against it).
+    pub fn publish_from_loop(
+        server: &mut Server<Relay>,
+        topic: &str,
+        data: &str,
+        retain: bool,
+    ) -> (Delivery, Result<(), Refusal>) {
+        let frame = server.handler_mut().message_frame(topic, data);
+        let text = std::str::from_utf8(&frame).unwrap_or_default();
+        let delivery = server.publish(topic, Message::Text(text));
+        let relay = server.handler_mut();
+        let retained = relay.published_one(topic, data, retain, text);
+        relay.out = frame;
+        (delivery, retained)
+    }
+
     fn retain(&mut self, topic: &str, clear: bool, frame: &str) -> Result<(), Refusal> {
         let old_cost = self
             .retained
             .get(topic)
-            .map_or(0, |f| f.len() + topic.len());
+            .map_or(0, |f| retained_cost(topic, f));
         if clear {
             self.retained.remove(topic);
             self.retained_bytes -= old_cost;
             return Ok(());
         }
-        let cost = frame.len() + topic.len();
+        let cost = retained_cost(topic, frame);
         if self.retained_bytes - old_cost + cost > self.policy.max_retained_bytes {
             return Err("retained store full: the message was delivered but not retained");
         }
@@ -724,10 +797,13 @@ fn topic<'r>(req: &'r Request<'_>, pattern: bool) -> Result<&'r str, Refusal> {
     Ok(t)
 }
 
-/// Whether `t` is a topic one may publish to: 1 to 256 bytes, no `+` or `#` level.
+/// Whether `t` is a topic one may publish to: 1 to 256 bytes, no `+` or `#` level, not one
+/// of the relay's own `$` topics.
 #[cfg(feature = "redis")]
 pub fn is_publish_topic(t: &str) -> bool {
-    acl::check_pattern(t).is_ok() && !t.split('/').any(|level| level == "+" || level == "#")
+    acl::check_pattern(t).is_ok()
+        && !reserved(t)
+        && !t.split('/').any(|level| level == "+" || level == "#")
 }
 
 /// MQTT matching of a pattern against a topic.
@@ -1028,6 +1104,81 @@ mod tests {
             "two entries of 42 B fit in 120 B"
         );
         assert_eq!(retained_now(&mut h).len(), 2);
+    }
+
+    #[test]
+    #[cfg(feature = "redis")]
+    fn each_relay_keeps_its_own_dollar_topics() {
+        let cfg = Config::default().max_export_bytes(1 << 16);
+        let mut h = Harness::new(cfg, Relay::default());
+        h.handler_mut().mark_retains();
+        Relay::publish_from_loop(h.server_mut(), "$SYS/uptime", "5", true)
+            .1
+            .unwrap();
+        let frame = |t: &str, d: &str| format!(r#"{{"type":"message","topic":"{t}","data":{d}}}"#);
+        // A snapshot from Redis: another relay's `$SYS` does not replace this one's.
+        let snapshot: HashMap<String, String> = [
+            ("a".to_owned(), frame("a", "1")),
+            ("$SYS/uptime".to_owned(), frame("$SYS/uptime", "999")),
+            ("$SYS/other".to_owned(), frame("$SYS/other", "1")),
+        ]
+        .into();
+        assert_eq!(h.handler_mut().load_retained(snapshot, &[]), 0);
+        let mut late = h.connect("/").unwrap();
+        say(&mut h, &late, r#"{"type":"subscribe","topic":"$SYS/#"}"#);
+        let got = heard(&mut h, &mut late);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0]["data"], 5);
+        // Exported like any publish (the bridge leaves `$` topics out), marked as retained.
+        let mut exported = Vec::new();
+        h.server_mut()
+            .drain_exports(|topic, _| exported.push(topic.to_owned()));
+        assert_eq!(exported, ["$SYS/uptime"]);
+        assert!(!is_publish_topic("$SYS/uptime"), "never imported");
+        assert!(is_publish_topic("a/$x"));
+    }
+
+    #[test]
+    fn publishing_to_a_dollar_topic_is_refused() {
+        let mut h = relay();
+        let mut sys = h.connect("/").unwrap();
+        say(
+            &mut h,
+            &sys,
+            r#"{"type":"subscribe","topic":"$SYS/#","id":0}"#,
+        );
+        assert_eq!(heard(&mut h, &mut sys)[0]["type"], "ack");
+        let mut p = h.connect("/").unwrap();
+        for (i, topic) in ["$SYS/x", "$SYS", "$other/y", "$"].iter().enumerate() {
+            say(
+                &mut h,
+                &p,
+                &format!(
+                    r#"{{"type":"publish","topic":"{topic}","data":1,"retain":true,"id":{i}}}"#
+                ),
+            );
+            assert_eq!(
+                heard(&mut h, &mut p),
+                [serde_json::json!({
+                    "type": "error",
+                    "reason": "topics starting with $ are reserved",
+                    "id": i
+                })],
+                "{topic}"
+            );
+        }
+        assert!(heard(&mut h, &mut sys).is_empty());
+        let mut late = h.connect("/").unwrap();
+        say(&mut h, &late, r#"{"type":"subscribe","topic":"$SYS/#"}"#);
+        assert!(heard(&mut h, &mut late).is_empty(), "nothing retained");
+        // `$` further down is an ordinary character.
+        say(
+            &mut h,
+            &p,
+            r#"{"type":"publish","topic":"a/$SYS","data":1,"id":"ok"}"#,
+        );
+        assert_eq!(heard(&mut h, &mut p)[0]["type"], "ack");
+        assert_eq!(h.handler().counters.denied_publish, 4);
     }
 
     #[test]
