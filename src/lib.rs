@@ -90,7 +90,7 @@ pub use config::{Config, SlowConsumer};
 pub use ctx::{Ctx, Delivery, Subscribed};
 pub use error::Error;
 pub use handle::{HandleError, ServerHandle};
-pub use handler::{Decision, Handler, HttpRequest, Message, Protocol, Response, SendStatus};
+pub use handler::{Decision, Handler, HttpRequest, Kind, Message, Protocol, Response, SendStatus};
 pub use proto::CloseCode;
 pub use server::inbox::ConnId;
 pub use server::topics::topic_matches;

@@ -22,6 +22,7 @@ use std::rc::Rc;
 use super::write_queue::WriteQueue;
 use crate::proto::close::{self, CloseCode};
 use crate::proto::frame::{FrameHeader, OpCode};
+use crate::proto::sse;
 
 /// The header of one whole, unmasked server frame (2 to 10 bytes).
 #[derive(Clone, Copy, Debug)]
@@ -150,6 +151,16 @@ impl Outbox {
             b.copy_from_slice(payload);
         }
         self.queue.push_urgent(frame.get(..n).unwrap_or_default());
+    }
+
+    /// An event stream's keep-alive comment, into the batch, only while nothing is queued
+    /// (bytes that wait will keep the stream busy anyway). True if it was written.
+    pub fn keep_alive(&mut self, batch: &mut Vec<u8>) -> bool {
+        let idle = self.queue.is_empty();
+        if idle {
+            batch.extend_from_slice(sse::KEEP_ALIVE);
+        }
+        idle
     }
 
     /// The close frame, after everything offered before it. `None` for an empty payload
