@@ -1,5 +1,7 @@
 //! ⑦ The one owner of a connection's outgoing bytes: every frame the server sends is encoded
-//! here ([`FrameHead`]) and placed here, so the ordering rules live in one place.
+//! here ([`FrameHead`]) and placed here, so the ordering rules live in one place. An event
+//! stream's events come encoded (`proto::sse`) and are placed by the same rules; its
+//! keep-alive comment is written here, and it never gets control or close frames.
 //!
 //! **The batch.** The loop lends one output buffer (the *batch*) to the connection it is
 //! serving and writes it to the socket after the callbacks; frames for any other connection
