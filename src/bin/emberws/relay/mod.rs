@@ -11,6 +11,7 @@
 pub mod acl;
 pub mod clients;
 pub mod guard;
+pub mod history;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
