@@ -73,6 +73,9 @@ pub struct Peer {
     pending: Vec<u8>,
     /// The HTTP response head was read.
     upgraded: bool,
+    /// The peer read bytes the server wrote after its last turn: the server has yet to learn
+    /// that the window has room again.
+    owed: bool,
 }
 
 impl Peer {
@@ -143,6 +146,7 @@ impl<H: Handler> Harness<H> {
             wire,
             pending: Vec::new(),
             upgraded: false,
+            owed: false,
         };
         self.send_bytes(&mut peer, head);
         Some(peer)
@@ -296,12 +300,13 @@ impl<H: Handler> Harness<H> {
 
     fn pull(&mut self, peer: &mut Peer) {
         let out = std::mem::take(&mut peer.wire.borrow_mut().outbound);
-        if !out.is_empty() {
+        if !out.is_empty() || peer.owed {
             peer.pending.extend_from_slice(&out);
             // The peer read: its window has room again, as a writable event would say.
             self.server.mark_ready(peer.id, false);
             self.turn();
             let more = std::mem::take(&mut peer.wire.borrow_mut().outbound);
+            peer.owed = !more.is_empty();
             peer.pending.extend_from_slice(&more);
         }
     }

@@ -93,6 +93,13 @@ OPTIONS:
                                   while Redis is away and reconnects on its own
     --redis-prefix P              Redis channels P:TOPIC, retained values in the hash
                                   P:retained [default: emberws]
+    --history-messages N          messages kept per topic for subscribers that come back
+                                  with `since`; 0 = no history [default: 64]
+    --history-bytes BYTES         history in all: frames, topics, 32 B per message
+                                  [default: 262144]
+    --state FILE                  keep the retained values and history in FILE across
+                                  restarts (written atomically, shortly after changes and
+                                  at shutdown; a bad file is reported and ignored)
     -h, --help                    print this help
 
 Repeatable options given on the command line replace the file's list.
@@ -189,6 +196,9 @@ fn key_flag(parser: &mut lexopt::Parser, name: &str) -> Result<Option<Flag>, Str
         "rate-bytes" => Flag::RateBytes(rate(p, f)?),
         "redis" => Flag::Redis(value(p, f)?),
         "redis-prefix" => Flag::RedisPrefix(value(p, f)?),
+        "history-messages" => Flag::HistoryMessages(number(p, f)?),
+        "history-bytes" => Flag::HistoryBytes(number(p, f)?),
+        "state" => Flag::State(value(p, f)?.into()),
         _ => return Ok(None),
     }))
 }
@@ -458,6 +468,9 @@ fn policy(settings: &Settings) -> Result<relay::Policy, String> {
         rate_loopback: rate.loopback,
         max_json_depth: settings.limits.max_json_depth,
         max_retained_bytes: settings.limits.max_retained_bytes,
+        history_messages: settings.history.messages,
+        history_bytes: settings.history.bytes,
+        max_frame: settings.to_config().send_limit(),
     })
 }
 

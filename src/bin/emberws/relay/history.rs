@@ -493,7 +493,10 @@ mod tests {
         let seqs: Vec<u64> = h.after(0).map(|m| m.seq).collect();
         assert_eq!(seqs, [2, 3, 5, 6], "a dropped 1, its oldest");
         assert_eq!(h.after(3).map(|m| m.seq).collect::<Vec<_>>(), [5, 6]);
-        assert_eq!(h.after(4).map(|m| m.frame).collect::<Vec<_>>(), ["f5", "f6"]);
+        assert_eq!(
+            h.after(4).map(|m| m.frame).collect::<Vec<_>>(),
+            ["f5", "f6"]
+        );
         assert!(h.gap(0, |t| t == "a"), "a dropped 1");
         assert!(!h.gap(1, |t| t == "a"));
         assert!(!h.gap(0, |t| t == "b"), "b dropped nothing");
