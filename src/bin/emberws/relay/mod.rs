@@ -413,6 +413,51 @@ impl Relay {
     }
 }
 
+/// What the state file needs of the relay (see [`state`]).
+impl Relay {
+    /// Changes to the retained values and history so far: a state file written at `n` is
+    /// behind once this is past `n`.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// The relay's epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// Takes a new epoch, for when ids of this one may have been given already (after a stop
+    /// that was not clean, or a state file that cannot be marked as in use): history is
+    /// dropped, the retained values get ids of the new epoch.
+    pub fn forget_epoch(&mut self) {
+        let old = self.epoch;
+        for _ in 0..4 {
+            self.epoch = Epoch::random();
+            if self.epoch != old {
+                break;
+            }
+        }
+        self.seq = 0;
+        self.history = History::new(self.policy.history_messages, self.policy.history_bytes);
+        let values = std::mem::take(&mut self.retained.map);
+        let mut store = Store::default();
+        let cap = self.policy.max_retained_bytes;
+        for (topic, value) in values {
+            let Some(data) = data_in(&value.frame) else {
+                continue;
+            };
+            let seq = self.seq + 1;
+            message_frame(&mut self.out, &topic, data, self.epoch, seq);
+            let frame = std::str::from_utf8(&self.out).unwrap_or_default();
+            if store.set(&topic, frame, seq, cap).is_ok() {
+                self.seq = seq;
+            }
+        }
+        self.retained = store;
+        self.changes += 1;
+    }
+}
+
 impl Relay {
     /// New clients (a reload). Apply them to open connections with [`Relay::reapply`].
     pub fn set_clients(&mut self, clients: Clients) {
@@ -951,6 +996,15 @@ fn message_frame(out: &mut Vec<u8>, topic: &str, data: &str, epoch: Epoch, seq: 
     let _ = write!(out, ",\"id\":\"{epoch}-{seq}\"}}");
 }
 
+/// The data of a frame this relay built ([`message_frame`]), as written. The topic is a JSON
+/// string, in which `,"data":` cannot appear unescaped, and the id comes last.
+fn data_in(frame: &str) -> Option<&str> {
+    let rest = frame.strip_prefix(r#"{"type":"message","topic":"#)?;
+    let at = rest.find(r#","data":"#)? + r#","data":"#.len();
+    let end = rest.rfind(r#","id":""#)?;
+    rest.get(at..end)
+}
+
 /// The data of a `message` frame (of another relay, or of an older run of this one).
 fn data_of(frame: &str) -> Option<&RawValue> {
     #[derive(Deserialize)]
@@ -1012,7 +1066,6 @@ fn topic<'r>(req: &'r Request<'_>, pattern: bool) -> Result<&'r str, Refusal> {
 }
 
 /// Whether `t` is a topic one may publish to: 1 to 256 bytes, no `+` or `#` level.
-#[cfg(feature = "redis")]
 pub fn is_publish_topic(t: &str) -> bool {
     acl::check_pattern(t).is_ok() && !t.split('/').any(|level| level == "+" || level == "#")
 }
