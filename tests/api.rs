@@ -192,9 +192,13 @@ fn notify_drained_calls_on_drain_once_nothing_is_queued() {
     h.received(&mut peer);
     assert_eq!(h.buffered_amount(&peer), 0);
     assert_eq!(h.handler().drains, 2);
-    // From outside a callback, with nothing queued: at once.
+    // From outside a callback, with nothing queued: in the next turn, once.
     h.server_mut().visit_open(|_, ctx, _| ctx.notify_drained());
+    assert_eq!(h.handler().drains, 2);
+    h.turn();
     assert_eq!(h.handler().drains, 3);
+    h.turn();
+    assert_eq!(h.handler().drains, 3, "once");
 }
 
 #[test]

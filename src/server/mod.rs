@@ -1165,10 +1165,12 @@ impl Core {
             return;
         };
         slot.flags |= flag::WAKE;
-        // The connection being served settles after its batch is written; any other one
-        // may have nothing queued already.
-        if self.current != Some(key) {
-            self.settle(key);
+        let empty = slot.conn.outbox().is_empty();
+        // The connection being served settles after its batch is written. Any other one with
+        // nothing queued is woken in the next turn, as if writable: a producer that asks
+        // again and again from `on_drain` gets one call per turn, and the others theirs.
+        if self.current != Some(key) && empty {
+            self.on_ready(key, false, true, false);
         }
     }
 

@@ -742,7 +742,8 @@ impl Relay {
                 refused = Some(r);
             }
         }
-        if kept || retain {
+        let history_on = self.policy.history_messages > 0 && self.policy.history_bytes > 0;
+        if (kept && history_on) || retain {
             self.changes += 1;
         }
         Ok(refused)
