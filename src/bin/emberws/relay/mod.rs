@@ -1880,6 +1880,41 @@ mod tests {
     }
 
     #[test]
+    fn values_a_reload_makes_readable_are_paced_like_a_subscription() {
+        let mut h = guarded(with_clients(alice_and_bob()));
+        let bob = connect_as(&mut h, "tok-bob");
+        let value = "b".repeat(1000);
+        for i in 0..300 {
+            let req = format!(
+                r#"{{"type":"publish","topic":"devices/bob/{i:03}","data":"{value}","retain":true}}"#
+            );
+            say(&mut h, &bob, &req);
+        }
+        let mut alice = connect_as(&mut h, "tok-alice");
+        say(&mut h, &alice, r##"{"type":"subscribe","topic":"#"}"##);
+        assert!(heard(&mut h, &mut alice).is_empty());
+        h.set_window(&alice, 8 * 1024);
+        let wider = clients_file(&[
+            ("alice", "tok-alice", &[], &["devices/#"]),
+            ("bob", "tok-bob", &["devices/{name}/#"], &["#"]),
+        ]);
+        h.handler_mut().set_clients(wider);
+        h.server_mut()
+            .visit_open(|relay, ctx, session| relay.reapply(ctx, session));
+        let mut got = Vec::new();
+        for _ in 0..10_000 {
+            let more = heard(&mut h, &mut alice);
+            let replaying = h.state(&alice).is_some_and(|s| s.replay.is_some());
+            if more.is_empty() && !replaying && h.buffered_amount(&alice) == 0 {
+                break;
+            }
+            got.extend(more);
+        }
+        assert_eq!(got.len(), 300, "every value now readable, once");
+        assert_eq!(h.stats().slow_closes, 0);
+    }
+
+    #[test]
     fn rate_limits_refuse_then_close_with_1008() {
         let policy = Policy {
             rates: Rates {

@@ -187,15 +187,15 @@ impl Relay {
         except: Option<Arc<Client>>,
     ) {
         let replay = session.replay.get_or_insert_with(Box::default);
-        if let Some(p) = pattern {
-            // Asked again while still going: that one sends everything already.
-            if replay
-                .retained
-                .iter()
-                .any(|j| j.pattern.as_deref() == Some(p))
-            {
-                return;
-            }
+        // Asked again while the same replay still goes (a pattern subscribed again, or another
+        // reload: the one waiting sends what is readable then, against the older rules): that
+        // one does it, and a client cannot pile them up.
+        if replay
+            .retained
+            .iter()
+            .any(|j| j.pattern.as_deref() == pattern)
+        {
+            return;
         }
         replay.retained.push_back(RetainedJob {
             pattern: pattern.map(Into::into),

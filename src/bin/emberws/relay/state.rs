@@ -167,6 +167,17 @@ fn entry(out: &mut Vec<u8>, first: &mut bool, seq: u64, topic: &str, data: &str)
 /// The file cannot be read, or does not read whole as a state file (not JSON, another
 /// version, a bad epoch, an entry that cannot be right); `relay` is then unchanged.
 pub fn load(relay: &mut Relay, path: &Path) -> Result<Option<Loaded>, String> {
+    // What this relay could have written, generously (limits may have shrunk since): a file
+    // far larger is not one of its own, and is not read into memory.
+    let p = &relay.policy;
+    let most = 4 * (p.max_retained_bytes as u64 + p.history_bytes as u64) + (16 << 20);
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > most => {
+            return Err(format!("{} bytes, more than this relay writes", m.len()));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        _ => {}
+    }
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
