@@ -27,7 +27,9 @@ pub mod replay;
 pub mod state;
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+#[cfg(feature = "redis")]
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -1006,7 +1008,8 @@ fn data_in(frame: &str) -> Option<&str> {
     rest.get(at..end)
 }
 
-/// The data of a `message` frame (of another relay, or of an older run of this one).
+/// The data of a `message` frame (of another relay).
+#[cfg(feature = "redis")]
 fn data_of(frame: &str) -> Option<&RawValue> {
     #[derive(Deserialize)]
     struct Frame<'a> {
