@@ -698,6 +698,9 @@ impl Settings {
                 ));
             }
         }
+        if self.state.is_some() && self.mode != Mode::Relay {
+            return Err("--state (state) keeps the relay's messages: not for echo".into());
+        }
         // The echo server has no clients: only the relay checks tokens.
         let authenticated = self.auth.clients.is_some() && self.mode == Mode::Relay;
         if !exposed.is_empty() && !authenticated && !self.allow_anonymous {
@@ -937,6 +940,11 @@ bytes = 4096
         assert_ne!(s.redis, d.redis);
         assert_ne!(s.history, d.history);
         assert!(s.check().unwrap_err().contains("not for echo"));
+        let stateless = Settings {
+            redis: Redis::default(),
+            ..s.clone()
+        };
+        assert!(stateless.check().unwrap_err().contains("--state"));
         let relay = Settings {
             mode: Mode::Relay,
             ..s
