@@ -914,19 +914,27 @@ proptest! {
 
 /// The module's rule, level by level: `+` is any one level, `#` as the last level is all the
 /// remaining levels (zero or more), any other level matches itself. A `#` that is not last
-/// matches nothing.
+/// matches nothing. MQTT's `$` rule on top: a first-level `+` or `#` does not match a topic
+/// whose first level starts with `$`.
 fn reference_match(pattern: &[&str], topic: &[&str]) -> bool {
+    let wild_first = matches!(pattern.first(), Some(&"+" | &"#"));
+    let dollar_first = topic.first().is_some_and(|t| t.starts_with('$'));
+    !(wild_first && dollar_first) && level_match(pattern, topic)
+}
+
+/// [`reference_match`] without the `$` rule, from some level on.
+fn level_match(pattern: &[&str], topic: &[&str]) -> bool {
     match (pattern.split_first(), topic.split_first()) {
         (Some((&"#", rest)), _) => rest.is_empty(),
-        (Some((&"+", p)), Some((_, t))) => reference_match(p, t),
-        (Some((p, ps)), Some((t, ts))) => p == t && reference_match(ps, ts),
+        (Some((&"+", p)), Some((_, t))) => level_match(p, t),
+        (Some((p, ps)), Some((t, ts))) => p == t && level_match(ps, ts),
         (None, None) => true,
         (Some(_), None) | (None, Some(_)) => false,
     }
 }
 
 fn level() -> impl Strategy<Value = &'static str> {
-    select(vec!["a", "b", "", "ab", "a+", "#b", "$SYS"])
+    select(vec!["a", "b", "", "ab", "a+", "#b", "$SYS", "$"])
 }
 
 /// A pattern built from a topic: some levels turned into `+`, maybe the tail into `#`.

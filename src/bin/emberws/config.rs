@@ -32,6 +32,9 @@ pub struct Settings {
     /// Origins allowed to upgrade; empty = any (`--allow-origin`, repeatable). Flags replace
     /// the file's list.
     pub allow_origin: Vec<String>,
+    /// Seconds between two samples of the relay's `$SYS/` figures; 0 = none
+    /// (`--sys-interval`).
+    pub sys_interval: f64,
     /// `[tls]`: the certificate chain and key of the TLS listeners.
     pub tls: TlsFiles,
     /// `[limits]`.
@@ -178,6 +181,7 @@ impl Default for Settings {
             tls_listen: Vec::new(),
             allow_anonymous: false,
             allow_origin: Vec::new(),
+            sys_interval: 10.0,
             tls: TlsFiles::default(),
             limits: Limits::default(),
             auth: Auth::default(),
@@ -327,11 +331,14 @@ impl Default for Auth {
     }
 }
 
+/// Anonymous clients may do everything by default: publish anywhere (but to `$` topics,
+/// which no one may), read every topic and the relay's `$SYS/` figures (which `#` does not
+/// reach).
 impl Default for Patterns {
     fn default() -> Self {
         Patterns {
             publish: vec!["#".into()],
-            subscribe: vec!["#".into()],
+            subscribe: vec!["#".into(), "$SYS/#".into()],
         }
     }
 }
@@ -358,6 +365,9 @@ const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
 /// Seconds above this are refused (as the flags always did): about 31 years.
 const MAX_SECONDS: f64 = 1e9;
 
+/// The shortest `sys_interval` other than 0, in seconds: bounds the relay's own publishing.
+const MIN_SYS_INTERVAL: f64 = 0.1;
+
 /// serde_json refuses data nested deeper than this whatever the limit says.
 const MAX_JSON_DEPTH: usize = 128;
 
@@ -379,6 +389,8 @@ pub enum Flag {
     AllowAnonymous,
     /// `--allow-origin` → `allow_origin`.
     AllowOrigin(String),
+    /// `--sys-interval` → `sys_interval`.
+    SysInterval(f64),
     /// `--clients` → `auth.clients`.
     Clients(PathBuf),
     /// `--max-connections` → `limits.max_connections`.
@@ -427,6 +439,7 @@ fn flag_of(key: &str) -> Option<&'static str> {
         "listen" => "--listen",
         "tls_listen" => "--tls-listen",
         "allow_origin" => "--allow-origin",
+        "sys_interval" => "--sys-interval",
         "tls.cert" => "--tls-cert",
         "tls.key" => "--tls-key",
         "auth.clients" => "--clients",
@@ -557,6 +570,7 @@ impl Settings {
                 Flag::TlsKey(p) => self.tls.key = Some(p.clone()),
                 Flag::AllowAnonymous => self.allow_anonymous = true,
                 Flag::AllowOrigin(o) => origins.get_or_insert_with(Vec::new).push(o.clone()),
+                Flag::SysInterval(s) => self.sys_interval = *s,
                 Flag::Clients(p) => self.auth.clients = Some(p.clone()),
                 Flag::MaxConnections(n) => l.max_connections = *n,
                 Flag::MaxConnectionsPerIp(n) => l.max_connections_per_ip = *n,
@@ -592,6 +606,16 @@ impl Settings {
 
     /// Each value on its own: the first one out of range.
     fn validate(&self) -> Result<(), Invalid> {
+        seconds("sys_interval", self.sys_interval, true)?;
+        if self.sys_interval > 0.0 && self.sys_interval < MIN_SYS_INTERVAL {
+            return Err(Invalid {
+                key: "sys_interval",
+                message: format!(
+                    "{} is below {MIN_SYS_INTERVAL} seconds (0 switches the figures off)",
+                    self.sys_interval
+                ),
+            });
+        }
         let l = &self.limits;
         within(
             "limits.max_connections",
@@ -654,6 +678,14 @@ impl Settings {
             "bytes",
         )?;
         Ok(())
+    }
+
+    /// How often the relay publishes its `$SYS/` figures; `None`: never. Meaningful once
+    /// [`Settings::check`] has passed.
+    pub fn sys_interval(&self) -> Option<Duration> {
+        (self.sys_interval > 0.0)
+            .then(|| Duration::try_from_secs_f64(self.sys_interval).ok())
+            .flatten()
     }
 
     /// Where Redis is, with `redis.url` set (and checked by [`Settings::check`]).
@@ -820,6 +852,7 @@ listen = ["127.0.0.1:7001", "[::1]:7002"]
 tls_listen = ["127.0.0.1:7443"]
 allow_anonymous = true
 allow_origin = ["https://a.example", "https://b.example"]
+sys_interval = 2.5
 
 [tls]
 cert = "/etc/emberws/cert.pem"
@@ -880,6 +913,8 @@ bytes = 4096
         assert_eq!(s.tls_listen, [addr("127.0.0.1:7443")]);
         assert!(s.allow_anonymous);
         assert_eq!(s.allow_origin, ["https://a.example", "https://b.example"]);
+        assert_eq!(s.sys_interval, 2.5);
+        assert_eq!(s.sys_interval(), Some(Duration::from_millis(2500)));
         assert_eq!(
             s.tls.cert.as_deref(),
             Some(Path::new("/etc/emberws/cert.pem"))
@@ -965,6 +1000,8 @@ bytes = 4096
         assert_eq!(d.limits.handshake_timeout, 10.0);
         assert_eq!(d.limits.ping_interval, 30.0);
         assert_eq!(d.limits.pong_timeout, 10.0);
+        assert_eq!(d.sys_interval(), Some(Duration::from_secs(10)));
+        assert_eq!(d.anonymous.subscribe, ["#", "$SYS/#"]);
         assert!(d.check().is_ok());
     }
 
@@ -1057,6 +1094,8 @@ bytes = 4096
             "more than 0",
         );
         refused("[rate]\n\nbytes = nan\n", 3, "rate.bytes", "finite");
+        refused("sys_interval = -1\n", 1, "sys_interval", "seconds");
+        refused("\nsys_interval = 0.01\n", 2, "sys_interval", "0 switches");
         refused("[auth]\nlockout = inf\n", 2, "auth.lockout", "seconds");
         refused(
             "[limits]\nmax_json_depth = 1000\n",
@@ -1157,7 +1196,9 @@ bytes = 4096
             Flag::Clients("other.toml".into()),
             Flag::RateBytes(0.0),
             Flag::Redis("redis://127.0.0.1:7".into()),
+            Flag::SysInterval(0.0),
         ]);
+        assert_eq!(s.sys_interval(), None, "0 = off");
         assert_eq!(s.listen, [addr("127.0.0.1:1"), addr("127.0.0.1:2")]);
         assert_eq!(s.allow_origin, ["https://c.example"]);
         assert_eq!(s.limits.max_message, 6, "the last flag wins");

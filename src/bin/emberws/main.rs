@@ -69,6 +69,8 @@ OPTIONS:
                                   refused at start)
     --allow-origin ORIGIN         allow browser pages from ORIGIN (repeatable);
                                   none given = any origin
+    --sys-interval SECS           publish the relay's own figures under $SYS/ every SECS
+                                  (and at start), retained; 0 = never [default: 10]
     --max-connections N           open connections at most; past it, 503 [default: 1024]
     --max-connections-per-ip N    connections per client IP; 0 = no cap [default: 0]
     --max-message BYTES           largest message; past it, close 1009 [default: 65536]
@@ -180,6 +182,7 @@ fn key_flag(parser: &mut lexopt::Parser, name: &str) -> Result<Option<Flag>, Str
         "clients" => Flag::Clients(value(p, f)?.into()),
         "allow-anonymous" => Flag::AllowAnonymous,
         "allow-origin" => Flag::AllowOrigin(value(p, f)?),
+        "sys-interval" => Flag::SysInterval(seconds(p, f)?),
         "max-connections" => Flag::MaxConnections(number(p, f)?),
         "max-connections-per-ip" => Flag::MaxConnectionsPerIp(number(p, f)?),
         "max-message" => Flag::MaxMessage(number(p, f)?),
@@ -289,8 +292,8 @@ const REDIS: [Token; 2] = [Token(1), Token(2)];
 /// The server's first token: it takes every one from here up.
 const SERVER: Token = Token(3);
 
-/// What runs in the loop beside the server: the Redis bridge of the relay, the state file's
-/// writer, or nothing.
+/// What runs in the loop beside the server: the relay's `$SYS` figures, its Redis
+/// bridge and the state file's writer, or nothing.
 trait Beside<H: Handler> {
     /// Takes an event of the poll if it is one of its own.
     fn handle_event(&mut self, _event: &mio::event::Event) -> bool {
@@ -311,7 +314,7 @@ struct Alone;
 
 impl<H: Handler> Beside<H> for Alone {}
 
-/// Something beside the server, or not.
+/// What may be switched off.
 impl<H: Handler, B: Beside<H>> Beside<H> for Option<B> {
     fn handle_event(&mut self, event: &mio::event::Event) -> bool {
         self.as_mut().is_some_and(|b| b.handle_event(event))
@@ -328,14 +331,17 @@ impl<H: Handler, B: Beside<H>> Beside<H> for Option<B> {
     }
 }
 
-/// Two things beside the server, the first served first.
+/// Two things beside the server, turned in order: the first one's publishes are there for
+/// the second in the same turn (the `$SYS` figures, then the bridge).
 impl<H: Handler, A: Beside<H>, B: Beside<H>> Beside<H> for (A, B) {
     fn handle_event(&mut self, event: &mio::event::Event) -> bool {
         self.0.handle_event(event) || self.1.handle_event(event)
     }
 
     fn turn(&mut self, server: &mut Server<H>, now: Instant) -> Option<Instant> {
-        match (self.0.turn(server, now), self.1.turn(server, now)) {
+        let a = self.0.turn(server, now);
+        let b = self.1.turn(server, now);
+        match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -445,6 +451,12 @@ fn keeper(relay: &mut relay::Relay, path: &Path) -> Keeper {
         relay.forget_epoch();
     }
     keeper
+}
+
+impl Beside<relay::Relay> for relay::sys::Sys {
+    fn turn(&mut self, server: &mut Server<relay::Relay>, now: Instant) -> Option<Instant> {
+        Some(relay::sys::Sys::turn(self, server, now))
+    }
 }
 
 #[cfg(feature = "redis")]
@@ -632,8 +644,8 @@ fn reload_clients(server: &mut Server<relay::Relay>, path: Option<&std::path::Pa
     }
 }
 
-/// The relay, with the Redis bridge when `redis.url` is set and the state file with
-/// `state`.
+/// The relay, with its `$SYS` figures unless `sys_interval` is 0, the Redis bridge when
+/// `redis.url` is set and the state file with `state`.
 fn serve_relay(settings: &Settings, policy: relay::Policy) -> Result<(), String> {
     let mut handler = relay::Relay::new(policy);
     let keeper = settings
@@ -644,8 +656,13 @@ fn serve_relay(settings: &Settings, policy: relay::Policy) -> Result<(), String>
     let on_hup = |server: &mut Server<relay::Relay>| {
         reload_clients(server, settings.auth.clients.as_deref());
     };
+    let sys = || {
+        settings
+            .sys_interval()
+            .map(|every| relay::sys::Sys::new(every, Instant::now()))
+    };
     let Some(target) = settings.redis_target() else {
-        return serve(settings, handler, true, |_, _| Ok((Alone, keeper)), on_hup);
+        return serve(settings, handler, true, |_, _| Ok((sys(), keeper)), on_hup);
     };
     #[cfg(not(feature = "redis"))]
     {
@@ -671,7 +688,7 @@ fn serve_relay(settings: &Settings, policy: relay::Policy) -> Result<(), String>
         let beside = |registry: &mio::Registry, server: &mut Server<relay::Relay>| {
             let registry = registry.try_clone().map_err(|e| e.to_string())?;
             let bridged = bridge::local::Bridged::new(bridge_settings, registry, REDIS, server);
-            Ok((bridged, keeper))
+            Ok(((sys(), bridged), keeper))
         };
         serve(settings, handler, true, beside, on_hup)
     }

@@ -97,7 +97,8 @@ impl Bridged {
         deadline
     }
 
-    /// The relay's publishes since the last turn, to Redis, in order.
+    /// The relay's publishes since the last turn, to Redis, in order, but for its own `$`
+    /// topics (each export still counts toward the publish numbers the marks use).
     fn forward(&mut self, server: &mut Server<Relay>) {
         let k = &mut self.kinds;
         server.handler_mut().take_retain_marks(&mut k.marks);
@@ -114,7 +115,10 @@ impl Bridged {
                 Some(_) => Kind::Retained,
                 None => Kind::Message,
             };
-            bridge.publish(topic, msg.as_bytes(), kind);
+            // Each relay has its own `$SYS`: its figures stay here.
+            if !relay::reserved(topic) {
+                bridge.publish(topic, msg.as_bytes(), kind);
+            }
         });
         if seq != published && exact {
             debug!(

@@ -13,7 +13,8 @@
 //! file across restarts.
 //!
 //! Who may do what: [`clients`] (names, token hashes), [`acl`] (their topic rules), [`guard`]
-//! (rates per connection, lockouts of addresses that guess tokens).
+//! (rates per connection, lockouts of addresses that guess tokens). Topics that start with
+//! `$` are the relay's own: [`sys`] publishes its figures there, clients cannot.
 //!
 //! Publishing from outside a callback (the program's loop: the relay's own `$SYS` figures):
 //! [`Relay::publish_from_loop`], the same path as a client's publish (id, history, retain).
@@ -25,6 +26,7 @@ pub mod history;
 pub mod id;
 pub mod replay;
 pub mod state;
+pub mod sys;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -230,8 +232,8 @@ impl Store {
         let old = self
             .map
             .get(topic)
-            .map_or(0, |r| r.frame.len() + topic.len());
-        let cost = frame.len() + topic.len();
+            .map_or(0, |r| retained_cost(topic, &r.frame));
+        let cost = retained_cost(topic, frame);
         if self.bytes - old + cost > cap {
             return Err("retained store full: the message was delivered but not retained");
         }
@@ -258,7 +260,7 @@ impl Store {
 
     fn clear(&mut self, topic: &str) {
         if let Some(r) = self.map.remove(topic) {
-            self.bytes -= r.frame.len() + topic.len();
+            self.bytes -= retained_cost(topic, &r.frame);
         }
     }
 
@@ -304,6 +306,25 @@ impl Default for Relay {
 type Refusal = &'static str;
 
 const NOT_ALLOWED: Refusal = "not allowed";
+const RESERVED: Refusal = "topics starting with $ are reserved";
+
+/// Whether a topic is one of the relay's own (`$SYS/…`): its first level starts with `$`.
+/// Clients cannot publish to one, a bridge neither exports nor imports one (each relay has
+/// its own), and a first-level wildcard does not match one.
+pub fn reserved(topic: &str) -> bool {
+    topic.starts_with('$')
+}
+
+/// The bytes a retained value counts against `max_retained_bytes`. The relay's own `$`
+/// topics count nothing: they are a fixed set of small values (see [`sys`]), so a client
+/// filling the store cannot push them out.
+fn retained_cost(topic: &str, frame: &str) -> usize {
+    if reserved(topic) {
+        0
+    } else {
+        topic.len() + frame.len()
+    }
+}
 
 impl Relay {
     pub fn new(mut policy: Policy) -> Self {
@@ -383,9 +404,17 @@ impl Relay {
     /// cannot be read, are left out; returns how many.
     pub fn load_retained(&mut self, values: HashMap<String, String>, touched: &[String]) -> usize {
         let mut kept = Store::default();
-        for topic in touched {
+        // Each relay keeps its own `$` topics.
+        let own: Vec<String> = self
+            .retained
+            .map
+            .keys()
+            .filter(|t| reserved(t))
+            .cloned()
+            .collect();
+        for topic in touched.iter().chain(&own) {
             if let Some(r) = self.retained.map.remove(topic) {
-                kept.bytes += topic.len() + r.frame.len();
+                kept.bytes += retained_cost(topic, &r.frame);
                 kept.map.insert(topic.clone(), r);
             }
         }
@@ -393,7 +422,7 @@ impl Relay {
         let mut left_out = 0;
         let cap = self.policy.max_retained_bytes;
         for (topic, frame) in sorted {
-            if touched.contains(&topic) {
+            if touched.contains(&topic) || reserved(&topic) {
                 continue;
             }
             let Some(data) = data_of(&frame) else {
@@ -672,6 +701,10 @@ impl Relay {
             }
             "publish" => {
                 let name = topic(req, false)?;
+                if reserved(name) {
+                    self.counters.denied_publish += 1;
+                    return Err(RESERVED);
+                }
                 let data = req.data.ok_or("publish needs \"data\"")?;
                 if !session.who.rules.may_publish(name) {
                     self.counters.denied_publish += 1;
@@ -769,31 +802,28 @@ impl Relay {
     }
 
     /// Publishes `data` (JSON text, sent as written) to `topic` from outside a callback —
-    /// the program's loop, e.g. the relay's own `$SYS` figures — as a client's publish goes:
-    /// the next id, history (not for topics starting with `$`), with `retain` the topic's
-    /// retained value (`null` clears it), every local subscriber, and the exports a bridge
-    /// takes. A client's publish takes the same path from its callback. `data` must be
-    /// valid JSON.
-    ///
-    /// Until the `$SYS` publisher calls it, only the tests do.
+    /// the program's loop: the relay's own `$SYS` figures ([`sys`]) — as a client's publish
+    /// goes: the next id, history (not for topics starting with `$`), with `retain` the
+    /// topic's retained value (`null` clears it), every local subscriber, and the exports a
+    /// bridge takes. A client's publish takes the same path from its callback. `data` must be
+    /// valid JSON. Returns the delivery and whether it was retained.
     ///
     /// # Errors
-    /// The frame would be larger than the server sends (`Policy::max_frame`): nothing was
-    /// published. A retained value that does not fit `max_retained_bytes` is published and
-    /// not retained, as for a client (logged at debug level).
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// In the second place: the frame would be larger than the server sends
+    /// (`Policy::max_frame`), and nothing was published; or, with `retain`, the retained
+    /// store is full for a topic that counts against it: published, not retained.
     pub fn publish_from_loop(
         server: &mut Server<Relay>,
         topic: &str,
         data: &str,
         retain: bool,
-    ) -> Result<Delivery, Refusal> {
+    ) -> (Delivery, Result<(), Refusal>) {
         let relay = server.handler_mut();
         let max = relay.policy.max_frame;
-        let retained = relay.stamp(topic, data, retain, max)?;
-        if let Some(refusal) = retained {
-            log::debug!("{topic}: {refusal}");
-        }
+        let retained = match relay.stamp(topic, data, retain, max) {
+            Ok(retained) => retained,
+            Err(refusal) => return (Delivery::default(), Err(refusal)),
+        };
         let frame = std::mem::take(&mut relay.out);
         let delivery = server.publish(
             topic,
@@ -802,7 +832,7 @@ impl Relay {
         let relay = server.handler_mut();
         relay.out = frame;
         relay.exported(retain && retained.is_none(), data == "null");
-        Ok(delivery)
+        (delivery, retained.map_or(Ok(()), Err))
     }
 
     /// `{"type":"ack","id":ID,"gap":GAP}` (`id` only if the request had one): the answer to
@@ -1069,9 +1099,12 @@ fn topic<'r>(req: &'r Request<'_>, pattern: bool) -> Result<&'r str, Refusal> {
     Ok(t)
 }
 
-/// Whether `t` is a topic one may publish to: 1 to 256 bytes, no `+` or `#` level.
+/// Whether `t` is a topic one may publish to: 1 to 256 bytes, no `+` or `#` level, not one
+/// of the relay's own `$` topics.
 pub fn is_publish_topic(t: &str) -> bool {
-    acl::check_pattern(t).is_ok() && !t.split('/').any(|level| level == "+" || level == "#")
+    acl::check_pattern(t).is_ok()
+        && !reserved(t)
+        && !t.split('/').any(|level| level == "+" || level == "#")
 }
 
 /// MQTT matching of a pattern against a topic.
@@ -1396,6 +1429,81 @@ mod tests {
         );
         let now = retained_now(&mut h);
         assert_eq!(now, [("k0".to_owned(), serde_json::json!(0))]);
+    }
+
+    #[test]
+    #[cfg(feature = "redis")]
+    fn each_relay_keeps_its_own_dollar_topics() {
+        let cfg = Config::default().max_export_bytes(1 << 16);
+        let mut h = Harness::new(cfg, Relay::default());
+        h.handler_mut().mark_retains();
+        Relay::publish_from_loop(h.server_mut(), "$SYS/uptime", "5", true)
+            .1
+            .unwrap();
+        let frame = |t: &str, d: &str| format!(r#"{{"type":"message","topic":"{t}","data":{d}}}"#);
+        // A snapshot from Redis: another relay's `$SYS` does not replace this one's.
+        let snapshot: HashMap<String, String> = [
+            ("a".to_owned(), frame("a", "1")),
+            ("$SYS/uptime".to_owned(), frame("$SYS/uptime", "999")),
+            ("$SYS/other".to_owned(), frame("$SYS/other", "1")),
+        ]
+        .into();
+        assert_eq!(h.handler_mut().load_retained(snapshot, &[]), 0);
+        let mut late = h.connect("/").unwrap();
+        say(&mut h, &late, r#"{"type":"subscribe","topic":"$SYS/#"}"#);
+        let got = heard(&mut h, &mut late);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0]["data"], 5);
+        // Exported like any publish (the bridge leaves `$` topics out), marked as retained.
+        let mut exported = Vec::new();
+        h.server_mut()
+            .drain_exports(|topic, _| exported.push(topic.to_owned()));
+        assert_eq!(exported, ["$SYS/uptime"]);
+        assert!(!is_publish_topic("$SYS/uptime"), "never imported");
+        assert!(is_publish_topic("a/$x"));
+    }
+
+    #[test]
+    fn publishing_to_a_dollar_topic_is_refused() {
+        let mut h = relay();
+        let mut sys = h.connect("/").unwrap();
+        say(
+            &mut h,
+            &sys,
+            r#"{"type":"subscribe","topic":"$SYS/#","id":0}"#,
+        );
+        assert_eq!(heard(&mut h, &mut sys)[0]["type"], "ack");
+        let mut p = h.connect("/").unwrap();
+        for (i, topic) in ["$SYS/x", "$SYS", "$other/y", "$"].iter().enumerate() {
+            say(
+                &mut h,
+                &p,
+                &format!(
+                    r#"{{"type":"publish","topic":"{topic}","data":1,"retain":true,"id":{i}}}"#
+                ),
+            );
+            assert_eq!(
+                heard(&mut h, &mut p),
+                [serde_json::json!({
+                    "type": "error",
+                    "reason": "topics starting with $ are reserved",
+                    "id": i
+                })],
+                "{topic}"
+            );
+        }
+        assert!(heard(&mut h, &mut sys).is_empty());
+        let mut late = h.connect("/").unwrap();
+        say(&mut h, &late, r#"{"type":"subscribe","topic":"$SYS/#"}"#);
+        assert!(heard(&mut h, &mut late).is_empty(), "nothing retained");
+        // `$` further down is an ordinary character.
+        say(
+            &mut h,
+            &p,
+            r#"{"type":"publish","topic":"a/$SYS","data":1,"id":"ok"}"#,
+        );
+        assert_eq!(heard(&mut h, &mut p)[0]["type"], "ack");
+        assert_eq!(h.handler().counters.denied_publish, 4);
     }
 
     #[test]

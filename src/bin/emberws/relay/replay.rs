@@ -648,9 +648,12 @@ mod tests {
         let mut s = h.connect("/").unwrap();
         say(&mut h, &s, r#"{"type":"subscribe","topic":"$SYS/#"}"#);
         say(&mut h, &s, r#"{"type":"subscribe","topic":"app/x"}"#);
-        let d = Relay::publish_from_loop(h.server_mut(), "$SYS/uptime", "12", true).unwrap();
+        let (d, retained) = Relay::publish_from_loop(h.server_mut(), "$SYS/uptime", "12", true);
+        assert_eq!(retained, Ok(()));
         assert_eq!(d.delivered(), 1);
-        Relay::publish_from_loop(h.server_mut(), "app/x", r#"{"a":1}"#, false).unwrap();
+        Relay::publish_from_loop(h.server_mut(), "app/x", r#"{"a":1}"#, false)
+            .1
+            .unwrap();
         let got = drain(&mut h, &mut s);
         let epoch = h.handler().epoch;
         assert_eq!(
@@ -672,8 +675,8 @@ mod tests {
         assert_eq!(got.len(), 3);
         let big = format!("\"{}\"", "b".repeat(200_000));
         assert_eq!(
-            Relay::publish_from_loop(h.server_mut(), "app/x", &big, false).err(),
-            Some("message too large")
+            Relay::publish_from_loop(h.server_mut(), "app/x", &big, false).1,
+            Err("message too large")
         );
     }
 }

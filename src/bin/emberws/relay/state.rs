@@ -25,7 +25,7 @@ use serde_json::value::RawValue;
 
 use super::history::History;
 use super::id::Epoch;
-use super::{data_in, deeper_than, is_publish_topic, json_string, message_frame, Relay};
+use super::{data_in, deeper_than, is_publish_topic, json_string, message_frame, reserved, Relay};
 
 /// The file format's version.
 const VERSION: u32 = 1;
@@ -132,7 +132,8 @@ fn encode(relay: &Relay, clean: bool, out: &mut Vec<u8>) {
         relay.epoch, relay.seq
     );
     let mut first = true;
-    for (topic, value) in &relay.retained.map {
+    // The relay's own `$` topics are not kept: each run publishes its own.
+    for (topic, value) in relay.retained.map.iter().filter(|(t, _)| !reserved(t)) {
         if let Some(data) = data_in(&value.frame) {
             entry(out, &mut first, value.seq, topic, data);
         }
@@ -298,7 +299,9 @@ mod tests {
             let req = json!({"type":"publish","topic":topic,"data":data,"retain":retain});
             h.send(&p, Message::Text(&req.to_string()));
         }
-        Relay::publish_from_loop(h.server_mut(), "$SYS/x", "1", true).unwrap();
+        Relay::publish_from_loop(h.server_mut(), "$SYS/x", "1", true)
+            .1
+            .unwrap();
         h
     }
 
@@ -328,13 +331,15 @@ mod tests {
         let before = contents(h.handler());
         assert_eq!(before.0.len(), 3, "a/1, a/2 and $SYS/x: {:?}", before.0);
         assert_eq!(before.1.len(), 5, "no $ topic in history");
+        // The file keeps no `$` topic: each run has its own.
+        let before = (before.0[1..].to_vec(), before.1);
         let mut back = Relay::new(Policy::default());
         let loaded = load(&mut back, &path).unwrap().unwrap();
         assert_eq!(
             loaded,
             Loaded {
                 clean: true,
-                retained: 3,
+                retained: 2,
                 history: 5,
                 left_out: 0
             }
@@ -369,27 +374,20 @@ mod tests {
         assert!(!loaded.clean);
         assert_eq!(
             (loaded.retained, loaded.history, loaded.left_out),
-            (3, 0, 5)
+            (2, 0, 5)
         );
         assert_ne!(back.epoch, h.handler().epoch);
         let (retained, history) = contents(&back);
         assert!(history.is_empty());
         let ids: Vec<&str> = retained.iter().map(|m| m["id"].as_str().unwrap()).collect();
         let epoch = back.epoch;
+        assert_eq!(ids, [format!("{epoch}-1"), format!("{epoch}-2")]);
+        // In topic order: a/1, a/2.
         assert_eq!(
-            ids,
-            [
-                format!("{epoch}-1"),
-                format!("{epoch}-2"),
-                format!("{epoch}-3")
-            ]
-        );
-        // In topic order: $SYS/x, a/1, a/2.
-        assert_eq!(
-            retained[2]["data"],
+            retained[1]["data"],
             json!({"v": [1, 2.50], "s": "x\"y\\u00e9"})
         );
-        assert_eq!(back.seq, 3);
+        assert_eq!(back.seq, 2);
     }
 
     #[test]
@@ -406,10 +404,10 @@ mod tests {
         let mut back = Relay::new(small);
         let loaded = load(&mut back, &path).unwrap().unwrap();
         // History: one message per topic (a/1, a/2, b, c); retained: what fits in 100 B
-        // ($SYS/x, the first in topic order).
+        // (a/1, the first in topic order).
         assert_eq!(loaded.history, 4);
         assert_eq!(loaded.retained, 1);
-        assert_eq!(loaded.left_out, 1 + 2);
+        assert_eq!(loaded.left_out, 1 + 1);
         assert!(back.retained.bytes <= 100);
     }
 
