@@ -146,6 +146,17 @@ impl<'a> Ctx<'a> {
         self.core.buffered_amount(self.id)
     }
 
+    /// Asks for one [`Handler::on_drain`](crate::Handler::on_drain) call once nothing is
+    /// queued for this connection: after this callback's batch is written if the socket
+    /// takes all of it (in the next turn when nothing is queued and this is not the
+    /// connection's own callback), else when its queue empties. For a producer that paused where the
+    /// low-water notice cannot come: its queue is at or below
+    /// [`Config::drain_low_water`] already (its next message is too large to queue behind it,
+    /// or it sent what it allows itself in one callback), or nothing is queued at all.
+    pub fn notify_drained(&mut self) {
+        self.core.notify_drained(self.id);
+    }
+
     /// Bytes queued for another connection (0 if it is gone).
     pub fn buffered_amount_of(&self, id: ConnId) -> usize {
         self.core.buffered_amount(id)

@@ -123,7 +123,8 @@ pub trait Handler {
     fn on_message(&mut self, ctx: &mut Ctx<'_>, state: &mut Self::State, msg: Message<'_>);
 
     /// The connection's queue went from above [`crate::Config::drain_low_water`] bytes to at
-    /// or below it: a producer that paused on [`SendStatus::Queued`] can go on.
+    /// or below it: a producer that paused on [`SendStatus::Queued`] can go on. Also called
+    /// once after [`Ctx::notify_drained`], when nothing is queued any more.
     fn on_drain(&mut self, ctx: &mut Ctx<'_>, state: &mut Self::State) {
         let _ = (ctx, state);
     }

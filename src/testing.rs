@@ -104,6 +104,9 @@ pub struct Peer {
     upgraded: bool,
     /// The parser of an event stream's body ([`Harness::events`]).
     stream: Option<EventParser>,
+    /// The peer read bytes the server wrote after its last turn: the server has yet to learn
+    /// that the window has room again.
+    owed: bool,
 }
 
 /// One event of an event stream, as a browser's `EventSource` dispatches it.
@@ -307,6 +310,7 @@ impl<H: Handler> Harness<H> {
             pending: Vec::new(),
             upgraded: false,
             stream: None,
+            owed: false,
         };
         self.send_bytes(&mut peer, head);
         Some(peer)
@@ -517,12 +521,13 @@ impl<H: Handler> Harness<H> {
 
     fn pull(&mut self, peer: &mut Peer) {
         let out = std::mem::take(&mut peer.wire.borrow_mut().outbound);
-        if !out.is_empty() {
+        if !out.is_empty() || peer.owed {
             peer.pending.extend_from_slice(&out);
             // The peer read: its window has room again, as a writable event would say.
             self.server.mark_ready(peer.id, false);
             self.turn();
             let more = std::mem::take(&mut peer.wire.borrow_mut().outbound);
+            peer.owed = !more.is_empty();
             peer.pending.extend_from_slice(&more);
         }
     }

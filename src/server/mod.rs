@@ -76,6 +76,8 @@ mod flag {
     pub const WRITABLE: u8 = 8;
     /// Counted by admission (not a refused connection).
     pub const ADMITTED: u8 = 16;
+    /// The handler asked for `on_drain` once nothing is queued ([`crate::Ctx::notify_drained`]).
+    pub const WAKE: u8 = 32;
 }
 
 /// A connection slot: the protocol state and the transport it belongs to.
@@ -1216,6 +1218,23 @@ impl Core {
         self.slot(id).map_or(0, |s| s.conn.outbox().queued())
     }
 
+    /// [`crate::Ctx::notify_drained`]: one `on_drain` once nothing is queued and the batch
+    /// (of the connection being served) is written.
+    pub(crate) fn notify_drained(&mut self, id: ConnId) {
+        let key = id.key as usize;
+        let Some(slot) = self.live(id) else {
+            return;
+        };
+        slot.flags |= flag::WAKE;
+        let empty = slot.conn.outbox().is_empty();
+        // The connection being served settles after its batch is written. Any other one with
+        // nothing queued is woken in the next turn, as if writable: a producer that asks
+        // again and again from `on_drain` gets one call per turn, and the others theirs.
+        if self.current != Some(key) && empty {
+            self.on_ready(key, false, true, false);
+        }
+    }
+
     fn notify_close(&mut self, id: ConnId, code: CloseCode, reason: &str) {
         self.notices.push_back(Notice::Close {
             id,
@@ -1394,7 +1413,14 @@ impl Core {
         self.stats.queued(before, queued);
         slot.accounted = u32::try_from(queued).unwrap_or(u32::MAX);
         let low = self.cfg.drain_low_water;
-        if before > low && queued <= low && slot.conn.is_open() {
+        let drained = before > low && queued <= low;
+        let woken = slot.has(flag::WAKE)
+            && queued == 0
+            && (self.current != Some(key) || self.batch.is_empty());
+        if woken {
+            slot.flags &= !flag::WAKE;
+        }
+        if (drained || woken) && slot.conn.is_open() {
             self.notices.push_back(Notice::Drain(id));
         }
         let wants = slot.conn.wants_write() || slot.io.wants_write();

@@ -47,6 +47,11 @@ pub struct Settings {
     pub rate: Rate,
     /// `[redis]`: relays that share topics and retained values through one Redis.
     pub redis: Redis,
+    /// `[history]`: the messages kept for subscribers that come back with `since`.
+    pub history: History,
+    /// The state file: retained values and history kept across restarts (`--state`). Unset:
+    /// nothing is kept.
+    pub state: Option<PathBuf>,
 }
 
 /// What the program serves.
@@ -129,6 +134,27 @@ pub struct Patterns {
     pub subscribe: Vec<String>,
 }
 
+/// `[history]`: the latest messages of each topic, for subscribers that come back with
+/// `since`; topics starting with `$` are not kept.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct History {
+    /// Messages kept per topic; 0 = no history (`--history-messages`).
+    pub messages: usize,
+    /// Bytes history holds in all: frames, topics, 32 B per message, a topic's name + 64 B
+    /// (`--history-bytes`).
+    pub bytes: usize,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History {
+            messages: crate::relay::HISTORY_MESSAGES,
+            bytes: crate::relay::HISTORY_BYTES,
+        }
+    }
+}
+
 /// `[rate]`: token buckets per connection; a rate of 0 switches its bucket off.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -162,6 +188,8 @@ impl Default for Settings {
             anonymous: Patterns::default(),
             rate: Rate::default(),
             redis: Redis::default(),
+            history: History::default(),
+            state: None,
         }
     }
 }
@@ -397,6 +425,12 @@ pub enum Flag {
     Redis(String),
     /// `--redis-prefix` → `redis.prefix`.
     RedisPrefix(String),
+    /// `--history-messages` → `history.messages`.
+    HistoryMessages(usize),
+    /// `--history-bytes` → `history.bytes`.
+    HistoryBytes(usize),
+    /// `--state` → `state`.
+    State(PathBuf),
 }
 
 /// The flag that sets a key, for messages about a value that may have come from either.
@@ -425,6 +459,9 @@ fn flag_of(key: &str) -> Option<&'static str> {
         "rate.bytes" => "--rate-bytes",
         "redis.url" => "--redis",
         "redis.prefix" => "--redis-prefix",
+        "history.messages" => "--history-messages",
+        "history.bytes" => "--history-bytes",
+        "state" => "--state",
         _ => return None,
     })
 }
@@ -551,6 +588,9 @@ impl Settings {
                 Flag::RateBytes(r) => self.rate.bytes = *r,
                 Flag::Redis(url) => self.redis.url = Some(url.clone()),
                 Flag::RedisPrefix(p) => self.redis.prefix = p.clone(),
+                Flag::HistoryMessages(n) => self.history.messages = *n,
+                Flag::HistoryBytes(n) => self.history.bytes = *n,
+                Flag::State(p) => self.state = Some(p.clone()),
             }
         }
         if let Some(listen) = listen {
@@ -625,6 +665,13 @@ impl Settings {
         }
         redis_prefix("redis.prefix", &self.redis.prefix)?;
         within(
+            "history.messages",
+            self.history.messages,
+            0..=1_000_000,
+            "messages",
+        )?;
+        within("history.bytes", self.history.bytes, 0..=1 << 30, "bytes")?;
+        within(
             "redis.queue_bytes",
             self.redis.queue_bytes,
             4096..=1 << 40,
@@ -682,6 +729,9 @@ impl Settings {
                     self.redis.queue_bytes
                 ));
             }
+        }
+        if self.state.is_some() && self.mode != Mode::Relay {
+            return Err("--state (state) keeps the relay's messages: not for echo".into());
         }
         // The echo server has no clients: only the relay checks tokens.
         let authenticated = self.auth.clients.is_some() && self.mode == Mode::Relay;
@@ -797,6 +847,7 @@ mod tests {
     /// Every key set to something other than its default.
     const EVERY_KEY: &str = r#"
 mode = "echo"
+state = "/var/lib/emberws/state.json"
 listen = ["127.0.0.1:7001", "[::1]:7002"]
 tls_listen = ["127.0.0.1:7443"]
 allow_anonymous = true
@@ -844,6 +895,10 @@ loopback = true
 url = "redis://[::1]:6380/2"
 prefix = "site-a/relays"
 queue_bytes = 300000
+
+[history]
+messages = 10
+bytes = 4096
 "#;
 
     fn addr(s: &str) -> SocketAddr {
@@ -902,6 +957,11 @@ queue_bytes = 300000
         assert_eq!(r.url.as_deref(), Some("redis://[::1]:6380/2"));
         assert_eq!(r.prefix, "site-a/relays");
         assert_eq!(r.queue_bytes, 300_000);
+        assert_eq!((s.history.messages, s.history.bytes), (10, 4096));
+        assert_eq!(
+            s.state.as_deref(),
+            Some(Path::new("/var/lib/emberws/state.json"))
+        );
         assert_eq!(
             s.redis_target(),
             Some(RedisTarget {
@@ -913,7 +973,13 @@ queue_bytes = 300000
         let d = Settings::default();
         assert_ne!(s.limits, d.limits);
         assert_ne!(s.redis, d.redis);
+        assert_ne!(s.history, d.history);
         assert!(s.check().unwrap_err().contains("not for echo"));
+        let stateless = Settings {
+            redis: Redis::default(),
+            ..s.clone()
+        };
+        assert!(stateless.check().unwrap_err().contains("--state"));
         let relay = Settings {
             mode: Mode::Relay,
             ..s
@@ -957,7 +1023,15 @@ queue_bytes = 300000
             "listen_on",
             "listen_on",
         );
-        for section in ["tls", "limits", "auth", "anonymous", "rate", "redis"] {
+        for section in [
+            "tls",
+            "limits",
+            "auth",
+            "anonymous",
+            "rate",
+            "redis",
+            "history",
+        ] {
             refused(
                 &format!("mode = \"relay\"\n\n[{section}]\nbogus = 1\n"),
                 4,
@@ -1069,6 +1143,18 @@ queue_bytes = 300000
             "redis.queue_bytes",
             "out of range",
         );
+        refused(
+            "[history]\nmessages = 1\nbytes = 2147483648\n",
+            3,
+            "history.bytes",
+            "out of range",
+        );
+        refused(
+            "[history]\nmessages = 1000001\n",
+            2,
+            "history.messages",
+            "out of range",
+        );
     }
 
     #[test]
@@ -1146,7 +1232,12 @@ queue_bytes = 300000
             Flag::SocketRecvBuffer(2048),
             Flag::Redis("redis://localhost".into()),
             Flag::RedisPrefix("other".into()),
+            Flag::HistoryMessages(3),
+            Flag::HistoryBytes(5000),
+            Flag::State("s.json".into()),
         ]);
+        assert_eq!((d.history.messages, d.history.bytes), (3, 5000));
+        assert_eq!(d.state.as_deref(), Some(Path::new("s.json")));
         assert_eq!(d.mode, Mode::Echo);
         assert_eq!(d.tls_listen, [addr("127.0.0.1:3")]);
         assert_eq!(d.tls.cert.as_deref(), Some(Path::new("c.pem")));

@@ -95,6 +95,13 @@ OPTIONS:
                                   while Redis is away and reconnects on its own
     --redis-prefix P              Redis channels P:TOPIC, retained values in the hash
                                   P:retained [default: emberws]
+    --history-messages N          messages kept per topic for subscribers that come back
+                                  with `since`; 0 = no history [default: 64]
+    --history-bytes BYTES         history in all: frames, topics, 32 B per message
+                                  [default: 262144]
+    --state FILE                  keep the retained values and history in FILE across
+                                  restarts (written atomically, shortly after changes and
+                                  at shutdown; a bad file is reported and ignored)
     -h, --help                    print this help
 
 Repeatable options given on the command line replace the file's list.
@@ -192,6 +199,9 @@ fn key_flag(parser: &mut lexopt::Parser, name: &str) -> Result<Option<Flag>, Str
         "rate-bytes" => Flag::RateBytes(rate(p, f)?),
         "redis" => Flag::Redis(value(p, f)?),
         "redis-prefix" => Flag::RedisPrefix(value(p, f)?),
+        "history-messages" => Flag::HistoryMessages(number(p, f)?),
+        "history-bytes" => Flag::HistoryBytes(number(p, f)?),
+        "state" => Flag::State(value(p, f)?.into()),
         _ => return Ok(None),
     }))
 }
@@ -282,8 +292,8 @@ const REDIS: [Token; 2] = [Token(1), Token(2)];
 /// The server's first token: it takes every one from here up.
 const SERVER: Token = Token(3);
 
-/// What runs in the loop beside the server: the relay's `$SYS` figures and its Redis
-/// bridge, or nothing.
+/// What runs in the loop beside the server: the relay's `$SYS` figures, its Redis
+/// bridge and the state file's writer, or nothing.
 trait Beside<H: Handler> {
     /// Takes an event of the poll if it is one of its own.
     fn handle_event(&mut self, _event: &mio::event::Event) -> bool {
@@ -294,6 +304,9 @@ trait Beside<H: Handler> {
     fn turn(&mut self, _server: &mut Server<H>, _now: Instant) -> Option<Instant> {
         None
     }
+
+    /// Once the server has finished (a graceful shutdown).
+    fn finish(&mut self, _server: &mut Server<H>) {}
 }
 
 /// Nothing beside the server.
@@ -309,6 +322,12 @@ impl<H: Handler, B: Beside<H>> Beside<H> for Option<B> {
 
     fn turn(&mut self, server: &mut Server<H>, now: Instant) -> Option<Instant> {
         self.as_mut()?.turn(server, now)
+    }
+
+    fn finish(&mut self, server: &mut Server<H>) {
+        if let Some(b) = self {
+            b.finish(server);
+        }
     }
 }
 
@@ -327,6 +346,111 @@ impl<H: Handler, A: Beside<H>, B: Beside<H>> Beside<H> for (A, B) {
             (a, b) => a.or(b),
         }
     }
+
+    fn finish(&mut self, server: &mut Server<H>) {
+        self.0.finish(server);
+        self.1.finish(server);
+    }
+}
+
+/// How long the state file may lag behind a change, at most: it is written at most this
+/// often, while changes come.
+const STATE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The state file's writer (`--state`): shortly after changes, and at shutdown as clean.
+struct Keeper {
+    path: PathBuf,
+    /// `Relay::changes` when the file was last written.
+    written: u64,
+    /// When the changes since are due to be written.
+    due: Option<Instant>,
+    buf: Vec<u8>,
+    /// The last write failed (logged once until one succeeds).
+    failing: bool,
+}
+
+impl Keeper {
+    fn write(&mut self, relay: &relay::Relay, clean: bool) {
+        let changes = relay.changes();
+        match relay::state::save(relay, &self.path, clean, &mut self.buf) {
+            Ok(()) => {
+                self.written = changes;
+                if self.failing {
+                    info!("{}: written again", self.path.display());
+                }
+                self.failing = false;
+            }
+            Err(e) if !self.failing => {
+                log::warn!("{}: cannot write the state file: {e}", self.path.display());
+                self.failing = true;
+            }
+            Err(_) => {}
+        }
+        self.due = None;
+        // What does not fit in the file's buffer's usual size is given back.
+        if self.buf.capacity() > 4 << 20 {
+            self.buf = Vec::new();
+        }
+    }
+}
+
+impl Beside<relay::Relay> for Keeper {
+    fn turn(&mut self, server: &mut Server<relay::Relay>, now: Instant) -> Option<Instant> {
+        if server.handler_mut().changes() == self.written {
+            return None;
+        }
+        let due = *self.due.get_or_insert(now + STATE_INTERVAL);
+        if now < due {
+            return Some(due);
+        }
+        self.write(server.handler_mut(), false);
+        None
+    }
+
+    fn finish(&mut self, server: &mut Server<relay::Relay>) {
+        self.write(server.handler_mut(), true);
+        if !self.failing {
+            info!("{}: state written", self.path.display());
+        }
+    }
+}
+
+/// The state file of `--state`, loaded into `relay` and marked as in use; its writer. A file
+/// that cannot be read is reported in one line and ignored.
+fn keeper(relay: &mut relay::Relay, path: &Path) -> Keeper {
+    let shown = path.display();
+    match relay::state::load(relay, path) {
+        Ok(None) => info!("{shown}: no state file yet, starting empty"),
+        Ok(Some(l)) => {
+            let how = if l.clean {
+                format!("epoch {} goes on", relay.epoch())
+            } else {
+                format!(
+                    "not written at a clean stop: history dropped, new epoch {}",
+                    relay.epoch()
+                )
+            };
+            info!(
+                "{shown}: {} retained values, {} messages of history ({} left out); {how}",
+                l.retained, l.history, l.left_out
+            );
+        }
+        Err(e) => log::warn!("{shown}: ignored, starting empty: {e}"),
+    }
+    let mut keeper = Keeper {
+        path: path.to_owned(),
+        written: relay.changes(),
+        due: None,
+        buf: Vec::new(),
+        failing: false,
+    };
+    // From now on the file on disk says "not clean" until the shutdown writes it: a crash
+    // of this run must not let the next one reuse this epoch's ids.
+    keeper.write(relay, false);
+    if keeper.failing {
+        relay.forget_epoch();
+    }
+    keeper
 }
 
 impl Beside<relay::Relay> for relay::sys::Sys {
@@ -433,6 +557,7 @@ fn serve<H: Handler, B: Beside<H>>(
         }
         timeout = turn(&mut server, &mut beside);
     }
+    beside.finish(&mut server);
     info!("stopped");
     Ok(())
 }
@@ -496,6 +621,9 @@ fn policy(settings: &Settings) -> Result<relay::Policy, String> {
         rate_loopback: rate.loopback,
         max_json_depth: settings.limits.max_json_depth,
         max_retained_bytes: settings.limits.max_retained_bytes,
+        history_messages: settings.history.messages,
+        history_bytes: settings.history.bytes,
+        max_frame: settings.to_config().send_limit(),
     })
 }
 
@@ -516,10 +644,15 @@ fn reload_clients(server: &mut Server<relay::Relay>, path: Option<&std::path::Pa
     }
 }
 
-/// The relay, with its `$SYS` figures unless `sys_interval` is 0, and the Redis bridge when
-/// `redis.url` is set.
+/// The relay, with its `$SYS` figures unless `sys_interval` is 0, the Redis bridge when
+/// `redis.url` is set and the state file with `state`.
 fn serve_relay(settings: &Settings, policy: relay::Policy) -> Result<(), String> {
-    let handler = relay::Relay::new(policy);
+    let mut handler = relay::Relay::new(policy);
+    let keeper = settings
+        .state
+        .as_deref()
+        .map(|path| keeper(&mut handler, path));
+    info!("message ids: epoch {}", handler.epoch());
     let on_hup = |server: &mut Server<relay::Relay>| {
         reload_clients(server, settings.auth.clients.as_deref());
     };
@@ -529,7 +662,7 @@ fn serve_relay(settings: &Settings, policy: relay::Policy) -> Result<(), String>
             .map(|every| relay::sys::Sys::new(every, Instant::now()))
     };
     let Some(target) = settings.redis_target() else {
-        return serve(settings, handler, true, |_, _| Ok(sys()), on_hup);
+        return serve(settings, handler, true, |_, _| Ok((sys(), keeper)), on_hup);
     };
     #[cfg(not(feature = "redis"))]
     {
@@ -555,7 +688,7 @@ fn serve_relay(settings: &Settings, policy: relay::Policy) -> Result<(), String>
         let beside = |registry: &mio::Registry, server: &mut Server<relay::Relay>| {
             let registry = registry.try_clone().map_err(|e| e.to_string())?;
             let bridged = bridge::local::Bridged::new(bridge_settings, registry, REDIS, server);
-            Ok((sys(), bridged))
+            Ok(((sys(), bridged), keeper))
         };
         serve(settings, handler, true, beside, on_hup)
     }

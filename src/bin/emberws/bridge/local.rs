@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use emberws::{Message, Server};
+use emberws::Server;
 use log::{debug, warn};
 use mio::event::Event;
 use mio::{Registry, Token};
@@ -22,17 +22,9 @@ struct Side<'a> {
 
 impl Local for Side<'_> {
     fn remote(&mut self, topic: &str, frame: &str, kind: Kind) {
-        let relay = self.server.handler_mut();
-        match kind {
-            Kind::Message => {}
-            Kind::Retained => {
-                if !relay.set_retained(topic, frame) {
-                    debug!("redis: a retained value from another relay is past the cap here");
-                }
-            }
-            Kind::Cleared => relay.clear_retained(topic),
+        if !Relay::import(self.server, topic, frame, kind != Kind::Message) {
+            debug!("redis: a message from another relay is past what this relay sends");
         }
-        self.server.import(topic, Message::Text(frame));
     }
 
     fn load_retained(&mut self, values: HashMap<String, String>, touched: &[String]) {
