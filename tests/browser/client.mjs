@@ -318,6 +318,31 @@ try {
     if (r.dups !== 3) throw new Error(`${r.dups} duplicates counted`);
     await fpage.evaluate(() => clients.f.close());
   });
+
+  await check('a since the relay refuses is dropped: the pattern is subscribed afresh and a gap reported', async () => {
+    await fpage.evaluate(() => {
+      make('g', undefined, { minDelay: 20, maxDelay: 100, pingInterval: 0 });
+      clients.g.subscribe('a/#');
+    });
+    const c1 = await fake.nextConnection();
+    const s1 = await c1.next((m) => m.type === 'subscribe');
+    c1.send({ type: 'ack', id: s1.id });
+    c1.send({ type: 'message', topic: 'a/1', data: 1, id: 'x1-5' });
+    await funtil(() => clients.g.log.messages.length === 1);
+    c1.ws.terminate();
+    const c2 = await fake.nextConnection();
+    const s2 = await c2.next((m) => m.type === 'subscribe');
+    if (s2.since !== 'x1-5') throw new Error(`since ${s2.since}`);
+    c2.send({ type: 'error', reason: 'invalid since', id: s2.id });
+    const s3 = await c2.next((m) => m.type === 'subscribe');
+    if (s3.topic !== 'a/#' || 'since' in s3) throw new Error(`then ${JSON.stringify(s3)}`);
+    c2.send({ type: 'ack', id: s3.id });
+    c2.send({ type: 'message', topic: 'a/1', data: 2, id: 'x1-5' }); // the retained value again: delivered
+    await funtil(() => clients.g.log.messages.length === 2);
+    const gaps = await fpage.evaluate(() => clients.g.log.gaps);
+    if (JSON.stringify(gaps) !== '[{"pattern":"a/#","since":"x1-5"}]') throw new Error(`gaps ${JSON.stringify(gaps)}`);
+    await fpage.evaluate(() => clients.g.close());
+  });
   fake.close();
 
   await check('resume: the relay stopped (SIGTERM) and restarted with --state and history while a publisher counts; the page has every number once, in order', async () => {

@@ -33,7 +33,8 @@
  *   state (state) · open () · close ({code, reason, wasOpen, delay, attempt}; delay -1 after
  *   close()) · message ({type, topic, data, id}) · ack / error (the relay's answer, and the
  *   subscribe or unsubscribe it answers when this client sent it) · gap ({pattern, since}: the
- *   relay's history did not reach back to since, messages were missed) · drop (an object the
+ *   relay's history did not reach back to since, or it refused since and the pattern was
+ *   subscribed afresh: messages may have been missed) · drop (an object the
  *   offline queue dropped, oldest first) · any other type the relay sends, e.g. pong.
  *
  * Subscriptions are remembered and made again on every open, with "since" = the newest
@@ -78,9 +79,11 @@
   function pageToken() {
     if (typeof location === 'undefined') return '';
     const t = new URLSearchParams(location.hash.slice(1)).get('token');
-    if (t) history.replaceState(null, '', location.pathname + location.search);
     try {
-      if (t) sessionStorage.setItem(TOKEN_KEY, t);
+      if (t) {
+        history.replaceState(null, '', location.pathname + location.search);
+        sessionStorage.setItem(TOKEN_KEY, t);
+      }
       return sessionStorage.getItem(TOKEN_KEY) || '';
     } catch (e) { return t || ''; } // storage can be switched off
   }
@@ -246,10 +249,17 @@
       const p = m.id !== undefined && this._pending.get(m.id);
       if (p) this._pending.delete(m.id);
       this._emit(m.type, m, p ? p.req : undefined);
-      if (p && m.type === 'ack' && p.req.type === 'subscribe' && this._subs.get(p.req.topic) === p.sub) {
+      if (!p || p.req.type !== 'subscribe' || this._subs.get(p.req.topic) !== p.sub) return;
+      const since = p.req.since, gap = { pattern: p.req.topic, since };
+      if (m.type === 'ack') {
         // What is published from here on reaches this subscription live.
-        if (!p.req.since && !p.sub.floor) p.sub.floor = this._last;
-        if (m.gap === true) this._emit('gap', { pattern: p.req.topic, since: p.req.since });
+        if (!since && !p.sub.floor) p.sub.floor = this._last;
+        if (m.gap === true) this._emit('gap', gap);
+      } else if (m.type === 'error' && since && /since/.test(m.reason)) {
+        // A relay that cannot resume from this id: subscribe afresh, say what may be missing.
+        p.sub.last = p.sub.floor = null;
+        this._request('subscribe', p.req.topic, p.sub, false);
+        this._emit('gap', gap);
       }
     }
 
