@@ -22,6 +22,8 @@
  *                    when nothing at all arrives within pongTimeout of it, the connection is
  *                    given up and a new one made (0: no pings).
  *   queueMessages 100, queueBytes 65536   bounds of the queue of messages sent while offline.
+ *   maxTopics 1000   topics whose newest id is remembered to drop duplicates (the least
+ *                    recently heard is forgotten first).
  *
  * Methods: on(type, fn), off(type, fn), subscribe(pattern), unsubscribe(pattern),
  *   publish(topic, data, { retain, id }), send(object), close().
@@ -39,16 +41,17 @@
  *
  * Subscriptions are remembered and made again on every open, with "since" = the newest
  * message id seen for that pattern, so a reconnect misses nothing the relay's history still
- * holds. Ids are "EPOCH-SEQ"; a message whose id is not newer than one already delivered for
- * a matching subscription (same epoch) is not delivered again (counted in duplicates). This
- * relies on the relay's order: for each subscription, ids arrive in increasing order.
+ * holds. Ids are "EPOCH-SEQ"; a message whose id is not newer than the last one delivered for
+ * its topic (same epoch: compared by SEQ) is not delivered (counted in duplicates): it is a
+ * copy, or older than what the page has. This relies on the relay's order: for each topic,
+ * ids arrive in increasing order.
  */
 (function (root) {
   'use strict';
 
   const DEFAULTS = {
     minDelay: 500, maxDelay: 30000, stableAfter: 10000, connectTimeout: 10000,
-    pingInterval: 20000, pongTimeout: 10000, queueMessages: 100, queueBytes: 65536,
+    pingInterval: 20000, pongTimeout: 10000, queueMessages: 100, queueBytes: 65536, maxTopics: 1000,
   };
   // Names of the client's own events: a relay message with one of these types is ignored.
   const OWN = new Set(['state', 'open', 'close', 'gap', 'drop']);
@@ -114,6 +117,7 @@
       this._on = new Map();
       this._subs = new Map(); // pattern → { last, floor }: the newest id delivered for it, and the newest seen when it was made
       this._last = null; // the newest id seen on any subscription
+      this._topics = new Map(); // topic → the newest id delivered for it, at most maxTopics
       this._pending = new Map(); // id of a request this client sent → { req, sub }
       this._queue = [];
       this._queued = 0; // bytes
@@ -176,6 +180,10 @@
       const sub = this._subs.get(pattern);
       if (!sub) return;
       this._subs.delete(pattern);
+      // Its topics are forgotten, so that subscribing again brings their retained values.
+      for (const t of this._topics.keys()) {
+        if (matches(pattern, t) && ![...this._subs.keys()].some((p) => matches(p, t))) this._topics.delete(t);
+      }
       if (this.state === 'open') this._request('unsubscribe', pattern, sub, false);
     }
 
@@ -266,10 +274,13 @@
     _message(m) {
       const id = parseId(m.id);
       if (id && typeof m.topic === 'string') {
-        for (const [pattern, sub] of this._subs) {
-          if (!newer(id, sub.last) && matches(pattern, m.topic)) { this.duplicates++; return; }
-        }
-        for (const [pattern, sub] of this._subs) if (matches(pattern, m.topic)) sub.last = id;
+        const seen = this._topics.get(m.topic);
+        if (!newer(id, seen)) { this.duplicates++; return; }
+        // Oldest first in the map: a topic heard again moves to the end.
+        this._topics.delete(m.topic);
+        this._topics.set(m.topic, id);
+        if (this._topics.size > this.options.maxTopics) this._topics.delete(this._topics.keys().next().value);
+        for (const [pattern, sub] of this._subs) if (newer(id, sub.last) && matches(pattern, m.topic)) sub.last = id;
         if (newer(id, this._last)) this._last = id;
       }
       this._emit('message', m);
