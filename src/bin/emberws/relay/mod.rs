@@ -46,6 +46,8 @@ use serde_json::value::RawValue;
 
 /// The built-in dashboard, served at `GET /`.
 const DASHBOARD: &str = include_str!("../dashboard.html");
+/// The browser client, served at `GET /emberws.js` (the dashboard loads it too).
+const CLIENT: &str = include_str!("../client.js");
 
 /// Topic names and patterns longer than this are refused.
 pub const MAX_TOPIC_LEN: usize = 256;
@@ -1163,6 +1165,13 @@ impl Handler for Relay {
         }
         match path {
             "/" | "/index.html" => Response::ok("text/html; charset=utf-8", DASHBOARD.as_bytes()),
+            "/emberws.js" => {
+                let mut res = Response::ok("text/javascript; charset=utf-8", CLIENT.as_bytes());
+                // Short, so a page loads the new client soon after the relay is upgraded.
+                res.headers
+                    .push(("Cache-Control", "public, max-age=300".to_owned()));
+                res
+            }
             "/healthz" => Response::ok("application/json", stats.to_json().into_bytes()),
             "/metrics" => {
                 let mut text = stats.to_prometheus();
