@@ -103,6 +103,7 @@ OPTIONS:
                                   restarts (written atomically, shortly after changes and
                                   at shutdown; a bad file is reported and ignored)
     -h, --help                    print this help
+    -V, --version                 print the version and the features built in
 
 Repeatable options given on the command line replace the file's list.
 Logging: RUST_LOG=debug (default: info).
@@ -113,6 +114,8 @@ Logging: RUST_LOG=debug (default: info).
 enum Command {
     /// `-h`, `--help`.
     Help,
+    /// `-V`, `--version`.
+    Version,
     /// `emberws token NAME`.
     Token(String),
     /// Serve, or with `--print-config` print what would be served: the file's settings
@@ -222,6 +225,7 @@ fn parse_command(mut parser: lexopt::Parser) -> Result<Command, String> {
             }
             Value(other) => return Err(format!("unknown mode '{}'", other.to_string_lossy())),
             Short('h') | Long("help") => return Ok(Command::Help),
+            Short('V') | Long("version") => return Ok(Command::Version),
             Long("config") if config.is_some() => return Err("--config is given twice".into()),
             Long("config") => config = Some(PathBuf::from(value(&mut parser, "--config")?)),
             Long("print-config") => print = true,
@@ -246,6 +250,27 @@ fn parse_command(mut parser: lexopt::Parser) -> Result<Command, String> {
             flags,
         }),
     }
+}
+
+/// `emberws --version`: `emberws X.Y.Z` (the crate's version), then the optional features
+/// this build has, so a board's binary tells what it can serve.
+fn version() -> String {
+    let features: Vec<&str> = [
+        ("tls", cfg!(feature = "tls")),
+        ("redis", cfg!(feature = "redis")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect();
+    let features = if features.is_empty() {
+        "none".to_owned()
+    } else {
+        features.join(", ")
+    };
+    format!(
+        "emberws {}\nfeatures: {features}\n",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 /// The file's settings (or the defaults), the flags over them, checked as a whole.
@@ -712,6 +737,10 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
         }
+        Ok(Command::Version) => {
+            print!("{}", version());
+            return ExitCode::SUCCESS;
+        }
         Ok(Command::Token(name)) => {
             return match secret::token_command(&name) {
                 Ok(text) => {
@@ -795,6 +824,34 @@ mod tests {
         assert!(command(&["token", "alice", "--listen", "127.0.0.1:1"]).is_err());
         assert!(command(&["token", "alice", "bob"]).is_err());
         assert_eq!(command(&["--help", "token"]), Ok(Command::Help));
+    }
+
+    #[test]
+    fn version_is_asked_for_with_either_spelling_and_names_the_features() {
+        for flag in ["--version", "-V"] {
+            assert_eq!(command(&[flag]), Ok(Command::Version), "{flag}");
+        }
+        assert_eq!(
+            command(&["--listen", "127.0.0.1:1", "-V"]),
+            Ok(Command::Version)
+        );
+        let text = version();
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some(concat!("emberws ", env!("CARGO_PKG_VERSION")))
+        );
+        let features = lines.next().and_then(|l| l.strip_prefix("features: "));
+        assert_eq!(
+            features.map(|f| f.contains("tls")),
+            Some(cfg!(feature = "tls"))
+        );
+        assert_eq!(
+            features.map(|f| f.contains("redis")),
+            Some(cfg!(feature = "redis"))
+        );
+        assert_eq!(lines.next(), None);
+        assert!(USAGE.contains("-V, --version"));
     }
 
     #[test]
