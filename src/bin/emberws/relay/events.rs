@@ -594,6 +594,31 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "redis")]
+    fn a_message_from_another_relay_reaches_a_stream_with_this_relays_id() {
+        let mut h = relay();
+        let mut es = h.events("/events?topic=b/%23", &[]).unwrap();
+        let mut ws = h.connect("/").unwrap();
+        say(&mut h, &ws, r#"{"type":"subscribe","topic":"b/#"}"#);
+        h.received_stream(&mut es);
+        let frame = r#"{"type":"message","topic":"b/x","data":[1],"id":"0badcafe-7"}"#;
+        assert!(Relay::import(h.server_mut(), "b/x", frame, false));
+        let got = h.received_events(&mut es);
+        let Frame::Text(local) = h.received(&mut ws).remove(0) else {
+            panic!("a text frame")
+        };
+        let id = format!("{}-1", h.handler().epoch);
+        assert!(local.ends_with(&format!(r#""id":"{id}"}}"#)), "{local}");
+        assert_eq!(
+            got,
+            [Event {
+                id: Some(id),
+                data: local
+            }]
+        );
+    }
+
+    #[test]
     fn a_large_replay_to_a_slow_stream_is_paced_within_backpressure() {
         let cfg = Config::default().max_backpressure(64 * 1024);
         let mut h = Harness::new(cfg, Relay::default());
