@@ -77,6 +77,7 @@ impl Relay {
         let header = req
             .header("Last-Event-ID")
             .map(|v| std::str::from_utf8(v).map(str::trim));
+        // `Some(None)`: given, but not text.
         let last = match header {
             Some(Err(_)) => Some(None),
             Some(Ok(id)) if !id.is_empty() => Some(Some(id)),

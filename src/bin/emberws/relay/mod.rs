@@ -1096,12 +1096,17 @@ fn data_in(frame: &str) -> Option<&str> {
 
 /// The id of a frame this relay built ([`message_frame`]): `EPOCH-SEQ`, from its last field.
 /// The event id an event stream gets with it. Empty for a frame without one.
+/// A look at the last few bytes: the id holds no quote, so the last one before its end opens it.
 pub(super) fn id_in(frame: &str) -> &str {
-    const FIELD: &str = r#","id":""#;
-    frame
-        .strip_suffix("\"}")
-        .and_then(|rest| rest.get(rest.rfind(FIELD)? + FIELD.len()..))
-        .unwrap_or_default()
+    let Some(rest) = frame.strip_suffix("\"}") else {
+        return "";
+    };
+    match rest.rfind('"') {
+        Some(at) if rest.get(..=at).is_some_and(|f| f.ends_with(r#","id":""#)) => {
+            rest.get(at + 1..).unwrap_or_default()
+        }
+        _ => "",
+    }
 }
 
 /// The data of a `message` frame (of another relay).
@@ -2287,6 +2292,22 @@ mod tests {
             Some("null")
         );
         assert!(req(r#"{"type":"publish"}"#).data.is_none());
+    }
+
+    #[test]
+    fn the_id_of_a_frame_is_its_last_field() {
+        let mut out = Vec::new();
+        let epoch = Epoch::parse("3fa2c9e1").unwrap();
+        message_frame(&mut out, "a/\"id\":\"x", r#"{"id":"no"}"#, epoch, 1042);
+        assert_eq!(id_in(std::str::from_utf8(&out).unwrap()), "3fa2c9e1-1042");
+        for bad in [
+            "",
+            "\"}",
+            r#"{"type":"message","data":"x"}"#,
+            r#"{"a":"b-1"}"#,
+        ] {
+            assert_eq!(id_in(bad), "", "{bad}");
+        }
     }
 
     #[test]
