@@ -58,7 +58,7 @@ pub struct Settings {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// JSON pub/sub, the dashboard, `/healthz` and `/metrics`.
+    /// JSON pub/sub, the dashboard, `/events`, `/healthz` and `/metrics`.
     #[default]
     Relay,
     /// Every message back to its sender.

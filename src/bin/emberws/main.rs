@@ -649,6 +649,7 @@ fn policy(settings: &Settings) -> Result<relay::Policy, String> {
         history_messages: settings.history.messages,
         history_bytes: settings.history.bytes,
         max_frame: settings.to_config().send_limit(),
+        max_subscriptions: settings.limits.max_subscriptions,
     })
 }
 

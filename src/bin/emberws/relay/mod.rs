@@ -16,11 +16,15 @@
 //! (rates per connection, lockouts of addresses that guess tokens). Topics that start with
 //! `$` are the relay's own: [`sys`] publishes its figures there, clients cannot.
 //!
+//! A page that only listens opens `GET /events?topic=P` instead ([`events`]): a Server-Sent
+//! Events stream of the same messages, with the message ids as event ids.
+//!
 //! Publishing from outside a callback (the program's loop: the relay's own `$SYS` figures):
 //! [`Relay::publish_from_loop`], the same path as a client's publish (id, history, retain).
 
 pub mod acl;
 pub mod clients;
+pub mod events;
 pub mod guard;
 pub mod history;
 pub mod id;
@@ -85,6 +89,19 @@ struct Request<'a> {
     since: Option<&'a RawValue>,
 }
 
+/// Where a subscription starts: a WebSocket `subscribe`'s `since`, or an event stream's last
+/// event id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Since {
+    /// None given: the retained values, then live messages.
+    Absent,
+    /// After this message: what history holds after it (or a gap), then live ones.
+    At(Epoch, u64),
+    /// An event stream's last event id that is no id of this relay's: answered as one of
+    /// another epoch (a gap, and the retained values).
+    Unreadable,
+}
+
 /// A string borrowed from the message unless it holds escapes. (serde borrows a `Cow`
 /// field, but not one inside an `Option`: that one would be an allocation per request.)
 struct Text<'a>(Cow<'a, str>);
@@ -140,6 +157,8 @@ pub struct Policy {
     /// The largest frame the server sends ([`Config::send_limit`]), for publishes from
     /// outside a callback.
     pub max_frame: usize,
+    /// [`Config::max_subscriptions`]: an event stream asking for more patterns is refused.
+    pub max_subscriptions: usize,
 }
 
 impl Default for Policy {
@@ -167,6 +186,7 @@ impl Default for Policy {
             history_messages: HISTORY_MESSAGES,
             history_bytes: HISTORY_BYTES,
             max_frame: Config::default().send_limit(),
+            max_subscriptions: Config::default().max_subscriptions,
         }
     }
 }
@@ -187,6 +207,10 @@ pub struct Counters {
     pub missing_token: u64,
     pub wrong_token: u64,
     pub locked_out: u64,
+    /// `GET /events` refused with 400: no topic, a bad one, too many.
+    pub events_bad_request: u64,
+    /// `GET /events` refused with 403: none of its patterns is allowed.
+    pub events_not_allowed: u64,
 }
 
 /// One connection of the relay: who it is (shared with the client's other connections),
@@ -394,7 +418,7 @@ impl Relay {
         }
         let frame = std::mem::take(&mut relay.out);
         if let Ok(text) = std::str::from_utf8(&frame) {
-            server.import(topic, Message::Text(text));
+            server.import_event(topic, id_in(text), Message::Text(text));
         }
         server.handler_mut().out = frame;
         true
@@ -630,60 +654,14 @@ impl Relay {
         match &*req.kind {
             "subscribe" => {
                 let pattern = topic(req, true)?;
-                let since = req.since.map(since_of).transpose()?;
-                let grants = session.who.rules.grant(pattern);
-                if grants.is_empty() {
-                    self.counters.denied_subscribe += 1;
-                    return Err(NOT_ALLOWED);
-                }
-                let asked = session.asked.iter().any(|p| **p == *pattern);
-                if !asked
-                    && ctx.subscriptions() + waiting(session) + grants.len()
-                        > ctx.config().max_subscriptions
-                {
-                    return Err("too many subscriptions");
-                }
-                if !asked {
-                    session.asked.push(pattern.into());
-                }
-                let pending = replay::catching_up(session, pattern);
-                match since {
-                    Some((epoch, seq)) if epoch == self.epoch && seq <= self.seq => {
-                        let rules = &session.who.rules;
-                        let gap = self
-                            .history
-                            .gap(seq, |t| matches(pattern, t) && rules.may_read(t));
-                        self.ack_gap(ctx, req.id, gap);
-                        if asked && !pending {
-                            // Live already: live again once caught up, so that nothing
-                            // published meanwhile overtakes what is replayed.
-                            let kept = granted(rules, &session.asked, |p| {
-                                p == pattern || replay::catching_up(session, p)
-                            });
-                            for g in grants.iter().filter(|g| !kept.contains(g)) {
-                                ctx.unsubscribe(g);
-                            }
-                        }
-                        self.catch_up(session, pattern, seq, !gap);
+                let since = match req.since {
+                    None => Since::Absent,
+                    Some(raw) => {
+                        let (epoch, seq) = since_of(raw)?;
+                        Since::At(epoch, seq)
                     }
-                    other => {
-                        // Without `since`, or with one this relay cannot answer from
-                        // history (another epoch, or ahead of it): the retained values.
-                        if other.is_some() {
-                            self.ack_gap(ctx, req.id, true);
-                        } else {
-                            self.ack(ctx, req.id, None);
-                        }
-                        if !pending {
-                            for g in &grants {
-                                ctx.subscribe(g);
-                            }
-                        }
-                        self.replay_retained(session, Some(pattern), None);
-                    }
-                }
-                self.pump(ctx, session);
-                Ok(())
+                };
+                self.subscribe(ctx, session, pattern, since, req.id)
             }
             "unsubscribe" => {
                 let pattern = topic(req, true)?;
@@ -724,7 +702,8 @@ impl Relay {
                         return Err(refusal);
                     }
                 };
-                let delivered = ctx.publish(name, Message::Text(self.frame()));
+                let frame = self.frame();
+                let delivered = ctx.publish_event(name, id_in(frame), Message::Text(frame));
                 self.exported(req.retain && retained.is_none(), data.get() == "null");
                 self.ack(ctx, req.id, Some(delivered.delivered()));
                 retained.map_or(Ok(()), Err)
@@ -742,6 +721,75 @@ impl Relay {
             }
             _ => Err("unknown \"type\": expected subscribe, unsubscribe, publish or ping"),
         }
+    }
+
+    /// Subscribes the connection to `pattern` (checked already), as its rules grant it: a
+    /// WebSocket's `subscribe` request, and each `topic` of an event stream when it opens
+    /// ([`events`]). With `since` the ack always goes (with `gap`), then what history holds
+    /// after it, then live messages; without, an ack if the request had an `id`, the retained
+    /// values, then live ones.
+    pub(super) fn subscribe(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        session: &mut Session,
+        pattern: &str,
+        since: Since,
+        id: Option<&RawValue>,
+    ) -> Result<(), Refusal> {
+        let grants = session.who.rules.grant(pattern);
+        if grants.is_empty() {
+            self.counters.denied_subscribe += 1;
+            return Err(NOT_ALLOWED);
+        }
+        let asked = session.asked.iter().any(|p| **p == *pattern);
+        if !asked
+            && ctx.subscriptions() + waiting(session) + grants.len()
+                > ctx.config().max_subscriptions
+        {
+            return Err("too many subscriptions");
+        }
+        if !asked {
+            session.asked.push(pattern.into());
+        }
+        let pending = replay::catching_up(session, pattern);
+        match since {
+            Since::At(epoch, seq) if epoch == self.epoch && seq <= self.seq => {
+                let rules = &session.who.rules;
+                let gap = self
+                    .history
+                    .gap(seq, |t| matches(pattern, t) && rules.may_read(t));
+                self.ack_gap(ctx, id, gap);
+                if asked && !pending {
+                    // Live already: live again once caught up, so that nothing published
+                    // meanwhile overtakes what is replayed.
+                    let kept = granted(rules, &session.asked, |p| {
+                        p == pattern || replay::catching_up(session, p)
+                    });
+                    for g in grants.iter().filter(|g| !kept.contains(g)) {
+                        ctx.unsubscribe(g);
+                    }
+                }
+                self.catch_up(session, pattern, seq, !gap);
+            }
+            other => {
+                // Without `since`, or with one this relay cannot answer from history
+                // (another epoch, ahead of it, or an event stream's last id that does not
+                // read): the retained values.
+                if matches!(other, Since::Absent) {
+                    self.ack(ctx, id, None);
+                } else {
+                    self.ack_gap(ctx, id, true);
+                }
+                if !pending {
+                    for g in &grants {
+                        ctx.subscribe(g);
+                    }
+                }
+                self.replay_retained(session, Some(pattern), None);
+            }
+        }
+        self.pump(ctx, session);
+        Ok(())
     }
 
     /// Gives a message the next id: its frame, built into `self.out`, enters history
@@ -827,10 +875,8 @@ impl Relay {
             Err(refusal) => return (Delivery::default(), Err(refusal)),
         };
         let frame = std::mem::take(&mut relay.out);
-        let delivery = server.publish(
-            topic,
-            Message::Text(std::str::from_utf8(&frame).unwrap_or_default()),
-        );
+        let text = std::str::from_utf8(&frame).unwrap_or_default();
+        let delivery = server.publish_event(topic, id_in(text), Message::Text(text));
         let relay = server.handler_mut();
         relay.out = frame;
         relay.exported(retain && retained.is_none(), data == "null");
@@ -902,6 +948,14 @@ impl Relay {
                 ("rate_abuse", c.closed_abuse),
                 ("client_removed", c.closed_removed),
                 ("replay_overrun", c.closed_overrun),
+            ],
+        );
+        family(
+            "events_refused_total",
+            "Event-stream requests (GET /events) refused, by reason (400, 403).",
+            &[
+                ("bad_request", c.events_bad_request),
+                ("not_allowed", c.events_not_allowed),
             ],
         );
         family(
@@ -1040,6 +1094,21 @@ fn data_in(frame: &str) -> Option<&str> {
     rest.get(at..end)
 }
 
+/// The id of a frame this relay built ([`message_frame`]): `EPOCH-SEQ`, from its last field.
+/// The event id an event stream gets with it. Empty for a frame without one.
+/// A look at the last few bytes: the id holds no quote, so the last one before its end opens it.
+pub(super) fn id_in(frame: &str) -> &str {
+    let Some(rest) = frame.strip_suffix("\"}") else {
+        return "";
+    };
+    match rest.rfind('"') {
+        Some(at) if rest.get(..=at).is_some_and(|f| f.ends_with(r#","id":""#)) => {
+            rest.get(at + 1..).unwrap_or_default()
+        }
+        _ => "",
+    }
+}
+
 /// The data of a `message` frame (of another relay).
 #[cfg(feature = "redis")]
 fn data_of(frame: &str) -> Option<&RawValue> {
@@ -1150,6 +1219,14 @@ impl Handler for Relay {
         }
     }
 
+    fn on_event_stream(&mut self, req: &HttpRequest<'_>) -> Option<Decision<Session>> {
+        (req.path() == events::PATH).then(|| self.event_stream(req))
+    }
+
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, session: &mut Session) {
+        self.open_stream(ctx, session);
+    }
+
     fn on_request(&mut self, req: &HttpRequest<'_>, stats: &Stats) -> Response {
         if req.method() != "GET" && req.method() != "HEAD" {
             let mut res = Response::status(405);
@@ -1170,6 +1247,12 @@ impl Handler for Relay {
                 // Short, so a page loads the new client soon after the relay is upgraded.
                 res.headers
                     .push(("Cache-Control", "public, max-age=300".to_owned()));
+                res
+            }
+            // A `GET` is an event stream (`on_event_stream`); this is a `HEAD`.
+            events::PATH => {
+                let mut res = Response::status(405);
+                res.headers.push(("Allow", "GET".to_owned()));
                 res
             }
             "/healthz" => Response::ok("application/json", stats.to_json().into_bytes()),
@@ -2209,6 +2292,22 @@ mod tests {
             Some("null")
         );
         assert!(req(r#"{"type":"publish"}"#).data.is_none());
+    }
+
+    #[test]
+    fn the_id_of_a_frame_is_its_last_field() {
+        let mut out = Vec::new();
+        let epoch = Epoch::parse("3fa2c9e1").unwrap();
+        message_frame(&mut out, "a/\"id\":\"x", r#"{"id":"no"}"#, epoch, 1042);
+        assert_eq!(id_in(std::str::from_utf8(&out).unwrap()), "3fa2c9e1-1042");
+        for bad in [
+            "",
+            "\"}",
+            r#"{"type":"message","data":"x"}"#,
+            r#"{"a":"b-1"}"#,
+        ] {
+            assert_eq!(id_in(bad), "", "{bad}");
+        }
     }
 
     #[test]

@@ -13,6 +13,9 @@
 //!   already, so a topic published since the replay began is passed over: its subscriber got
 //!   that newer message.
 //!
+//! To an event stream each replayed message goes as an event with its id ([`Ctx::send_event`]),
+//! paced by the size of the event.
+//!
 //! Pacing: a replay sends while the connection's queue is at most `drain_low_water` and the
 //! next frame fits within `max_backpressure` behind it, and at most
 //! [`budget`] bytes per call; then it waits for `on_drain` (the low-water notice, or
@@ -26,10 +29,12 @@ use std::collections::VecDeque;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use emberws::{CloseCode, Config, Ctx, Message, SendStatus};
+use emberws::proto::sse::{self, EventId};
+use emberws::{CloseCode, Config, Ctx, Kind, Message, SendStatus};
 
 use super::clients::Client;
-use super::{matches, Relay, Session};
+use super::events::Opening;
+use super::{id_in, matches, Relay, Session};
 
 /// A frame header's bytes at most.
 const FRAME_HEAD: usize = 14;
@@ -39,6 +44,8 @@ const FRAME_HEAD: usize = 14;
 pub struct Replay {
     catchup: Option<Catchup>,
     retained: VecDeque<RetainedJob>,
+    /// An event stream's request, from its acceptance to `on_open`, which subscribes it.
+    pub(super) opening: Option<Opening>,
 }
 
 /// Subscriptions with `since`, waiting for their cursor to reach the newest message.
@@ -91,6 +98,14 @@ enum Stop {
 }
 
 impl Replay {
+    /// An event stream's request, to be subscribed in `on_open`.
+    pub fn opening(opening: Opening) -> Replay {
+        Replay {
+            opening: Some(opening),
+            ..Replay::default()
+        }
+    }
+
     /// Whether `pattern` waits for its catch-up (not yet in the topic table).
     pub fn catching_up(&self, pattern: &str) -> bool {
         self.catchup
@@ -111,7 +126,7 @@ impl Replay {
     }
 
     fn is_empty(&self) -> bool {
-        self.catchup.is_none() && self.retained.is_empty()
+        self.catchup.is_none() && self.retained.is_empty() && self.opening.is_none()
     }
 }
 
@@ -123,8 +138,29 @@ pub fn catching_up(session: &Session, pattern: &str) -> bool {
         .is_some_and(|r| r.catching_up(pattern))
 }
 
-/// Whether the next frame of `len` bytes may go now, with `sent` bytes sent in this call;
-/// if not, `on_drain` is arranged.
+/// The bytes a replayed message takes in the connection's queue at most: its frame and
+/// header on a WebSocket, its event (the `id:` line and a `data:` line per line of the
+/// frame) on an event stream.
+fn cost(frame: &str, stream: bool) -> usize {
+    if stream {
+        sse::encoded_len(EventId::new(id_in(frame)), frame)
+    } else {
+        frame.len() + FRAME_HEAD
+    }
+}
+
+/// Sends a replayed message: the frame to a WebSocket, an event with the message's id to an
+/// event stream.
+fn send_one(ctx: &mut Ctx<'_>, frame: &str, stream: bool) -> SendStatus {
+    if stream {
+        ctx.send_event(id_in(frame), Message::Text(frame))
+    } else {
+        ctx.send(Message::Text(frame))
+    }
+}
+
+/// Whether the next message, `len` bytes in the queue ([`cost`]), may go now, with `sent`
+/// bytes sent in this call; if not, `on_drain` is arranged.
 ///
 /// What this call sent may still wait in the loop's batch, which the queue does not count
 /// yet: it is counted as queued, so that a frame never has to queue behind more than
@@ -138,7 +174,7 @@ fn room(ctx: &mut Ctx<'_>, len: usize, sent: usize) -> bool {
         return false;
     }
     let ahead = queued + sent;
-    if sent >= budget || (ahead > 0 && ahead + len + FRAME_HEAD > most) {
+    if sent >= budget || (ahead > 0 && ahead + len > most) {
         ctx.notify_drained();
         return false;
     }
@@ -210,7 +246,10 @@ impl Relay {
         let Some(replay) = session.replay.as_deref_mut() else {
             return;
         };
-        let Replay { catchup, retained } = replay;
+        let stream = ctx.kind() == Kind::EventStream;
+        let Replay {
+            catchup, retained, ..
+        } = replay;
         let (who, asked) = (&*session.who, &session.asked[..]);
         // Patterns catching up get no retained values: history brings them what they missed.
         let live = |p: &str| {
@@ -221,7 +260,7 @@ impl Relay {
         let mut sent = 0;
         let mut stop = Stop::Done;
         while let Some(job) = retained.front_mut() {
-            stop = self.send_retained(ctx, who, asked, &live, job, &mut sent);
+            stop = self.send_retained(ctx, who, asked, &live, job, (stream, &mut sent));
             match stop {
                 Stop::Done => {
                     retained.pop_front();
@@ -231,7 +270,7 @@ impl Relay {
         }
         if matches!(stop, Stop::Done) {
             if let Some(c) = catchup {
-                stop = self.send_history(ctx, who, c, &mut sent);
+                stop = self.send_history(ctx, who, c, (stream, &mut sent));
                 if matches!(stop, Stop::Done) {
                     for w in &c.wants {
                         for g in who.rules.grant(&w.pattern) {
@@ -254,7 +293,7 @@ impl Relay {
         asked: &[Box<str>],
         live: &dyn Fn(&str) -> bool,
         job: &mut RetainedJob,
-        sent: &mut usize,
+        (stream, sent): (bool, &mut usize),
     ) -> Stop {
         let wanted = |t: &str| match &job.pattern {
             Some(p) => matches(p, t),
@@ -269,16 +308,17 @@ impl Relay {
                 && who.rules.may_read(topic)
                 && !job.except.as_ref().is_some_and(|c| c.rules.may_read(topic));
             if send {
-                if !room(ctx, value.frame.len(), *sent) {
+                let len = cost(&value.frame, stream);
+                if !room(ctx, len, *sent) {
                     stop = Stop::Paused;
                     break;
                 }
-                match ctx.send(Message::Text(&value.frame)) {
+                match send_one(ctx, &value.frame, stream) {
                     SendStatus::Closed => {
                         stop = Stop::Closed;
                         break;
                     }
-                    _ => *sent += value.frame.len(),
+                    _ => *sent += len,
                 }
             }
             passed = Some(topic);
@@ -295,7 +335,7 @@ impl Relay {
         ctx: &mut Ctx<'_>,
         who: &Client,
         c: &mut Catchup,
-        sent: &mut usize,
+        (stream, sent): (bool, &mut usize),
     ) -> Stop {
         if c.drops != self.history.drops() {
             c.drops = self.history.drops();
@@ -319,13 +359,14 @@ impl Relay {
                 .any(|w| m.seq > w.since && matches(&w.pattern, m.topic))
                 && who.rules.may_read(m.topic);
             if wanted {
-                if !room(ctx, m.frame.len(), *sent) {
+                let len = cost(m.frame, stream);
+                if !room(ctx, len, *sent) {
                     return Stop::Paused;
                 }
-                if ctx.send(Message::Text(m.frame)) == SendStatus::Closed {
+                if send_one(ctx, m.frame, stream) == SendStatus::Closed {
                     return Stop::Closed;
                 }
-                *sent += m.frame.len();
+                *sent += len;
             }
             c.cursor = m.seq;
         }
