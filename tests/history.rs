@@ -306,7 +306,9 @@ fn retained_values_of_about_870_kib_reach_a_prompt_subscriber_without_1008() {
     // absorb what the relay would have queued at once.
     let server = relay(&["--socket-send-buffer", "16384"]);
     let mut p = Peer::anonymous(server.addr(), "publisher");
-    let value = "v".repeat(1000);
+    // 980 B of data: with the frame around it and each value's 128 B of entry overhead, the
+    // 870 values fit within the default max_retained_bytes (1 MiB).
+    let value = "v".repeat(980);
     for i in 0..870 {
         p.retain(&format!("sensors/{i:03}"), json!(value));
     }

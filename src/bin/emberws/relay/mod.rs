@@ -341,14 +341,20 @@ pub fn reserved(topic: &str) -> bool {
     topic.starts_with('$')
 }
 
-/// The bytes a retained value counts against `max_retained_bytes`. The relay's own `$`
-/// topics count nothing: they are a fixed set of small values (see [`sys`]), so a client
-/// filling the store cannot push them out.
+/// What a retained value holds beside its topic and frame bytes: its map entry (the key and
+/// the value, 64 B), the B-tree's slack with its nodes half full (as much again) — the
+/// allocator's headers of the two strings fit in what is left of a 128-byte round figure.
+pub const RETAINED_ENTRY_BYTES: usize = 128;
+
+/// The bytes a retained value counts against `max_retained_bytes`: its topic, its frame and
+/// [`RETAINED_ENTRY_BYTES`], so that many small values are bounded as honestly as a few
+/// large ones. The relay's own `$` topics count nothing: they are a fixed set of small values
+/// (see [`sys`]), so a client filling the store cannot push them out.
 fn retained_cost(topic: &str, frame: &str) -> usize {
     if reserved(topic) {
         0
     } else {
-        topic.len() + frame.len()
+        topic.len() + frame.len() + RETAINED_ENTRY_BYTES
     }
 }
 
@@ -1418,7 +1424,7 @@ mod tests {
     #[cfg(feature = "redis")]
     fn a_bridge_learns_which_publishes_were_retained_and_sets_retained_values() {
         let policy = Policy {
-            max_retained_bytes: 120,
+            max_retained_bytes: 120 + RETAINED_ENTRY_BYTES,
             ..Policy::default()
         };
         let cfg = Config::default().max_export_bytes(1 << 16);
@@ -1495,6 +1501,8 @@ mod tests {
             "a frame without readable data is not delivered"
         );
         import(&mut h, "x", "1", true);
+        // Room for two small values from here on.
+        h.handler_mut().policy.max_retained_bytes = 2 * (64 + RETAINED_ENTRY_BYTES);
         let snapshot: HashMap<String, String> = [
             ("a".to_owned(), frame("a", "3")),
             ("b".to_owned(), frame("b", "4")),
@@ -1516,11 +1524,17 @@ mod tests {
             .collect();
         assert_eq!(
             h.handler_mut().load_retained(big, &[]),
-            4,
-            "one entry of 61 B (with this relay's id, a two-digit seq) fits in 120 B"
+            3,
+            "two entries of 62 B (with this relay's id, a two-digit seq) and their overhead fit"
         );
         let now = retained_now(&mut h);
-        assert_eq!(now, [("k0".to_owned(), serde_json::json!(0))]);
+        assert_eq!(
+            now,
+            [
+                ("k0".to_owned(), serde_json::json!(0)),
+                ("k1".to_owned(), serde_json::json!(0))
+            ]
+        );
     }
 
     #[test]
@@ -1806,6 +1820,16 @@ mod tests {
         assert_eq!(session, 48);
         assert!(readme.contains(&format!("<!-- relay session: {session} B -->")));
         assert!(readme.contains(&format!("<!-- relay buckets: {limiter} B -->")));
+    }
+
+    #[test]
+    fn a_retained_entry_counts_at_least_twice_its_map_entry() {
+        let entry = std::mem::size_of::<String>() + std::mem::size_of::<Retained>();
+        assert!(2 * entry <= RETAINED_ENTRY_BYTES, "map entry {entry} B");
+        let readme = include_str!("../../../../README.md");
+        assert!(readme.contains(&format!(
+            "<!-- retained entry: {RETAINED_ENTRY_BYTES} B -->"
+        )));
     }
 
     #[test]

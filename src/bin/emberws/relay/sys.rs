@@ -613,14 +613,15 @@ mod tests {
     #[test]
     fn the_figures_are_retained_outside_the_cap_a_client_can_fill() {
         let policy = super::super::Policy {
-            max_retained_bytes: 100,
+            max_retained_bytes: 100 + super::super::RETAINED_ENTRY_BYTES,
             ..super::super::Policy::default()
         };
         let mut h = Harness::new(Config::default(), Relay::new(policy));
         let t0 = Instant::now();
         Sys::new(Duration::from_secs(10), t0).turn(h.server_mut(), t0);
         // The topic `f` (1 byte) and its frame (40 + 40 bytes, and its id of 18 or 19 bytes:
-        // `,"id":"EPOCH-SEQ"`, SEQ past the figures' own): the whole cap, or all but a byte.
+        // `,"id":"EPOCH-SEQ"`, SEQ past the figures' own) and its entry: the whole cap, or all
+        // but a byte.
         let mut p = h.connect("/").unwrap();
         let fill = format!(
             r#"{{"type":"publish","topic":"f","data":"{}","retain":true,"id":1}}"#,
