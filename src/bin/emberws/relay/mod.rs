@@ -758,8 +758,12 @@ impl Relay {
             session.asked.push(pattern.into());
         }
         let pending = replay::catching_up(session, pattern);
+        // A pattern that starts with `$` matches only topics that history never keeps (the
+        // relay's own figures): their retained values, the current figures, answer it with or
+        // without `since`, and nothing that could have been replayed was missed.
+        let unkept = pattern.starts_with('$');
         match since {
-            Since::At(epoch, seq) if epoch == self.epoch && seq <= self.seq => {
+            Since::At(epoch, seq) if !unkept && epoch == self.epoch && seq <= self.seq => {
                 let rules = &session.who.rules;
                 let gap = self
                     .history
@@ -784,7 +788,7 @@ impl Relay {
                 if matches!(other, Since::Absent) {
                     self.ack(ctx, id, None);
                 } else {
-                    self.ack_gap(ctx, id, true);
+                    self.ack_gap(ctx, id, !unkept);
                 }
                 if !pending {
                     for g in &grants {

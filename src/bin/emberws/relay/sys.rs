@@ -533,6 +533,30 @@ mod tests {
     }
 
     #[test]
+    fn a_sys_subscription_with_since_gets_the_current_figures() {
+        // History never keeps `$` topics: a page that resumes `$SYS/#` with the last id it
+        // saw gets the current figures at once, not a wait for the next sample.
+        let mut h = Harness::new(Config::default(), Relay::default());
+        let t0 = Instant::now();
+        Sys::new(Duration::from_secs(10), t0).turn(h.server_mut(), t0);
+        let mut p = h.connect("/").unwrap();
+        say(&mut h, &p, r#"{"type":"subscribe","topic":"$SYS/#"}"#);
+        let first = heard(&mut h, &mut p);
+        let last = first.last().unwrap()["id"].as_str().unwrap().to_owned();
+        let mut again = h.connect("/").unwrap();
+        let resume = format!(r#"{{"type":"subscribe","topic":"$SYS/#","since":"{last}","id":1}}"#);
+        say(&mut h, &again, &resume);
+        let got = heard(&mut h, &mut again);
+        assert_eq!(
+            got.first(),
+            Some(&serde_json::json!({"type": "ack", "id": 1, "gap": false}))
+        );
+        let figures = figures(&got[1..]);
+        assert_eq!(figures.len(), first.len(), "{got:?}");
+        assert_eq!(data(&figures, "$SYS/version"), VERSION);
+    }
+
+    #[test]
     fn figures_reach_sys_subscribers_only_and_do_not_count_themselves() {
         let mut h = Harness::new(Config::default(), Relay::default());
         let mut sys = h.connect("/").unwrap();
