@@ -105,7 +105,8 @@ pub struct Config {
     /// Subprotocols the server speaks, most preferred first. Default none.
     pub protocols: Vec<String>,
     /// Topic subscriptions per connection at most. Default 64. Each costs the pattern's bytes
-    /// plus about 60 bytes of table entries.
+    /// plus about 60 bytes of table entries; the table of each connection's patterns takes
+    /// 32 bytes per connection slot, up to the highest slot that subscribed.
     pub max_subscriptions: usize,
     /// Origins allowed to upgrade (exact match on the `Origin` header); empty = any.
     /// Requests from other origins get 403. Default empty.
