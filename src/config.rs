@@ -102,6 +102,16 @@ pub struct Config {
     /// Close with 1000 after this long without a data message either way; `None` = never.
     /// Default `None`.
     pub idle_timeout: Option<Duration>,
+    /// The `retry:` an event stream begins with: how long a browser's `EventSource` waits
+    /// before it reconnects after the stream ends (whole milliseconds); `None` = no `retry:`
+    /// line (browsers then wait a few seconds of their own). Default 2 s.
+    pub event_retry: Option<Duration>,
+    /// A keep-alive comment (`: keep-alive`) to an event stream after this long without
+    /// anything written to it, so proxies keep the connection and a peer that is gone is
+    /// found by the write failing; `None` = none. An event stream gets no pings: there is no
+    /// pong to wait for. Default 15 s. 14 bytes per keep-alive, written only when nothing is
+    /// queued.
+    pub event_keepalive: Option<Duration>,
     /// Subprotocols the server speaks, most preferred first. Default none.
     pub protocols: Vec<String>,
     /// Topic subscriptions per connection at most. Default 64. Each costs the pattern's bytes
@@ -139,6 +149,8 @@ impl Default for Config {
             pong_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
             idle_timeout: None,
+            event_retry: Some(Duration::from_secs(2)),
+            event_keepalive: Some(Duration::from_secs(15)),
             protocols: Vec::new(),
             max_subscriptions: 64,
             allowed_origins: Vec::new(),
@@ -207,6 +219,10 @@ impl Config {
         close_timeout: Duration;
         /// Sets [`Config::idle_timeout`].
         idle_timeout: Option<Duration>;
+        /// Sets [`Config::event_retry`].
+        event_retry: Option<Duration>;
+        /// Sets [`Config::event_keepalive`].
+        event_keepalive: Option<Duration>;
         /// Sets [`Config::protocols`].
         protocols: Vec<String>;
         /// Sets [`Config::max_subscriptions`].
@@ -300,6 +316,9 @@ impl Config {
             if !(1024..=1 << 30).contains(&buf) {
                 return Err("socket buffers must be between 1 KiB and 1 GiB");
             }
+        }
+        if self.event_keepalive.is_some_and(|d| d.is_zero()) {
+            return Err("event_keepalive must be above zero (None for no keep-alives)");
         }
         if self.protocols.len() > 255 {
             return Err("protocols may list at most 255 subprotocols");

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use crate::config::Config;
-use crate::conn::State;
+use crate::conn::{Kind, State};
 use crate::handler::{Message, SendStatus};
 use crate::proto::CloseCode;
 use crate::server::inbox::ConnId;
@@ -22,6 +22,10 @@ pub struct Delivery {
     pub dropped: usize,
     /// Not delivered: the recipient was closing, or was closed as a slow consumer.
     pub closed: usize,
+    /// Not delivered: an event stream cannot carry it — binary data
+    /// ([`SendStatus::NotText`]), or an event over `max_send_size` once encoded
+    /// ([`SendStatus::TooLarge`]). WebSocket recipients of the same publish still get it.
+    pub refused: usize,
 }
 
 impl Delivery {
@@ -35,7 +39,10 @@ impl Delivery {
             SendStatus::Sent => self.sent += 1,
             SendStatus::Queued => self.queued += 1,
             SendStatus::Dropped => self.dropped += 1,
-            _ => self.closed += 1,
+            SendStatus::Closed => self.closed += 1,
+            SendStatus::TooLarge | SendStatus::NotText | SendStatus::InvalidEventId => {
+                self.refused += 1;
+            }
         }
     }
 }
@@ -79,14 +86,42 @@ impl<'a> Ctx<'a> {
         self.core.conn_state(self.id)
     }
 
+    /// What this connection is: a WebSocket, or an event stream
+    /// ([`crate::Handler::on_event_stream`]). [`Kind::WebSocket`] once it is gone.
+    pub fn kind(&self) -> Kind {
+        self.core.kind(self.id).unwrap_or_default()
+    }
+
+    /// What another connection is, while it exists.
+    pub fn kind_of(&self, id: ConnId) -> Option<Kind> {
+        self.core.kind(id)
+    }
+
     /// The subprotocol this connection speaks, if one was chosen.
     pub fn protocol(&self) -> Option<&str> {
         self.core.protocol(self.id)
     }
 
-    /// Sends a message to this connection.
+    /// Sends a message to this connection: a WebSocket frame, or on an event stream one
+    /// event, `data: LINE` for each line of the text (split at CRLF, CR or LF, as the
+    /// browser's parser splits them; it hands the page the lines joined with LF). Binary data
+    /// to an event stream is refused ([`SendStatus::NotText`]), and so is an event over
+    /// `max_send_size` once encoded ([`SendStatus::TooLarge`]).
     pub fn send(&mut self, msg: Message<'_>) -> SendStatus {
         self.core.send(self.id, msg)
+    }
+
+    /// Sends a message with an event id: on an event stream, an `id: ID` line before the
+    /// data (the browser sends the last one it saw as `Last-Event-ID` when it reconnects); a
+    /// WebSocket gets the plain frame. An id with CR, LF or NUL is refused on either kind,
+    /// and nothing is sent ([`SendStatus::InvalidEventId`]).
+    pub fn send_event(&mut self, event_id: &str, msg: Message<'_>) -> SendStatus {
+        self.core.send_event(self.id, event_id, msg)
+    }
+
+    /// As [`Ctx::send_event`], to another connection.
+    pub fn send_event_to(&mut self, id: ConnId, event_id: &str, msg: Message<'_>) -> SendStatus {
+        self.core.send_event(id, event_id, msg)
     }
 
     /// Sends text to this connection.
@@ -111,6 +146,17 @@ impl<'a> Ctx<'a> {
         self.core.buffered_amount(self.id)
     }
 
+    /// Asks for one [`Handler::on_drain`](crate::Handler::on_drain) call once nothing is
+    /// queued for this connection: after this callback's batch is written if the socket
+    /// takes all of it (in the next turn when nothing is queued and this is not the
+    /// connection's own callback), else when its queue empties. For a producer that paused where the
+    /// low-water notice cannot come: its queue is at or below
+    /// [`Config::drain_low_water`] already (its next message is too large to queue behind it,
+    /// or it sent what it allows itself in one callback), or nothing is queued at all.
+    pub fn notify_drained(&mut self) {
+        self.core.notify_drained(self.id);
+    }
+
     /// Bytes queued for another connection (0 if it is gone).
     pub fn buffered_amount_of(&self, id: ConnId) -> usize {
         self.core.buffered_amount(id)
@@ -118,7 +164,9 @@ impl<'a> Ctx<'a> {
 
     /// Starts the close handshake with this connection. [`SendStatus::Closed`] if it is not
     /// open; the report-only codes 1005 and 1006 are refused and nothing is sent
-    /// ([`SendStatus::Closed`] too).
+    /// ([`SendStatus::Closed`] too). An event stream has no close frame: what is queued is
+    /// written, then the stream ends (the TCP connection closes); `code` is what
+    /// [`crate::Handler::on_close`] is told.
     pub fn close(&mut self, code: CloseCode, reason: &str) -> SendStatus {
         self.core.close(self.id, code, reason)
     }
@@ -143,12 +191,24 @@ impl<'a> Ctx<'a> {
         self.core.topics.unsubscribe(self.id, pattern)
     }
 
-    /// Publishes to every subscriber of `topic`, framing the message once.
+    /// Publishes to every subscriber of `topic`: a frame for the WebSocket subscribers and an
+    /// event (no `id:` line) for the event-stream subscribers, each built once, and only if a
+    /// subscriber of that kind matched.
     pub fn publish(&mut self, topic: &str, msg: Message<'_>) -> Delivery {
-        self.core.publish(topic, msg)
+        self.core.publish(topic, msg, None)
     }
 
-    /// Sends to every open connection, framing the message once.
+    /// As [`Ctx::publish`], with an `id:` line in the event the event-stream subscribers get
+    /// (WebSocket subscribers get the same frame as from [`Ctx::publish`]). An id with CR, LF
+    /// or NUL refuses the whole publish, as a message over `max_send_size` does: nothing is
+    /// sent and the counts are all zero. Exported publishes
+    /// ([`crate::Server::drain_exports`]) keep the message, not the id.
+    pub fn publish_event(&mut self, topic: &str, event_id: &str, msg: Message<'_>) -> Delivery {
+        self.core.publish(topic, msg, Some(event_id))
+    }
+
+    /// Sends to every open connection, each encoding built once (an event stream gets the
+    /// message as an event).
     pub fn broadcast(&mut self, msg: Message<'_>) -> Delivery {
         self.core.broadcast(msg)
     }

@@ -8,6 +8,7 @@ use crate::conn::opcode;
 use crate::conn::outbox;
 use crate::handler::Message;
 use crate::proto::message::DataKind;
+use crate::proto::sse::EventId;
 use crate::proto::CloseCode;
 use crate::server::inbox::{Command, ConnId, Refused, Shared};
 use crate::stats::Stats;
@@ -15,7 +16,9 @@ use crate::stats::Stats;
 /// A handle to a running server, `Send + Clone`.
 ///
 /// Each call frames the message on the calling thread (the one copy of the payload), queues
-/// it in the server's inbox and wakes the loop. The inbox is bounded in bytes
+/// it in the server's inbox and wakes the loop. The loop writes the frame as it is to a
+/// WebSocket and the frame's message as an event to an event stream (binary data never
+/// reaches one: see [`crate::SendStatus::NotText`]). The inbox is bounded in bytes
 /// ([`crate::Config::max_inbox_bytes`]): the plain calls wait for room, the `try_*` calls
 /// return [`HandleError::Full`] instead. Called from the loop's own thread (inside a
 /// callback), the plain calls never wait either: they answer `Full`.
@@ -35,6 +38,8 @@ pub enum HandleError {
     Full,
     /// The message is larger than [`crate::Config::max_send_size`].
     TooLarge,
+    /// The event id holds CR, LF or NUL, which an event stream cannot carry.
+    InvalidEventId,
 }
 
 impl core::fmt::Display for HandleError {
@@ -43,11 +48,22 @@ impl core::fmt::Display for HandleError {
             HandleError::Stopped => "the server has stopped",
             HandleError::Full => "the server's inbox is full",
             HandleError::TooLarge => "the message is larger than max_send_size",
+            HandleError::InvalidEventId => "the event id holds CR, LF or NUL",
         })
     }
 }
 
 impl std::error::Error for HandleError {}
+
+/// The event id, if a stream can carry it, as the inbox keeps it.
+fn checked_id(event_id: Option<&str>) -> Result<Option<Box<str>>, HandleError> {
+    match event_id {
+        None => Ok(None),
+        Some(id) => EventId::new(id)
+            .map(|id| Some(id.as_str().into()))
+            .ok_or(HandleError::InvalidEventId),
+    }
+}
 
 fn refused(r: Refused) -> HandleError {
     match r {
@@ -92,13 +108,52 @@ impl ServerHandle {
     /// [`HandleError::Stopped`], [`HandleError::TooLarge`]; [`HandleError::Full`] only on the
     /// loop's own thread.
     pub fn publish(&self, topic: &str, msg: Message<'_>) -> Result<(), HandleError> {
+        self.publish_with(topic, None, msg, true)
+    }
+
+    /// As [`ServerHandle::publish`], with an event id for the event-stream subscribers (an
+    /// `id:` line; WebSocket subscribers get the plain frame).
+    ///
+    /// # Errors
+    /// As [`ServerHandle::publish`], and [`HandleError::InvalidEventId`].
+    pub fn publish_event(
+        &self,
+        topic: &str,
+        event_id: &str,
+        msg: Message<'_>,
+    ) -> Result<(), HandleError> {
+        self.publish_with(topic, Some(event_id), msg, true)
+    }
+
+    /// As [`ServerHandle::publish_event`], but never waits.
+    ///
+    /// # Errors
+    /// As [`ServerHandle::publish_event`], and `Full`.
+    pub fn try_publish_event(
+        &self,
+        topic: &str,
+        event_id: &str,
+        msg: Message<'_>,
+    ) -> Result<(), HandleError> {
+        self.publish_with(topic, Some(event_id), msg, false)
+    }
+
+    fn publish_with(
+        &self,
+        topic: &str,
+        event_id: Option<&str>,
+        msg: Message<'_>,
+        wait: bool,
+    ) -> Result<(), HandleError> {
+        let event_id = checked_id(event_id)?;
         let frame = self.frame(msg)?;
         self.command(
             Command::Publish {
                 topic: topic.into(),
                 frame,
+                event_id,
             },
-            true,
+            wait,
         )
     }
 
@@ -107,14 +162,7 @@ impl ServerHandle {
     /// # Errors
     /// As [`ServerHandle::publish`], and `Full`.
     pub fn try_publish(&self, topic: &str, msg: Message<'_>) -> Result<(), HandleError> {
-        let frame = self.frame(msg)?;
-        self.command(
-            Command::Publish {
-                topic: topic.into(),
-                frame,
-            },
-            false,
-        )
+        self.publish_with(topic, None, msg, false)
     }
 
     /// Sends to one connection, waiting for room in the inbox.
@@ -122,8 +170,7 @@ impl ServerHandle {
     /// # Errors
     /// As [`ServerHandle::publish`].
     pub fn send(&self, id: ConnId, msg: Message<'_>) -> Result<(), HandleError> {
-        let frame = self.frame(msg)?;
-        self.command(Command::Send { id, frame }, true)
+        self.send_with(id, None, msg, true)
     }
 
     /// As [`ServerHandle::send`], but never waits.
@@ -131,8 +178,53 @@ impl ServerHandle {
     /// # Errors
     /// As [`ServerHandle::try_publish`].
     pub fn try_send(&self, id: ConnId, msg: Message<'_>) -> Result<(), HandleError> {
+        self.send_with(id, None, msg, false)
+    }
+
+    /// As [`ServerHandle::send`], with an event id for an event stream (ignored for a
+    /// WebSocket, which gets the plain frame).
+    ///
+    /// # Errors
+    /// As [`ServerHandle::publish_event`].
+    pub fn send_event(
+        &self,
+        id: ConnId,
+        event_id: &str,
+        msg: Message<'_>,
+    ) -> Result<(), HandleError> {
+        self.send_with(id, Some(event_id), msg, true)
+    }
+
+    /// As [`ServerHandle::send_event`], but never waits.
+    ///
+    /// # Errors
+    /// As [`ServerHandle::try_publish_event`].
+    pub fn try_send_event(
+        &self,
+        id: ConnId,
+        event_id: &str,
+        msg: Message<'_>,
+    ) -> Result<(), HandleError> {
+        self.send_with(id, Some(event_id), msg, false)
+    }
+
+    fn send_with(
+        &self,
+        id: ConnId,
+        event_id: Option<&str>,
+        msg: Message<'_>,
+        wait: bool,
+    ) -> Result<(), HandleError> {
+        let event_id = checked_id(event_id)?;
         let frame = self.frame(msg)?;
-        self.command(Command::Send { id, frame }, false)
+        self.command(
+            Command::Send {
+                id,
+                frame,
+                event_id,
+            },
+            wait,
+        )
     }
 
     /// Sends to every open connection, waiting for room in the inbox.

@@ -1,7 +1,7 @@
-//! Layer 4: what an application implements — the upgrade decision, open, message, drain,
-//! close — and the views it is handed.
+//! Layer 4: what an application implements — the upgrade decision (and the event-stream
+//! one), open, message, drain, close — and the views it is handed.
 
-pub use crate::conn::{Decision, HttpRequest, Protocol, Response};
+pub use crate::conn::{Decision, HttpRequest, Kind, Protocol, Response};
 use crate::ctx::Ctx;
 use crate::proto::CloseCode;
 use crate::stats::Stats;
@@ -49,8 +49,14 @@ pub enum SendStatus {
     /// Not sent: the connection is not open (closing, closed, or just closed as a slow
     /// consumer under [`crate::SlowConsumer::Close`]).
     Closed,
-    /// Not sent: larger than [`crate::Config::max_send_size`].
+    /// Not sent: larger than [`crate::Config::max_send_size`] (on an event stream: the
+    /// encoded event, its `id:` and `data:` lines together).
     TooLarge,
+    /// Not sent: binary data to an event stream, which carries text only.
+    NotText,
+    /// Not sent: an event id with CR, LF or NUL ([`crate::Ctx::send_event`]). A line break
+    /// would end the `id:` field, and a parser ignores an id holding NUL.
+    InvalidEventId,
 }
 
 impl SendStatus {
@@ -65,9 +71,10 @@ impl SendStatus {
 /// [`ServerHandle`](crate::ServerHandle).
 ///
 /// Each connection carries a `State` of the handler's choosing, made by
-/// [`Handler::on_upgrade`], handed mutably to every callback about that connection, and
-/// given back by value to [`Handler::on_close`], after which it is dropped. Its size is part
-/// of the memory each connection costs (see the README's formula).
+/// [`Handler::on_upgrade`] (or [`Handler::on_event_stream`]), handed mutably to every
+/// callback about that connection, and given back by value to [`Handler::on_close`], after
+/// which it is dropped. Its size is part of the memory each connection costs (see the
+/// README's formula).
 pub trait Handler {
     /// The per-connection state (`()` for none).
     type State;
@@ -84,22 +91,49 @@ pub trait Handler {
         Response::status(400)
     }
 
-    /// A connection upgraded; `ctx` can send to it at once.
+    /// Decides whether a plain `GET` (one without `Upgrade: websocket`) becomes an event stream
+    /// (Server-Sent Events, `text/event-stream`). Asked before [`Handler::on_request`]; `None`
+    /// (the default) leaves the request to it.
+    ///
+    /// `Some(Decision::Accept(state))` opens the stream: the server writes a `200` head with
+    /// `Content-Type: text/event-stream` and no length (the body ends when the connection
+    /// does), a `retry:` line ([`crate::Config::event_retry`]), and calls
+    /// [`Handler::on_open`]. From then on it is a connection like an upgraded one — the same
+    /// state, limits, write queue, slow-consumer policy, topics and counting — of
+    /// [`Kind::EventStream`]: [`Ctx::send`] writes text as an event, a keep-alive comment
+    /// replaces pings, and the peer's bytes are read and dropped.
+    /// `Decision::AcceptProtocol` is taken as `Accept` (a stream has no subprotocol);
+    /// `Reject` and `Refuse` answer as for an upgrade.
+    ///
+    /// The Origin allow-list ([`crate::Config::allowed_origins`]) applies as to an upgrade,
+    /// after this call: an accepted request from an origin not on it gets 403 and its state
+    /// is dropped without `on_open`. A cross-origin request that passes is answered with
+    /// `Access-Control-Allow-Origin` naming its origin, so the page can read the stream.
+    fn on_event_stream(&mut self, req: &HttpRequest<'_>) -> Option<Decision<Self::State>> {
+        let _ = req;
+        None
+    }
+
+    /// A connection opened (upgraded, or an event stream began); `ctx` can send to it at once.
     fn on_open(&mut self, ctx: &mut Ctx<'_>, state: &mut Self::State) {
         let _ = (ctx, state);
     }
 
-    /// A complete message arrived, borrowed from the read buffer.
+    /// A complete message arrived, borrowed from the read buffer. Never for an event stream.
     fn on_message(&mut self, ctx: &mut Ctx<'_>, state: &mut Self::State, msg: Message<'_>);
 
     /// The connection's queue went from above [`crate::Config::drain_low_water`] bytes to at
-    /// or below it: a producer that paused on [`SendStatus::Queued`] can go on.
+    /// or below it: a producer that paused on [`SendStatus::Queued`] can go on. Also called
+    /// once after [`Ctx::notify_drained`], when nothing is queued any more.
     fn on_drain(&mut self, ctx: &mut Ctx<'_>, state: &mut Self::State) {
         let _ = (ctx, state);
     }
 
     /// The connection closed: the peer's code, the server's, or
     /// [`CloseCode::ABNORMAL`] (1006) when the TCP connection ended without a close frame.
+    /// An event stream has no close frames: it closes with the server's code (its close, a
+    /// slow consumer's 1008, 1001 at shutdown, 1000 at the idle timeout) or 1006 when the
+    /// peer went away.
     /// Called exactly once for every connection that opened, and no callback about it
     /// follows; `ctx` can no longer send to this connection, but can publish to others.
     fn on_close(&mut self, ctx: &mut Ctx<'_>, state: Self::State, code: CloseCode, reason: &str) {

@@ -3,7 +3,7 @@
 //!
 //! **Layer 1, [`proto`]**, is the protocol as pure state machines over byte slices: the
 //! HTTP/1.1 upgrade, the frame header codec, unmasking, UTF-8 validation, message assembly
-//! and close codes. It never touches a socket, a clock or the heap beyond what the caller
+//! and close codes, and the Server-Sent Events encoding of a message. It never touches a socket, a clock or the heap beyond what the caller
 //! lends, so tests, fuzzers and benches drive it directly.
 //!
 //! **Layer 2, the connection** (`conn`, internal), is one peer: its phase (`Connecting →
@@ -32,6 +32,11 @@
 //!    ─▶ ⑤ utf8::Validator::push ─▶ ⑥ message::Assembler ─▶ Handler::on_message
 //! Ctx::send ─▶ ⑦ Outbox (FrameHead, order, backpressure) ─▶ ⑧ WriteQueue ─transport::write─▶ socket
 //! ```
+//!
+//! A plain `GET` that [`Handler::on_event_stream`] claims becomes an event stream after ①:
+//! `proto::response::event_stream` answers it, nothing the peer sends is parsed, and
+//! `Ctx::send` goes through `proto::sse::encode` instead of the frame encoder to the same
+//! ⑦ and ⑧.
 //!
 //! # Memory per connection
 //!
@@ -90,7 +95,7 @@ pub use config::{Config, SlowConsumer};
 pub use ctx::{Ctx, Delivery, Subscribed};
 pub use error::Error;
 pub use handle::{HandleError, ServerHandle};
-pub use handler::{Decision, Handler, HttpRequest, Message, Protocol, Response, SendStatus};
+pub use handler::{Decision, Handler, HttpRequest, Kind, Message, Protocol, Response, SendStatus};
 pub use proto::CloseCode;
 pub use server::inbox::ConnId;
 pub use server::topics::topic_matches;

@@ -13,17 +13,21 @@ pub const CLOSE_CODES: [u16; 10] = [1000, 1001, 1002, 1003, 1005, 1006, 1007, 10
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Connections open now (handshaking or upgraded).
+    /// Connections open now (handshaking, upgraded, or event streams).
     pub connections_open: u64,
     /// Connections upgraded since start.
     pub accepted: u64,
+    /// Event streams open now (Server-Sent Events; counted in `connections_open` too).
+    pub event_streams_open: u64,
+    /// Event streams opened since start.
+    pub event_streams_accepted: u64,
     /// Requests refused, by status: the order of [`REJECT_STATUSES`], then all others.
     pub rejected: [u64; REJECT_STATUSES.len() + 1],
     /// Plain HTTP requests answered.
     pub http_requests: u64,
     /// Messages received.
     pub messages_in: u64,
-    /// Messages sent (one per recipient).
+    /// Messages sent (one per recipient), events to event streams included.
     pub messages_out: u64,
     /// Bytes read from sockets.
     pub bytes_in: u64,
@@ -95,12 +99,15 @@ impl Stats {
         let mut s = String::with_capacity(512);
         let _ = write!(
             s,
-            "{{\"connections_open\":{},\"accepted\":{},\"http_requests\":{},\"messages_in\":{},\
+            "{{\"connections_open\":{},\"accepted\":{},\"event_streams_open\":{},\
+             \"event_streams_accepted\":{},\"http_requests\":{},\"messages_in\":{},\
              \"messages_out\":{},\"bytes_in\":{},\"bytes_out\":{},\"slow_drops\":{},\
              \"slow_closes\":{},\"queued_bytes\":{},\"queued_high_water\":{},\"timeouts\":{},\
              \"exports_dropped\":{}",
             self.connections_open,
             self.accepted,
+            self.event_streams_open,
+            self.event_streams_accepted,
             self.http_requests,
             self.messages_in,
             self.messages_out,
@@ -150,6 +157,18 @@ impl Stats {
             "counter",
             "Connections upgraded.",
             self.accepted,
+        );
+        one(
+            "event_streams_open",
+            "gauge",
+            "Event streams (Server-Sent Events) open now.",
+            self.event_streams_open,
+        );
+        one(
+            "event_streams_accepted_total",
+            "counter",
+            "Event streams opened.",
+            self.event_streams_accepted,
         );
         one(
             "http_requests_total",

@@ -1,5 +1,5 @@
-//! Drive a [`Handler`] without sockets: scripted peers, time passed in, and the frames the
-//! server sent, decoded.
+//! Drive a [`Handler`] without sockets: scripted peers, time passed in, and the frames (or
+//! the Server-Sent Events) the server sent, decoded.
 //!
 //! A [`Harness`] runs the real server — the same connection code, handshake path, outbox,
 //! topics and timers as over TCP — with each peer on an in-memory transport, and a clock
@@ -25,6 +25,35 @@
 //! let mut peer = h.connect("/").expect("upgraded");
 //! h.send(&peer, Message::Text("hi"));
 //! assert_eq!(h.received(&mut peer), [Frame::Text("hi".into())]);
+//! ```
+//!
+//! An event stream ([`Handler::on_event_stream`]) is opened with [`Harness::events`] and read
+//! with [`Harness::received_events`], parsed as a browser's `EventSource` parses it:
+//!
+//! ```
+//! use emberws::testing::{Event, Harness};
+//! use emberws::{Config, Ctx, Decision, Handler, HttpRequest, Message};
+//!
+//! struct Ticker;
+//!
+//! impl Handler for Ticker {
+//!     type State = ();
+//!     fn on_upgrade(&mut self, _: &HttpRequest<'_>) -> Decision<()> {
+//!         Decision::Reject(404)
+//!     }
+//!     fn on_event_stream(&mut self, _: &HttpRequest<'_>) -> Option<Decision<()>> {
+//!         Some(Decision::Accept(()))
+//!     }
+//!     fn on_open(&mut self, ctx: &mut Ctx<'_>, _: &mut ()) {
+//!         ctx.send_event("1", Message::Text("first\nline"));
+//!     }
+//!     fn on_message(&mut self, _: &mut Ctx<'_>, _: &mut (), _: Message<'_>) {}
+//! }
+//!
+//! let mut h = Harness::new(Config::default(), Ticker);
+//! let mut peer = h.events("/events", &[]).expect("a stream");
+//! let first = Event { id: Some("1".into()), data: "first\nline".into() };
+//! assert_eq!(h.received_events(&mut peer), [first]);
 //! ```
 
 use std::cell::RefCell;
@@ -73,6 +102,143 @@ pub struct Peer {
     pending: Vec<u8>,
     /// The HTTP response head was read.
     upgraded: bool,
+    /// The parser of an event stream's body ([`Harness::events`]).
+    stream: Option<EventParser>,
+    /// The peer read bytes the server wrote after its last turn: the server has yet to learn
+    /// that the window has room again.
+    owed: bool,
+}
+
+/// One event of an event stream, as a browser's `EventSource` dispatches it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The `id:` field of this event, if it had one (the browser's `lastEventId` keeps the
+    /// latest: [`EventParser::last_event_id`]).
+    pub id: Option<String>,
+    /// The data: its `data:` lines joined with LF.
+    pub data: String,
+}
+
+/// What an event stream carried, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Streamed {
+    /// An event, dispatched at the empty line that ended it.
+    Event(Event),
+    /// A comment line, without its colon (`" keep-alive"` for the server's keep-alive).
+    Comment(String),
+    /// A `retry:` field: the reconnection delay in milliseconds.
+    Retry(u64),
+}
+
+/// An incremental parser of a `text/event-stream` body, by the rules of the WHATWG HTML
+/// standard (§9.2.6 "Interpreting an event stream"): lines end at CRLF, CR or LF, however the
+/// bytes are cut; a line starting with a colon is a comment; `data:` lines accumulate until an
+/// empty line dispatches them (nothing is dispatched without data); an `id:` holding NUL is
+/// ignored; `retry:` takes ASCII digits only.
+#[derive(Clone, Debug, Default)]
+pub struct EventParser {
+    line: Vec<u8>,
+    /// The last byte was a CR: an LF right after it ends nothing more.
+    after_cr: bool,
+    /// The stream's first bytes were looked at (for a byte order mark).
+    started: bool,
+    data: String,
+    has_data: bool,
+    id: Option<String>,
+    last_event_id: String,
+}
+
+impl EventParser {
+    /// A parser at the start of a stream.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Parses `bytes`, appending what they complete to `out`; a partial line waits.
+    pub fn push(&mut self, bytes: &[u8], out: &mut Vec<Streamed>) {
+        const BOM: &[u8] = b"\xEF\xBB\xBF";
+        if self.started {
+            return self.push_started(bytes, out);
+        }
+        // A byte order mark may open the stream, and is not part of the first line.
+        self.line.extend_from_slice(bytes);
+        if self.line.len() < BOM.len() && BOM.starts_with(&self.line) {
+            return;
+        }
+        self.started = true;
+        let mut held = std::mem::take(&mut self.line);
+        if held.starts_with(BOM) {
+            held.drain(..BOM.len());
+        }
+        self.push_started(&held, out);
+    }
+
+    fn push_started(&mut self, mut bytes: &[u8], out: &mut Vec<Streamed>) {
+        if self.after_cr && bytes.first() == Some(&b'\n') {
+            bytes = bytes.get(1..).unwrap_or_default();
+        }
+        self.after_cr = false;
+        while let Some(at) = bytes.iter().position(|&b| b == b'\r' || b == b'\n') {
+            let (line, rest) = bytes.split_at(at);
+            self.line.extend_from_slice(line);
+            let line = std::mem::take(&mut self.line);
+            self.on_line(&String::from_utf8_lossy(&line), out);
+            let cr = rest.first() == Some(&b'\r');
+            bytes = rest.get(1..).unwrap_or_default();
+            if cr {
+                match bytes.first() {
+                    Some(b'\n') => bytes = bytes.get(1..).unwrap_or_default(),
+                    Some(_) => {}
+                    None => self.after_cr = true,
+                }
+            }
+        }
+        self.line.extend_from_slice(bytes);
+    }
+
+    fn on_line(&mut self, line: &str, out: &mut Vec<Streamed>) {
+        if line.is_empty() {
+            let id = self.id.take();
+            if self.has_data {
+                let mut data = std::mem::take(&mut self.data);
+                data.pop(); // the LF after the last data line
+                out.push(Streamed::Event(Event { id, data }));
+            }
+            self.has_data = false;
+            self.data.clear();
+            return;
+        }
+        if let Some(comment) = line.strip_prefix(':') {
+            out.push(Streamed::Comment(comment.to_owned()));
+            return;
+        }
+        let (field, value) = match line.split_once(':') {
+            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
+            None => (line, ""),
+        };
+        match field {
+            "data" => {
+                self.data.push_str(value);
+                self.data.push('\n');
+                self.has_data = true;
+            }
+            "id" if !value.contains('\0') => {
+                self.id = Some(value.to_owned());
+                self.last_event_id = value.to_owned();
+            }
+            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                if let Ok(ms) = value.parse() {
+                    out.push(Streamed::Retry(ms));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The id of the latest `id:` field: what a browser sends as `Last-Event-ID`.
+    pub fn last_event_id(&self) -> &str {
+        &self.last_event_id
+    }
 }
 
 impl Peer {
@@ -143,6 +309,8 @@ impl<H: Handler> Harness<H> {
             wire,
             pending: Vec::new(),
             upgraded: false,
+            stream: None,
+            owed: false,
         };
         self.send_bytes(&mut peer, head);
         Some(peer)
@@ -196,6 +364,59 @@ impl<H: Handler> Harness<H> {
             answer.body = std::mem::take(&mut peer.pending);
         }
         Some(answer)
+    }
+
+    /// Opens an event stream: a plain `GET target` with `Accept: text/event-stream` and the
+    /// extra `headers`, as a browser's `EventSource` sends it. `Ok` once the server answered
+    /// `200` with `Content-Type: text/event-stream`: [`Harness::received_stream`] then reads
+    /// the body. Any other answer is `Err` with its status, headers and body (503 for a
+    /// refusal at capacity before the request was read, status 0 for no answer).
+    pub fn events(&mut self, target: &str, headers: &[(&str, &str)]) -> Result<Peer, HttpAnswer> {
+        let nothing = |status| HttpAnswer {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        let mut all = vec![("Accept", "text/event-stream")];
+        all.extend_from_slice(headers);
+        let head = request_head(target, false, &all);
+        let mut peer = self.open_raw(head.as_bytes()).ok_or_else(|| nothing(503))?;
+        let mut answer = self.take_head(&mut peer).ok_or_else(|| nothing(0))?;
+        let is_stream = answer.headers.iter().any(|(name, value)| {
+            name.eq_ignore_ascii_case("content-type") && value == "text/event-stream"
+        });
+        if answer.status == 200 && is_stream {
+            peer.upgraded = true;
+            peer.stream = Some(EventParser::new());
+            Ok(peer)
+        } else {
+            answer.body = std::mem::take(&mut peer.pending);
+            Err(answer)
+        }
+    }
+
+    /// Everything an event stream ([`Harness::events`]) carried since the last call —
+    /// `retry:`, comments and events, in order — parsed as a browser does; the peer reads it
+    /// (making room in its window). Empty for a peer that is not an event stream.
+    pub fn received_stream(&mut self, peer: &mut Peer) -> Vec<Streamed> {
+        self.pull(peer);
+        let mut out = Vec::new();
+        if let Some(parser) = peer.stream.as_mut() {
+            parser.push(&peer.pending, &mut out);
+            peer.pending.clear();
+        }
+        out
+    }
+
+    /// The events of [`Harness::received_stream`], without the comments and `retry:`.
+    pub fn received_events(&mut self, peer: &mut Peer) -> Vec<Event> {
+        self.received_stream(peer)
+            .into_iter()
+            .filter_map(|item| match item {
+                Streamed::Event(event) => Some(event),
+                _ => None,
+            })
+            .collect()
     }
 
     /// A plain HTTP `GET target`; the server's answer.
@@ -282,8 +503,12 @@ impl<H: Handler> Harness<H> {
     }
 
     /// Every frame the server sent to the peer since the last call, in order; the peer reads
-    /// them (making room in its window).
+    /// them (making room in its window). Empty for an event stream (see
+    /// [`Harness::received_stream`]).
     pub fn received(&mut self, peer: &mut Peer) -> Vec<Frame> {
+        if peer.stream.is_some() {
+            return Vec::new();
+        }
         self.pull(peer);
         if !peer.upgraded {
             if self.take_head(peer).is_none() {
@@ -296,12 +521,13 @@ impl<H: Handler> Harness<H> {
 
     fn pull(&mut self, peer: &mut Peer) {
         let out = std::mem::take(&mut peer.wire.borrow_mut().outbound);
-        if !out.is_empty() {
+        if !out.is_empty() || peer.owed {
             peer.pending.extend_from_slice(&out);
             // The peer read: its window has room again, as a writable event would say.
             self.server.mark_ready(peer.id, false);
             self.turn();
             let more = std::mem::take(&mut peer.wire.borrow_mut().outbound);
+            peer.owed = !more.is_empty();
             peer.pending.extend_from_slice(&more);
         }
     }
@@ -450,4 +676,58 @@ fn decode(buf: &mut Vec<u8>) -> Vec<Frame> {
     }
     buf.drain(..at);
     frames
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_in_pieces(stream: &[u8], cut: usize) -> Vec<Streamed> {
+        let mut parser = EventParser::new();
+        let mut out = Vec::new();
+        for piece in stream.chunks(cut.max(1)) {
+            parser.push(piece, &mut out);
+        }
+        out
+    }
+
+    fn event(id: Option<&str>, data: &str) -> Streamed {
+        Streamed::Event(Event {
+            id: id.map(str::to_owned),
+            data: data.to_owned(),
+        })
+    }
+
+    #[test]
+    fn the_parser_reads_the_standards_examples_however_they_are_cut() {
+        // The WHATWG examples: comments, multi-line data, an id, a leading space kept.
+        let stream = b"\xEF\xBB\xBFretry: 1500\r\n: test stream\n\ndata: first event\nid: 1\n\n\
+                       data:second event\nid\n\ndata:  third event\r\rdata: YHOO\rdata: +2\r\n\
+                       data: 10\n\nid: 7\n\nretry: x\nevent: add\ndata\ndata\n\ndata:";
+        let expected = [
+            Streamed::Retry(1500),
+            Streamed::Comment(" test stream".into()),
+            event(Some("1"), "first event"),
+            event(Some(""), "second event"),
+            event(None, " third event"),
+            event(None, "YHOO\n+2\n10"),
+            event(None, "\n"),
+        ];
+        for cut in 1..=stream.len() {
+            assert_eq!(parse_in_pieces(stream, cut), expected, "pieces of {cut}");
+        }
+        let mut parser = EventParser::new();
+        parser.push(stream, &mut Vec::new());
+        assert_eq!(
+            parser.last_event_id(),
+            "7",
+            "an id without data still counts"
+        );
+    }
+
+    #[test]
+    fn an_id_with_nul_is_ignored() {
+        let out = parse_in_pieces(b"id: a\0b\ndata: x\n\n", 100);
+        assert_eq!(out, [event(None, "x")]);
+    }
 }

@@ -128,6 +128,8 @@ impl Handler for Probe {
                 self.statuses.push(status);
                 self.buffered.push(ctx.buffered_amount());
             }
+        } else if text == "wake" {
+            ctx.notify_drained();
         } else if let Some(code) = text.strip_prefix("close ") {
             let code = match code {
                 "1006" => CloseCode::ABNORMAL,
@@ -167,6 +169,36 @@ fn sends_report_sent_and_dropped_and_drain_follows_the_reader() {
     h.set_window(&peer, usize::MAX);
     assert_eq!(h.received(&mut peer).len(), sent, "what was sent arrives");
     assert_eq!(h.handler().drains, 1);
+}
+
+#[test]
+fn notify_drained_calls_on_drain_once_nothing_is_queued() {
+    let cfg = Config::default().max_backpressure(64 * 1024);
+    let mut h = Harness::new(cfg, Probe::default());
+    let mut peer = h.connect("/").unwrap();
+    // Nothing queued: on_drain follows the callback, once.
+    h.send(&peer, Message::Text("wake"));
+    assert_eq!(h.handler().drains, 1);
+    h.send(&peer, Message::Text("burst 1x10"));
+    assert_eq!(h.handler().drains, 1, "only when asked");
+    // A few bytes queued, below the low-water mark: no low-water notice will come, the
+    // empty queue brings it.
+    h.set_window(&peer, 100);
+    h.send(&peer, Message::Text("burst 2x1000"));
+    assert!(h.buffered_amount(&peer) > 0);
+    h.send(&peer, Message::Text("wake"));
+    assert_eq!(h.handler().drains, 1, "still queued");
+    h.set_window(&peer, usize::MAX);
+    h.received(&mut peer);
+    assert_eq!(h.buffered_amount(&peer), 0);
+    assert_eq!(h.handler().drains, 2);
+    // From outside a callback, with nothing queued: in the next turn, once.
+    h.server_mut().visit_open(|_, ctx, _| ctx.notify_drained());
+    assert_eq!(h.handler().drains, 2);
+    h.turn();
+    assert_eq!(h.handler().drains, 3);
+    h.turn();
+    assert_eq!(h.handler().drains, 3, "once");
 }
 
 #[test]

@@ -6,6 +6,8 @@
 //!   bytes of it are mutated (then the same messages before the same error);
 //! - the incremental UTF-8 validator agrees with `std::str::from_utf8` and fails at the same
 //!   byte, fed in any chunks;
+//! - a Server-Sent Event encoded from any text and id parses back, by an independent
+//!   WHATWG-style parser and by the crate's own at any split, to the same data and id;
 //! - `topic_matches` agrees with a recursive reference matcher.
 //!
 //! Deterministic: every block runs from a fixed seed with a fixed number of cases, sized so
@@ -14,6 +16,9 @@
 //! `PROPTEST_CASES=20000 cargo test --release --test properties`.
 
 mod pipeline;
+#[path = "util/sse.rs"]
+#[allow(dead_code)]
+mod sse;
 
 use emberws::proto::frame::{FrameHeader, OpCode};
 use emberws::proto::handshake::{self, find_head_end, Header, Request};
@@ -909,24 +914,128 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------------------
+// Server-Sent Events
+// ---------------------------------------------------------------------------------------
+
+/// Text rich in what the encoding must get right: every kind of line break, colons, spaces,
+/// NUL, and any other character.
+fn event_text() -> impl Strategy<Value = String> {
+    let ch = prop_oneof![
+        2 => Just('\r'),
+        2 => Just('\n'),
+        1 => Just(':'),
+        1 => Just(' '),
+        1 => Just('\0'),
+        3 => any::<char>(),
+    ];
+    vec(ch, 0..48).prop_map(String::from_iter)
+}
+
+/// Any string, valid as an event id or not.
+fn event_id() -> impl Strategy<Value = String> {
+    let ch = prop_oneof![
+        1 => Just('\r'),
+        1 => Just('\n'),
+        1 => Just('\0'),
+        1 => Just(' '),
+        8 => any::<char>(),
+    ];
+    vec(ch, 0..12).prop_map(String::from_iter)
+}
+
+/// What the parser hands the page: every line break read as LF.
+fn as_parsed(text: &str) -> String {
+    text.replace("\r\n", "\n").replace('\r', "\n")
+}
+
+proptest! {
+    #![proptest_config(config(1024))]
+
+    #[test]
+    fn an_encoded_event_parses_back_to_its_data_and_id(
+        events in vec((event_text(), prop::option::of(event_id())), 0..6),
+        retry in prop::option::of(any::<u32>()),
+        keep_alive_after in vec(any::<bool>(), 6),
+        cuts in vec(any::<Index>(), 0..8),
+    ) {
+        use emberws::proto::sse::{self as codec, EventId};
+        use emberws::testing::{EventParser, Streamed};
+        let mut body = Vec::new();
+        let mut want = Vec::new();
+        if let Some(ms) = retry {
+            codec::retry(&mut body, u64::from(ms));
+            want.push(sse::Item::Retry(u64::from(ms)));
+        }
+        for (i, (text, id)) in events.iter().enumerate() {
+            let valid = id.as_deref().map(EventId::new);
+            let forbidden = |id: &str| id.contains(['\r', '\n', '\0']);
+            prop_assert_eq!(
+                matches!(valid, Some(None)),
+                id.as_deref().is_some_and(forbidden),
+                "EventId::new refuses exactly CR, LF and NUL: {:?}", id
+            );
+            let id = valid.flatten();
+            let before = body.len();
+            codec::encode(&mut body, id, text);
+            prop_assert_eq!(body.len() - before, codec::encoded_len(id, text));
+            want.push(sse::Item::Event {
+                id: id.map(|id| id.as_str().to_owned()),
+                data: as_parsed(text),
+            });
+            if keep_alive_after[i] {
+                body.extend_from_slice(codec::KEEP_ALIVE);
+                want.push(sse::Item::Comment(" keep-alive".to_owned()));
+            }
+        }
+        prop_assert_eq!(&sse::parse_all(&body), &want);
+
+        // The crate's own parser (the harness's) agrees, however the body is cut.
+        let mut parser = EventParser::new();
+        let mut got = Vec::new();
+        let mut at = 0;
+        for cut in positions(&cuts, body.len()).into_iter().chain([body.len()]) {
+            parser.push(&body[at..cut], &mut got);
+            at = cut;
+        }
+        let got: Vec<sse::Item> = got
+            .into_iter()
+            .map(|item| match item {
+                Streamed::Retry(ms) => sse::Item::Retry(ms),
+                Streamed::Comment(c) => sse::Item::Comment(c),
+                Streamed::Event(e) => sse::Item::Event { id: e.id, data: e.data },
+            })
+            .collect();
+        prop_assert_eq!(got, want);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Topics
 // ---------------------------------------------------------------------------------------
 
 /// The module's rule, level by level: `+` is any one level, `#` as the last level is all the
 /// remaining levels (zero or more), any other level matches itself. A `#` that is not last
-/// matches nothing.
+/// matches nothing. MQTT's `$` rule on top: a first-level `+` or `#` does not match a topic
+/// whose first level starts with `$`.
 fn reference_match(pattern: &[&str], topic: &[&str]) -> bool {
+    let wild_first = matches!(pattern.first(), Some(&"+" | &"#"));
+    let dollar_first = topic.first().is_some_and(|t| t.starts_with('$'));
+    !(wild_first && dollar_first) && level_match(pattern, topic)
+}
+
+/// [`reference_match`] without the `$` rule, from some level on.
+fn level_match(pattern: &[&str], topic: &[&str]) -> bool {
     match (pattern.split_first(), topic.split_first()) {
         (Some((&"#", rest)), _) => rest.is_empty(),
-        (Some((&"+", p)), Some((_, t))) => reference_match(p, t),
-        (Some((p, ps)), Some((t, ts))) => p == t && reference_match(ps, ts),
+        (Some((&"+", p)), Some((_, t))) => level_match(p, t),
+        (Some((p, ps)), Some((t, ts))) => p == t && level_match(ps, ts),
         (None, None) => true,
         (Some(_), None) | (None, Some(_)) => false,
     }
 }
 
 fn level() -> impl Strategy<Value = &'static str> {
-    select(vec!["a", "b", "", "ab", "a+", "#b", "$SYS"])
+    select(vec!["a", "b", "", "ab", "a+", "#b", "$SYS", "$"])
 }
 
 /// A pattern built from a topic: some levels turned into `+`, maybe the tail into `#`.

@@ -84,7 +84,7 @@ impl Peer {
 
     /// Expects a `message` on `topic` with `data`.
     fn expect_message(&mut self, topic: &str, data: Value) {
-        let got = self.recv();
+        let got = util::relay::without_id(self.recv());
         assert_eq!(
             got,
             json!({"type": "message", "topic": topic, "data": data})

@@ -194,6 +194,56 @@ fn wildcards_match_the_right_topics_and_deliver_once() {
 }
 
 #[test]
+fn dollar_topics_reach_only_the_patterns_that_name_them() {
+    let (server, _) = start(Config::default());
+    let patterns = ["#", "+/x", "+", "$SYS/#", "$SYS/+", "$SYS/x", "a/+"];
+    let mut subs: Vec<Client> = patterns
+        .iter()
+        .map(|p| {
+            let mut ws = connect(&server);
+            subscribe(&mut ws, p);
+            subscribe(&mut ws, "end");
+            ws
+        })
+        .collect();
+    let mut publisher = connect(&server);
+    // As in MQTT, a first-level wildcard does not match a topic that starts with `$`; a `$`
+    // further down is an ordinary character.
+    let cases: [(&str, usize); 4] = [("$SYS/x", 3), ("$SYS", 1), ("a/x", 3), ("a/$SYS", 2)];
+    for (topic, n) in cases {
+        assert_eq!(
+            publish(&mut publisher, topic, topic),
+            n,
+            "subscribers reached by {topic:?}"
+        );
+    }
+    assert_eq!(publish(&mut publisher, "end", "end"), patterns.len());
+    let expected: [&[&str]; 7] = [
+        &["a/x", "a/$SYS"],
+        &["a/x"],
+        &[],
+        &["$SYS/x", "$SYS"],
+        &["$SYS/x"],
+        &["$SYS/x"],
+        &["a/x", "a/$SYS"],
+    ];
+    for ((ws, want), pattern) in subs.iter_mut().zip(expected).zip(patterns) {
+        let mut got = Vec::new();
+        loop {
+            let m = recv_text(ws);
+            if m == "end" {
+                break;
+            }
+            got.push(m);
+        }
+        assert_eq!(
+            got, want,
+            "the subscriber of {pattern} got the wrong topics"
+        );
+    }
+}
+
+#[test]
 fn unsubscribe_stops_delivery() {
     let (server, _) = start(Config::default());
     let mut sub = connect(&server);

@@ -29,14 +29,16 @@ impl fmt::Display for Millis {
     }
 }
 
-/// The instants a connection's deadlines derive from. 32 bytes.
+/// The instants a connection's deadlines derive from. 48 bytes.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Deadlines {
     /// The handshake deadline while connecting, the close deadline while closing.
     pub phase: Option<Millis>,
-    /// When the peer last sent anything: liveness is receive-based.
+    /// When the peer last sent anything: liveness is receive-based. On an event stream, which
+    /// has no pings, the later of that and the last keep-alive: the next keep-alive is due
+    /// `event_keepalive` after it or after the last event, whichever is later.
     pub last_rx: Millis,
-    /// When the unanswered ping was sent.
+    /// When the unanswered ping was sent (never on an event stream).
     pub ping_sent: Option<Millis>,
     /// When a data message last went either way, for the idle timeout.
     pub last_message: Millis,
@@ -49,6 +51,8 @@ pub enum DeadlineAction {
     Nothing,
     /// A ping was written to the output; keep the connection.
     Ping,
+    /// A keep-alive comment was written to an event stream's output.
+    KeepAlive,
     /// A close frame was written to the output (idle timeout); keep the connection until the
     /// close completes.
     Close,

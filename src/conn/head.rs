@@ -1,6 +1,6 @@
 //! ①② The whole handshake of one connection: the request head parsed and validated, the
 //! Origin allow-list, the application's decision, and the answer written — `101 Switching
-//! Protocols`, an HTTP response, or a refusal with its status.
+//! Protocols`, the head of an event stream, an HTTP response, or a refusal with its status.
 //!
 //! The loop, the unit tests and the robustness harness all go through [`Conn::answer_head`];
 //! the application decides through [`Decide`], nothing else.
@@ -12,7 +12,7 @@ use super::{Conn, Data, Phase};
 use crate::config::{Config, MAX_HEADERS};
 use crate::pool::Pool;
 use crate::proto::handshake::{self, Header, Request};
-use crate::proto::{response, HandshakeError, Status};
+use crate::proto::{response, sse, HandshakeError, Status};
 
 use super::deadlines::Millis;
 
@@ -156,13 +156,20 @@ impl Response {
     }
 }
 
-/// The application's two decisions about a request head.
+/// The application's decisions about a request head.
 pub trait Decide {
     /// The per-connection state an accepted upgrade carries.
     type State;
 
     /// Decides an upgrade request that passed the protocol checks and the Origin allow-list.
     fn upgrade(&mut self, req: &HttpRequest<'_>) -> Decision<Self::State>;
+
+    /// Decides whether a plain `GET` becomes an event stream: `None` leaves it to
+    /// [`Decide::request`]. Default: `None`.
+    fn event_stream(&mut self, req: &HttpRequest<'_>) -> Option<Decision<Self::State>> {
+        let _ = req;
+        None
+    }
 
     /// Answers a plain HTTP request.
     fn request(&mut self, req: &HttpRequest<'_>) -> Response;
@@ -188,7 +195,9 @@ impl Decide for AcceptAll {
 /// What [`Conn::answer_head`] wrote and what the connection is now.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Answered<S> {
-    /// `101 Switching Protocols`: the connection is open with this state and subprotocol.
+    /// `101 Switching Protocols`, or the head of an event stream ([`super::Kind`] says
+    /// which): the connection is open with this state and subprotocol (never one for an event
+    /// stream).
     Open(S, Option<Protocol>),
     /// A plain HTTP request was answered with this status.
     Http(u16),
@@ -251,6 +260,11 @@ impl Conn {
             now,
         };
         if !req.is_upgrade() {
+            if req.method == "GET" {
+                if let Some(decision) = decide.event_stream(&view) {
+                    return self.open_stream(decision, &req, out, cfg, now);
+                }
+            }
             let res = decide.request(&view);
             write_response(out, &res, res.status);
             return Answered::Http(res.status);
@@ -259,12 +273,8 @@ impl Conn {
             Ok(key) => key,
             Err(e) => return refused(out, e.status()),
         };
-        // Browsers always send Origin; clients that are not browsers may omit it, and an
-        // allow-list guards against cross-site pages, so a missing Origin is let through.
-        if let Some(origin) = req.origin() {
-            if !cfg.allowed_origins.is_empty() && !cfg.allowed_origins.iter().any(|o| o == origin) {
-                return refused(out, HandshakeError::ForbiddenOrigin.status());
-            }
+        if !origin_allowed(&req, cfg) {
+            return refused(out, HandshakeError::ForbiddenOrigin.status());
         }
         let (state, protocol) = match decide.upgrade(&view) {
             Decision::Reject(status) => return refused(out, refusal_status(status)),
@@ -285,6 +295,56 @@ impl Conn {
         response::switching_protocols(out, key, name.map(String::as_str));
         self.opened(now);
         Answered::Open(state, protocol)
+    }
+}
+
+impl Conn {
+    /// Answers a `GET` the application made an event stream: the Origin allow-list, then
+    /// its decision. Accepted, the stream's head and `retry:` are written and the
+    /// connection is open.
+    fn open_stream<S>(
+        &mut self,
+        decision: Decision<S>,
+        req: &Request<'_, '_>,
+        out: &mut Vec<u8>,
+        cfg: &Config,
+        now: Millis,
+    ) -> Answered<S> {
+        // The allow-list applies as to an upgrade; it is checked once the application has
+        // claimed the request, since a plain GET from another origin may be any page.
+        if !origin_allowed(req, cfg) {
+            return refused(out, HandshakeError::ForbiddenOrigin.status());
+        }
+        let state = match decision {
+            Decision::Reject(status) => return refused(out, refusal_status(status)),
+            Decision::Refuse(res) => {
+                let status = refusal_status(res.status);
+                write_response(out, &res, status);
+                return Answered::Refused(status);
+            }
+            // An event stream has no subprotocol.
+            Decision::Accept(state) | Decision::AcceptProtocol(state, _) => state,
+        };
+        // A browser reads a cross-origin stream only if the answer names its origin; the
+        // origin passed the allow-list (or there is none), as a WebSocket page's would.
+        response::event_stream(out, req.origin());
+        if let Some(retry) = cfg.event_retry {
+            sse::retry(out, u64::try_from(retry.as_millis()).unwrap_or(u64::MAX));
+        }
+        self.opened_stream(now);
+        Answered::Open(state, None)
+    }
+}
+
+/// Browsers always send Origin on an upgrade (and on a cross-origin request); clients that
+/// are not browsers may omit it, and an allow-list guards against cross-site pages, so a
+/// missing Origin is let through.
+fn origin_allowed(req: &Request<'_, '_>, cfg: &Config) -> bool {
+    match req.origin() {
+        Some(origin) => {
+            cfg.allowed_origins.is_empty() || cfg.allowed_origins.iter().any(|o| o == origin)
+        }
+        None => true,
     }
 }
 

@@ -32,7 +32,6 @@ use crate::proto::close::{self, CloseCode, MAX_REASON_LEN};
 use crate::proto::frame::{self, FrameHeader, OpCode};
 use crate::proto::handshake::find_head_end;
 use crate::proto::mask::unmask;
-use crate::proto::message::DataKind as Kind;
 use crate::proto::message::{Assembler, DataKind, FrameKind};
 use crate::proto::{HandshakeError, ProtocolError, Role, Status};
 
@@ -58,6 +57,18 @@ impl fmt::Display for State {
             State::Closed => "CLOSED",
         })
     }
+}
+
+/// What a connection carries once open: WebSocket frames both ways, or Server-Sent Events
+/// from the server (a `text/event-stream` response to a plain `GET`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kind {
+    /// A WebSocket connection (also the kind of every connection until its head is answered).
+    #[default]
+    WebSocket,
+    /// An event stream: the server sends events, and nothing the peer sends is read as
+    /// messages.
+    EventStream,
 }
 
 /// Bytes handed to the loop: borrowed from the read buffer (zero copy), or a pooled buffer
@@ -173,6 +184,9 @@ enum Rx {
     },
     /// Failed or closed: everything read is dropped.
     Discard,
+    /// An event stream: everything read is dropped. Set once, when the stream opens, and
+    /// never left: it is the connection's [`Kind`], kept without a field of its own.
+    Stream,
 }
 
 const RX_START: Rx = Rx::Header {
@@ -208,7 +222,7 @@ enum Closing {
     Done,
 }
 
-/// One WebSocket connection's protocol state, buffers, outbox and deadlines.
+/// One connection's protocol state, buffers, outbox and deadlines.
 #[derive(Debug)]
 pub struct Conn {
     phase: Phase,
@@ -248,6 +262,15 @@ impl Conn {
             Phase::Open => State::Open,
             Phase::Closing(_) => State::Closing,
             Phase::Closed => State::Closed,
+        }
+    }
+
+    /// What the connection carries.
+    pub fn kind(&self) -> Kind {
+        if matches!(self.rx, Rx::Stream) {
+            Kind::EventStream
+        } else {
+            Kind::WebSocket
         }
     }
 
@@ -291,7 +314,7 @@ impl Conn {
     pub fn send(
         &mut self,
         batch: &mut Vec<u8>,
-        kind: Kind,
+        kind: DataKind,
         payload: &[u8],
         limit: usize,
         now: Millis,
@@ -421,7 +444,7 @@ impl Conn {
                 return None;
             }
             match self.rx {
-                Rx::Discard => {
+                Rx::Discard | Rx::Stream => {
                     take(input, usize::MAX);
                     return None;
                 }
@@ -714,6 +737,14 @@ impl Conn {
         };
     }
 
+    /// The request was answered with an event stream's head: the connection is open, and
+    /// what the peer sends from now on is read and dropped (an event stream carries nothing
+    /// from the peer; the bytes count in the read budget like any others).
+    fn opened_stream(&mut self, now: Millis) {
+        self.opened(now);
+        self.rx = Rx::Stream;
+    }
+
     /// Records that a final HTTP answer was written: flush it, then shut down.
     fn answered_http(&mut self, pool: &mut Pool, cfg: &Config, now: Millis) {
         self.rx = Rx::Discard;
@@ -738,8 +769,9 @@ impl Conn {
         self.answered_http(pool, cfg, now);
     }
 
-    /// Starts a server-initiated close. Returns false if the connection was not open or the
-    /// code may not be sent (1005, 1006: see [`CloseCode`]).
+    /// Starts a server-initiated close: a close frame, or on an event stream the end of the
+    /// body once the queue is written. Returns false if the connection was not open or the
+    /// code may not be sent (1005, 1006: see [`CloseCode`]), for either kind.
     pub fn close(
         &mut self,
         out: &mut Vec<u8>,
@@ -751,12 +783,20 @@ impl Conn {
         if !self.is_open() || !code.is_valid_on_wire() {
             return false;
         }
-        self.outbox.close(out, Some(code), reason);
-        self.enter_closing(Closing::AwaitReply, cfg, now);
+        match self.kind() {
+            Kind::WebSocket => {
+                self.outbox.close(out, Some(code), reason);
+                self.enter_closing(Closing::AwaitReply, cfg, now);
+            }
+            // An event stream has no close frame: what is queued goes out, then the write side
+            // is shut down and the peer reads the end of the body.
+            Kind::EventStream => self.enter_closing(Closing::Linger, cfg, now),
+        }
         true
     }
 
-    /// The slow-consumer close: drops every queued frame not yet begun and closes with 1008.
+    /// The slow-consumer close: drops every queued frame (or event) not yet begun and closes
+    /// with 1008 (an event stream ends after the one being written).
     /// Returns the bytes dropped, or `None` if the connection was not open.
     pub fn close_slow(&mut self, out: &mut Vec<u8>, cfg: &Config, now: Millis) -> Option<usize> {
         if !self.is_open() {
@@ -772,7 +812,9 @@ impl Conn {
     pub fn on_closed(&mut self, pool: &mut Pool) -> Option<CloseCode> {
         let was_open = self.is_open();
         self.phase = Phase::Closed;
-        self.rx = Rx::Discard;
+        if !matches!(self.rx, Rx::Stream) {
+            self.rx = Rx::Discard;
+        }
         self.release_buf(pool);
         was_open.then_some(CloseCode::ABNORMAL)
     }
@@ -801,9 +843,12 @@ impl Conn {
             Phase::Connecting { .. } | Phase::Closing(_) => d.phase,
             Phase::Closed => None,
             Phase::Open => {
-                let heartbeat = match d.ping_sent {
-                    Some(sent) => Some(sent.after(cfg.pong_timeout)),
-                    None => cfg.ping_interval.map(|i| d.last_rx.after(i)),
+                let heartbeat = match (self.kind(), d.ping_sent) {
+                    (Kind::EventStream, _) => cfg
+                        .event_keepalive
+                        .map(|i| d.last_rx.max(d.last_message).after(i)),
+                    (Kind::WebSocket, Some(sent)) => Some(sent.after(cfg.pong_timeout)),
+                    (Kind::WebSocket, None) => cfg.ping_interval.map(|i| d.last_rx.after(i)),
                 };
                 let idle = cfg.idle_timeout.map(|i| d.last_message.after(i));
                 match (heartbeat, idle) {
@@ -821,6 +866,26 @@ impl Conn {
         match self.phase {
             Phase::Connecting { .. } if due(d.phase) => DeadlineAction::Drop(Expired::Handshake),
             Phase::Closing(_) if due(d.phase) => DeadlineAction::Drop(Expired::Close),
+            Phase::Open if self.kind() == Kind::EventStream => {
+                if due(cfg.idle_timeout.map(|i| d.last_message.after(i))) {
+                    self.close(out, CloseCode::NORMAL, "idle timeout", cfg, now);
+                    return DeadlineAction::Close;
+                }
+                let keep_alive = cfg
+                    .event_keepalive
+                    .map(|i| d.last_rx.max(d.last_message).after(i));
+                if !due(keep_alive) {
+                    return DeadlineAction::Nothing;
+                }
+                // Bytes already waiting keep the stream busy: no comment behind them, and the
+                // next one counts from now.
+                self.deadlines.last_rx = now;
+                if self.outbox.keep_alive(out) {
+                    DeadlineAction::KeepAlive
+                } else {
+                    DeadlineAction::Nothing
+                }
+            }
             Phase::Open => {
                 if due(d.ping_sent.map(|s| s.after(cfg.pong_timeout))) {
                     return DeadlineAction::Drop(Expired::Pong);
@@ -843,10 +908,10 @@ impl Conn {
 }
 
 /// The opcode of a data message.
-pub fn opcode(kind: Kind) -> OpCode {
+pub fn opcode(kind: DataKind) -> OpCode {
     match kind {
-        Kind::Text => OpCode::Text,
-        Kind::Binary => OpCode::Binary,
+        DataKind::Text => OpCode::Text,
+        DataKind::Binary => OpCode::Binary,
     }
 }
 

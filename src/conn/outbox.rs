@@ -1,5 +1,7 @@
 //! ⑦ The one owner of a connection's outgoing bytes: every frame the server sends is encoded
-//! here ([`FrameHead`]) and placed here, so the ordering rules live in one place.
+//! here ([`FrameHead`]) and placed here, so the ordering rules live in one place. An event
+//! stream's events come encoded (`proto::sse`) and are placed by the same rules; its
+//! keep-alive comment is written here, and it never gets control or close frames.
 //!
 //! **The batch.** The loop lends one output buffer (the *batch*) to the connection it is
 //! serving and writes it to the socket after the callbacks; frames for any other connection
@@ -22,6 +24,7 @@ use std::rc::Rc;
 use super::write_queue::WriteQueue;
 use crate::proto::close::{self, CloseCode};
 use crate::proto::frame::{FrameHeader, OpCode};
+use crate::proto::sse;
 
 /// The header of one whole, unmasked server frame (2 to 10 bytes).
 #[derive(Clone, Copy, Debug)]
@@ -150,6 +153,16 @@ impl Outbox {
             b.copy_from_slice(payload);
         }
         self.queue.push_urgent(frame.get(..n).unwrap_or_default());
+    }
+
+    /// An event stream's keep-alive comment, into the batch, only while nothing is queued
+    /// (bytes that wait will keep the stream busy anyway). True if it was written.
+    pub fn keep_alive(&mut self, batch: &mut Vec<u8>) -> bool {
+        let idle = self.queue.is_empty();
+        if idle {
+            batch.extend_from_slice(sse::KEEP_ALIVE);
+        }
+        idle
     }
 
     /// The close frame, after everything offered before it. `None` for an empty payload

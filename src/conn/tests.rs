@@ -13,8 +13,8 @@ use std::io::IoSlice;
 use std::time::Duration;
 
 use super::{
-    AcceptAll, Answered, Conn, Data, DeadlineAction, Event, Expired, Finish, Millis, State,
-    WriteQueue,
+    AcceptAll, Answered, Conn, Data, DeadlineAction, Decide, Decision, Event, Expired, Finish,
+    HttpRequest, Kind, Millis, State, WriteQueue,
 };
 use crate::config::Config;
 use crate::pool::Pool;
@@ -475,6 +475,8 @@ struct Loop {
     out: Vec<u8>,
     /// Answer every message with the same message, as an echo handler would.
     echo: bool,
+    /// Make every plain `GET` an event stream ([`Streams`]) instead of [`AcceptAll`]'s 404.
+    streams: bool,
 }
 
 impl Loop {
@@ -487,6 +489,7 @@ impl Loop {
             pool,
             out: Vec::new(),
             echo: false,
+            streams: false,
         }
     }
 
@@ -528,16 +531,17 @@ impl Loop {
                 };
                 let bytes = data.as_slice().to_vec();
                 // The loop's own path: the connection parses, validates and answers.
-                let answered = self.conn.answer_head(
-                    data,
-                    PEER.parse().unwrap(),
-                    LOCAL.parse().unwrap(),
-                    &mut AcceptAll,
-                    &mut self.out,
-                    &mut self.pool,
-                    &self.cfg,
-                    now,
-                );
+                let (peer, local) = (PEER.parse().unwrap(), LOCAL.parse().unwrap());
+                let (out, pool, cfg) = (&mut self.out, &mut self.pool, &self.cfg);
+                let answered = if self.streams {
+                    let decide = &mut Streams;
+                    self.conn
+                        .answer_head(data, peer, local, decide, out, pool, cfg, now)
+                } else {
+                    let decide = &mut AcceptAll;
+                    self.conn
+                        .answer_head(data, peer, local, decide, out, pool, cfg, now)
+                };
                 assert!(
                     matches!(answered, Answered::Open(..) | Answered::Refused(_)),
                     "{answered:?}"
@@ -1528,6 +1532,203 @@ fn tcp_end_while_open_reports_1006_exactly_once() {
 
     let mut lp = Loop::new(Config::default());
     assert_eq!(lp.conn.on_closed(&mut lp.pool), None, "never opened");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event streams (a plain GET the application made one; default keep-alive 15 s, retry 2 s).
+
+/// Upgrades as [`AcceptAll`] does, and makes every plain `GET` an event stream.
+struct Streams;
+
+impl Decide for Streams {
+    type State = ();
+
+    fn upgrade(&mut self, _: &HttpRequest<'_>) -> Decision<()> {
+        Decision::Accept(())
+    }
+
+    fn request(&mut self, _: &HttpRequest<'_>) -> super::Response {
+        super::Response::status(404)
+    }
+
+    fn event_stream(&mut self, _: &HttpRequest<'_>) -> Option<Decision<()>> {
+        Some(Decision::Accept(()))
+    }
+}
+
+const STREAM_REQUEST: &[u8] =
+    b"GET /events?topic=t HTTP/1.1\r\nHost: example.com\r\nAccept: text/event-stream\r\n\r\n";
+
+/// A stream opened at time 0, its head and `retry:` already read.
+fn open_stream(cfg: Config) -> Loop {
+    let mut lp = Loop::new(cfg);
+    lp.streams = true;
+    feed!(lp, time 0, STREAM_REQUEST, [head(Src::Borrowed, STREAM_REQUEST)]);
+    let mut wire = lp.take_wire();
+    let res = take_response_head(&mut wire).expect("a response head");
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("Content-Type"), Some("text/event-stream"));
+    // No Origin (a same-origin page, or not a browser): no CORS header.
+    assert_eq!(res.header("Access-Control-Allow-Origin"), None);
+    let retry = lp
+        .cfg
+        .event_retry
+        .map(|r| format!("retry: {}\n\n", r.as_millis()));
+    assert_eq!(wire, retry.unwrap_or_default().as_bytes());
+    assert_eq!(
+        (lp.conn.state(), lp.conn.kind()),
+        (State::Open, Kind::EventStream)
+    );
+    lp
+}
+
+#[test]
+fn a_get_becomes_an_event_stream_that_reads_nothing_as_messages() {
+    let mut lp = open_stream(Config::default());
+    // Whatever the peer sends is read and dropped: no event, no answer, nothing held.
+    feed!(lp, time 1, client::text("hello"), []);
+    feed!(lp, time 2, upgrade_request(), []);
+    feed!(lp, time 3, [0xffu8; 3000], []);
+    expect_out!(lp, []);
+    assert_eq!(lp.conn.buffered_bytes(), 0);
+    assert_eq!(lp.conn.state(), State::Open);
+    // Bytes after the head in the same read are dropped the same way.
+    let mut lp = Loop::new(Config::default().event_retry(None));
+    lp.streams = true;
+    let with_more = [STREAM_REQUEST, b"GET / HTTP/1.1\r\n\r\n"].concat();
+    feed!(lp, time 0, &with_more, [head(Src::Borrowed, STREAM_REQUEST)]);
+    let mut wire = lp.take_wire();
+    take_response_head(&mut wire).unwrap();
+    assert!(wire.is_empty(), "no retry: line when event_retry is None");
+    assert_eq!(lp.conn.kind(), Kind::EventStream);
+}
+
+#[test]
+fn an_upgrade_stays_a_websocket_when_streams_are_offered() {
+    let mut lp = Loop::new(Config::default());
+    lp.streams = true;
+    feed!(lp, time 0, upgrade_request(), [head(Src::Borrowed, &upgrade_request())]);
+    expect_101!(lp, []);
+    assert_eq!(lp.conn.kind(), Kind::WebSocket);
+}
+
+#[test]
+fn a_keep_alive_after_silence_and_never_a_ping_or_a_pong_deadline() {
+    let mut lp = open_stream(Config::default());
+    assert_eq!(lp.conn.next_deadline(&lp.cfg), Some(Millis(15_000)));
+    expect_nothing!(lp, time 14_999);
+    assert_eq!(lp.deadline(Millis(15_000)), DeadlineAction::KeepAlive);
+    assert_eq!(lp.take_wire(), b": keep-alive\n\n");
+    assert_eq!(lp.conn.next_deadline(&lp.cfg), Some(Millis(30_000)));
+    // An event postpones the next one: it counts from the last thing written.
+    lp.conn.note_message(Millis(20_000));
+    assert_eq!(lp.conn.next_deadline(&lp.cfg), Some(Millis(35_000)));
+    expect_nothing!(lp, time 30_000);
+    assert_eq!(lp.deadline(Millis(35_000)), DeadlineAction::KeepAlive);
+    // Past the ping interval and the pong timeout, with no byte from the peer: still open.
+    for t in [50_000, 65_000, 80_000, 95_000] {
+        assert_eq!(lp.deadline(Millis(t)), DeadlineAction::KeepAlive, "at {t}");
+    }
+    assert_eq!(lp.conn.state(), State::Open);
+    assert_eq!(lp.take_wire(), b": keep-alive\n\n".repeat(5));
+
+    let cfg = Config::default().event_keepalive(None);
+    let lp = open_stream(cfg);
+    assert_eq!(lp.conn.next_deadline(&lp.cfg), None, "nothing is ever due");
+}
+
+#[test]
+fn a_keep_alive_never_waits_behind_queued_bytes() {
+    let mut lp = open_stream(Config::default());
+    lp.conn.outbox_mut().queue_mut().push(b"data: queued\n\n");
+    assert_eq!(lp.deadline(Millis(15_000)), DeadlineAction::Nothing);
+    assert_eq!(lp.take_wire(), b"data: queued\n\n");
+    // The next one counts from the skipped one: the deadline never stays in the past.
+    assert_eq!(lp.conn.next_deadline(&lp.cfg), Some(Millis(30_000)));
+}
+
+#[test]
+fn a_stream_closes_with_no_close_frame_once_its_queue_is_written() {
+    let mut lp = open_stream(Config::default());
+    lp.conn.outbox_mut().queue_mut().push(b"data: last\n\n");
+    assert!(
+        !lp.close(1005, "", Millis(1)),
+        "report-only codes are refused"
+    );
+    assert!(lp.close(1000, "bye", Millis(1)));
+    assert_eq!(lp.conn.state(), State::Closing);
+    assert_eq!(lp.conn.finish(), Finish::Keep, "the queue goes out first");
+    assert!(!lp.close(1000, "", Millis(2)), "once");
+    assert_eq!(lp.take_wire(), b"data: last\n\n", "no close frame");
+    assert_eq!(lp.conn.finish(), Finish::ShutdownWrite);
+    lp.conn.shut_write();
+    feed!(lp, time 3, b"late bytes", []);
+    assert_eq!(lp.conn.next_deadline(&lp.cfg), Some(Millis(5_001)));
+    expect_dropped!(lp, time 5_001, Expired::Close);
+    assert_eq!(
+        lp.conn.on_closed(&mut lp.pool),
+        None,
+        "the close was reported"
+    );
+}
+
+#[test]
+fn the_idle_timeout_ends_a_stream() {
+    let cfg = Config::default()
+        .idle_timeout(Some(Duration::from_secs(20)))
+        .event_keepalive(None);
+    let mut lp = open_stream(cfg);
+    assert_eq!(lp.conn.next_deadline(&lp.cfg), Some(Millis(20_000)));
+    assert_eq!(lp.deadline(Millis(20_000)), DeadlineAction::Close);
+    expect_out!(lp, []);
+    assert_eq!(lp.conn.finish(), Finish::ShutdownWrite);
+}
+
+#[test]
+fn a_slow_stream_ends_after_the_event_on_the_wire() {
+    let mut lp = open_stream(Config::default());
+    lp.conn.outbox_mut().queue_mut().push(b"data: started\n\n");
+    let started = lp.write(3);
+    let dropped: std::rc::Rc<[u8]> = std::rc::Rc::from(&b"data: dropped\n\n"[..]);
+    lp.conn.outbox_mut().queue_mut().push_shared(dropped, 0);
+    assert_eq!(
+        lp.conn.close_slow(&mut lp.out, &lp.cfg, Millis(1)),
+        Some(15)
+    );
+    assert_eq!([started, lp.take_wire()].concat(), b"data: started\n\n");
+    assert_eq!(lp.conn.finish(), Finish::ShutdownWrite);
+}
+
+#[test]
+fn a_stream_that_ends_while_open_reports_1006_and_keeps_its_kind() {
+    let mut lp = open_stream(Config::default());
+    assert_eq!(lp.conn.on_closed(&mut lp.pool), Some(CloseCode::ABNORMAL));
+    assert_eq!(
+        (lp.conn.state(), lp.conn.kind()),
+        (State::Closed, Kind::EventStream)
+    );
+    assert_eq!(lp.conn.on_closed(&mut lp.pool), None);
+}
+
+#[test]
+fn an_origin_off_the_allow_list_gets_403_and_an_allowed_one_is_named() {
+    let cfg = Config::default().allowed_origins(vec!["https://ok.example".into()]);
+    let mut lp = Loop::new(cfg.clone());
+    lp.streams = true;
+    let req = b"GET /e HTTP/1.1\r\nHost: h\r\nOrigin: https://evil.example\r\n\r\n";
+    feed!(lp, time 0, req, [head(Src::Borrowed, req)]);
+    expect_http!(lp, 403);
+    let mut lp = Loop::new(cfg);
+    lp.streams = true;
+    let req = b"GET /e HTTP/1.1\r\nHost: h\r\nOrigin: https://ok.example\r\n\r\n";
+    feed!(lp, time 0, req, [head(Src::Borrowed, req)]);
+    let mut wire = lp.take_wire();
+    let res = take_response_head(&mut wire).unwrap();
+    assert_eq!(res.status, 200);
+    assert_eq!(
+        res.header("Access-Control-Allow-Origin"),
+        Some("https://ok.example")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

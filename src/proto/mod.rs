@@ -1,4 +1,5 @@
-//! Layer 1: the sans-IO protocol core of RFC 6455, and the RESP codec of the Redis bridge.
+//! Layer 1: the sans-IO protocol core of RFC 6455, the Server-Sent Events encoding, and the
+//! RESP codec of the Redis bridge.
 //!
 //! - **In:** byte slices the caller has already read, and buffers the caller lends.
 //! - **Out:** [`Status`] and values, views borrowed from the input, bytes appended to
@@ -18,6 +19,7 @@
 //! | ⑥ | [`message`] | frames → messages: fragmentation, control frames, size limits |
 //! | | [`close`] | close codes and the close frame payload |
 //! | | [`error`] | one variant per rule, mapped to a close code or an HTTP status |
+//! | | [`sse`] | a message → one Server-Sent Event (`text/event-stream`), the keep-alive |
 //! | | `resp` | RESP commands → bytes, broker replies and pushes → views (feature `redis`) |
 #![cfg_attr(
     not(test),
@@ -33,6 +35,7 @@ pub mod message;
 #[cfg(feature = "redis")]
 pub mod resp;
 pub mod response;
+pub mod sse;
 pub mod utf8;
 
 pub use close::CloseCode;

@@ -1,4 +1,5 @@
-//! ② The server's answer to a request head: `101 Switching Protocols` or an HTTP error.
+//! ② The server's answer to a request head: `101 Switching Protocols`, the head of an event
+//! stream, or an HTTP error.
 //!
 //! - **In:** a validated `Sec-WebSocket-Key`, a chosen subprotocol, or a status code.
 //! - **Out:** the exact response bytes, appended to a caller-owned `Vec<u8>`.
@@ -65,6 +66,29 @@ pub fn http_response(
 ) {
     write_head(out, status, headers, content_type, body.len());
     out.extend_from_slice(body);
+}
+
+/// Appends the head of an event stream's response: `200`, `Content-Type: text/event-stream`,
+/// no `Content-Length` and no chunking, so the body is every byte until the server closes
+/// (RFC 9112 §6.3 item 8), as the WHATWG `EventSource` reads it.
+///
+/// `Cache-Control: no-store` keeps caches from replaying a live stream, and
+/// `X-Accel-Buffering: no` asks a reverse proxy (nginx and those that follow it) to pass each
+/// event on at once rather than buffer the body. `allow_origin` is echoed in
+/// `Access-Control-Allow-Origin` for a cross-origin page (a browser lets it read the stream
+/// only then); it must be a header value as received (no CR or LF).
+pub fn event_stream(out: &mut Vec<u8>, allow_origin: Option<&str>) {
+    out.extend_from_slice(
+        b"HTTP/1.1 200 OK\r\n\
+          Content-Type: text/event-stream\r\n\
+          Cache-Control: no-store\r\n\
+          X-Accel-Buffering: no\r\n",
+    );
+    if let Some(origin) = allow_origin {
+        push_header(out, "Access-Control-Allow-Origin", origin);
+    }
+    // RFC 9112 §9.6: the connection ends with the body, and the server says so.
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
 }
 
 /// Appends the error response for `status`, with the headers the status calls for
@@ -221,6 +245,24 @@ mod tests {
             .expect("Content-Length")
             .parse()
             .expect("a number")
+    }
+
+    #[test]
+    fn an_event_stream_head_has_no_length_and_no_chunking() {
+        let mut out = Vec::new();
+        event_stream(&mut out, None);
+        let (head, body) = split_response(&out);
+        assert!(body.is_empty());
+        assert_eq!(
+            head,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n\
+             X-Accel-Buffering: no\r\nConnection: close\r\n\r\n"
+        );
+        out.clear();
+        event_stream(&mut out, Some("https://board.example"));
+        let (head, _) = split_response(&out);
+        assert!(head.contains("\r\nAccess-Control-Allow-Origin: https://board.example\r\n"));
+        assert!(!head.contains("Content-Length") && !head.contains("Transfer-Encoding"));
     }
 
     #[test]

@@ -36,16 +36,19 @@ impl core::fmt::Display for ConnId {
 }
 
 /// What another thread asks of the loop. Messages arrive framed: the loop writes the bytes as
-/// they are (one copy, made by the sending thread).
+/// they are to a WebSocket (one copy, made by the sending thread), and encodes the frame's
+/// message as an event for an event stream, with `event_id` (checked by the sender) if given.
 #[derive(Debug)]
 pub(crate) enum Command {
     Publish {
         topic: Box<str>,
         frame: Vec<u8>,
+        event_id: Option<Box<str>>,
     },
     Send {
         id: ConnId,
         frame: Vec<u8>,
+        event_id: Option<Box<str>>,
     },
     Broadcast {
         frame: Vec<u8>,
@@ -63,8 +66,15 @@ impl Command {
     pub(crate) fn cost(&self) -> usize {
         COMMAND_OVERHEAD
             + match self {
-                Command::Publish { topic, frame } => topic.len() + frame.len(),
-                Command::Send { frame, .. } | Command::Broadcast { frame } => frame.len(),
+                Command::Publish {
+                    topic,
+                    frame,
+                    event_id,
+                } => topic.len() + frame.len() + event_id.as_ref().map_or(0, |id| id.len()),
+                Command::Send {
+                    frame, event_id, ..
+                } => frame.len() + event_id.as_ref().map_or(0, |id| id.len()),
+                Command::Broadcast { frame } => frame.len(),
                 Command::Close { reason, .. } => reason.len(),
                 Command::Shutdown => 0,
             }
@@ -253,7 +263,19 @@ mod tests {
         Command::Publish {
             topic: "t".into(),
             frame: vec![0; n],
+            event_id: None,
         }
+    }
+
+    #[test]
+    fn a_command_record_is_within_its_counted_overhead() {
+        assert!(std::mem::size_of::<Command>() <= COMMAND_OVERHEAD);
+        let with_id = Command::Send {
+            id: ConnId { key: 0, gen: 0 },
+            frame: vec![0; 10],
+            event_id: Some("abc".into()),
+        };
+        assert_eq!(with_id.cost(), COMMAND_OVERHEAD + 13);
     }
 
     #[test]

@@ -27,8 +27,8 @@ use slab::Slab;
 
 use crate::config::Config;
 use crate::conn::{
-    Answered, Conn, DeadlineAction, Decide, Decision, Event, Finish, HttpRequest, Millis, Response,
-    State,
+    Answered, Conn, DeadlineAction, Decide, Decision, Event, Finish, HttpRequest, Kind, Millis,
+    Response, State,
 };
 use crate::ctx::Ctx;
 use crate::error::Error;
@@ -36,12 +36,14 @@ use crate::handle::ServerHandle;
 use crate::handler::{Handler, Message, SendStatus};
 use crate::pool::Pool;
 use crate::proto::message::DataKind;
+use crate::proto::sse::EventId;
 use crate::proto::{response, CloseCode};
 use crate::stats::Stats;
 use crate::transport::{self, ReadOutcome, Transport};
 use admission::{Admission, Verdict};
 use inbox::{Command, ConnId, Shared, COMMANDS_PER_TURN};
 use ready::Ready;
+use send::Payload;
 use timers::{Entry, TimerWheel};
 use topics::Topics;
 
@@ -74,6 +76,8 @@ mod flag {
     pub const WRITABLE: u8 = 8;
     /// Counted by admission (not a refused connection).
     pub const ADMITTED: u8 = 16;
+    /// The handler asked for `on_drain` once nothing is queued ([`crate::Ctx::notify_drained`]).
+    pub const WAKE: u8 = 32;
 }
 
 /// A connection slot: the protocol state and the transport it belongs to.
@@ -429,7 +433,20 @@ impl<H: Handler> Server<H> {
     /// Publishes to every subscriber of `topic` from outside a callback (an embedding
     /// application's own event), at the time of the latest turn.
     pub fn publish(&mut self, topic: &str, msg: Message<'_>) -> crate::ctx::Delivery {
-        let d = self.core.publish(topic, msg);
+        let d = self.core.publish(topic, msg, None);
+        self.drain_notices();
+        d
+    }
+
+    /// As [`Server::publish`], with an event id for the event-stream subscribers, as
+    /// [`Ctx::publish_event`] does.
+    pub fn publish_event(
+        &mut self,
+        topic: &str,
+        event_id: &str,
+        msg: Message<'_>,
+    ) -> crate::ctx::Delivery {
+        let d = self.core.publish(topic, msg, Some(event_id));
         self.drain_notices();
         d
     }
@@ -438,7 +455,19 @@ impl<H: Handler> Server<H> {
     /// the local subscribers of `topic`, framed once like a local publish. It is never
     /// exported: a bridge that imports what it received does not send it back.
     pub fn import(&mut self, topic: &str, msg: Message<'_>) -> crate::ctx::Delivery {
-        let d = self.core.import(topic, msg);
+        let d = self.core.import(topic, msg, None);
+        self.drain_notices();
+        d
+    }
+
+    /// As [`Server::import`], with an event id for the event-stream subscribers.
+    pub fn import_event(
+        &mut self,
+        topic: &str,
+        event_id: &str,
+        msg: Message<'_>,
+    ) -> crate::ctx::Delivery {
+        let d = self.core.import(topic, msg, Some(event_id));
         self.drain_notices();
         d
     }
@@ -463,6 +492,14 @@ impl<H: Handler> Server<H> {
     /// Sends to one connection from outside a callback.
     pub fn send(&mut self, id: ConnId, msg: Message<'_>) -> SendStatus {
         let status = self.core.send(id, msg);
+        self.drain_notices();
+        status
+    }
+
+    /// Sends to one connection with an event id from outside a callback, as
+    /// [`Ctx::send_event`] does.
+    pub fn send_event(&mut self, id: ConnId, event_id: &str, msg: Message<'_>) -> SendStatus {
+        let status = self.core.send_event(id, event_id, msg);
         self.drain_notices();
         status
     }
@@ -690,19 +727,31 @@ impl<H: Handler> Server<H> {
         self.inbox_more = self.shared.drain(COMMANDS_PER_TURN, &mut commands);
         for cmd in commands.drain(..) {
             match cmd {
-                Command::Publish { topic, frame } => {
-                    self.core.publish_frame(&topic, &frame);
+                Command::Publish {
+                    topic,
+                    frame,
+                    event_id,
+                } => {
+                    // The handle checked the id.
+                    let id = event_id.as_deref().and_then(EventId::new);
+                    self.core
+                        .publish_payload(&topic, Payload::Frame(&frame), id);
                     if self.core.exports.on() {
                         if let Some(msg) = exports::message_of(&frame) {
                             self.core.exports.keep(&topic, &msg);
                         }
                     }
                 }
-                Command::Send { id, frame } => {
-                    self.core.deliver_frame(id, &frame);
+                Command::Send {
+                    id,
+                    frame,
+                    event_id,
+                } => {
+                    let event_id = event_id.as_deref().and_then(EventId::new);
+                    self.core.deliver_frame(id, &frame, event_id);
                 }
                 Command::Broadcast { frame } => {
-                    self.core.broadcast_frame(&frame);
+                    self.core.broadcast_payload(Payload::Frame(&frame));
                 }
                 Command::Close { id, code, reason } => {
                     self.core.close(id, code, &reason);
@@ -714,8 +763,8 @@ impl<H: Handler> Server<H> {
         self.commands = commands;
     }
 
-    /// Stops accepting, closes every open connection with 1001 and drops the ones still
-    /// handshaking; the loop ends when all are gone or the close timeout has passed
+    /// Stops accepting, closes every open connection with 1001 (an event stream: its queue
+    /// is written, then the stream ends) and drops the ones still handshaking; the loop ends when all are gone or the close timeout has passed
     /// ([`Server::is_finished`]).
     pub fn shutdown(&mut self) {
         if self.core.shutdown_at.is_some() {
@@ -857,8 +906,14 @@ impl<H: Handler> Server<H> {
                     match answered {
                         Answered::Open(state, protocol) => {
                             slot.protocol = protocol.map_or(0, |p| p.index() as u8 + 1);
-                            core.stats.accepted += 1;
-                            debug!("[{id}] open from {peer}");
+                            if slot.conn.kind() == Kind::EventStream {
+                                core.stats.event_streams_open += 1;
+                                core.stats.event_streams_accepted += 1;
+                                debug!("[{id}] event stream open from {peer}");
+                            } else {
+                                core.stats.accepted += 1;
+                                debug!("[{id}] open from {peer}");
+                            }
                             states.insert(id, state, core.conns.capacity());
                             if let Some(state) = states.get_mut(id) {
                                 handler.on_open(&mut Ctx::new(core, id), state);
@@ -1027,6 +1082,10 @@ impl<H: Handler> Decide for Ask<'_, H> {
     fn request(&mut self, req: &HttpRequest<'_>) -> Response {
         self.handler.on_request(req, self.stats)
     }
+
+    fn event_stream(&mut self, req: &HttpRequest<'_>) -> Option<Decision<H::State>> {
+        self.handler.on_event_stream(req)
+    }
 }
 
 /// A non-blocking listener with `SO_REUSEADDR`, the configured backlog and socket buffer
@@ -1146,6 +1205,10 @@ impl Core {
         self.slot(id).map_or(State::Closed, |s| s.conn.state())
     }
 
+    pub(crate) fn kind(&self, id: ConnId) -> Option<Kind> {
+        self.slot(id).map(|s| s.conn.kind())
+    }
+
     pub(crate) fn protocol(&self, id: ConnId) -> Option<&str> {
         let index = usize::from(self.slot(id)?.protocol.checked_sub(1)?);
         self.cfg.protocols.get(index).map(String::as_str)
@@ -1153,6 +1216,23 @@ impl Core {
 
     pub(crate) fn buffered_amount(&self, id: ConnId) -> usize {
         self.slot(id).map_or(0, |s| s.conn.outbox().queued())
+    }
+
+    /// [`crate::Ctx::notify_drained`]: one `on_drain` once nothing is queued and the batch
+    /// (of the connection being served) is written.
+    pub(crate) fn notify_drained(&mut self, id: ConnId) {
+        let key = id.key as usize;
+        let Some(slot) = self.live(id) else {
+            return;
+        };
+        slot.flags |= flag::WAKE;
+        let empty = slot.conn.outbox().is_empty();
+        // The connection being served settles after its batch is written. Any other one with
+        // nothing queued is woken in the next turn, as if writable: a producer that asks
+        // again and again from `on_drain` gets one call per turn, and the others theirs.
+        if self.current != Some(key) && empty {
+            self.on_ready(key, false, true, false);
+        }
     }
 
     fn notify_close(&mut self, id: ConnId, code: CloseCode, reason: &str) {
@@ -1333,7 +1413,14 @@ impl Core {
         self.stats.queued(before, queued);
         slot.accounted = u32::try_from(queued).unwrap_or(u32::MAX);
         let low = self.cfg.drain_low_water;
-        if before > low && queued <= low && slot.conn.is_open() {
+        let drained = before > low && queued <= low;
+        let woken = slot.has(flag::WAKE)
+            && queued == 0
+            && (self.current != Some(key) || self.batch.is_empty());
+        if woken {
+            slot.flags &= !flag::WAKE;
+        }
+        if (drained || woken) && slot.conn.is_open() {
             self.notices.push_back(Notice::Drain(id));
         }
         let wants = slot.conn.wants_write() || slot.io.wants_write();
@@ -1388,6 +1475,7 @@ impl Core {
                 self.notify_close(id, CloseCode::NORMAL, "idle timeout");
             }
             DeadlineAction::Ping => trace!("[{id}] ping"),
+            DeadlineAction::KeepAlive => trace!("[{id}] keep-alive"),
             DeadlineAction::Nothing => {}
         }
         self.flush(key, Buf::Scratch);
@@ -1409,6 +1497,9 @@ impl Core {
             self.notify_close(id, code, "");
         }
         self.stats.queued(slot.accounted as usize, 0);
+        if slot.conn.kind() == Kind::EventStream {
+            self.stats.event_streams_open = self.stats.event_streams_open.saturating_sub(1);
+        }
         if slot.has(flag::ADMITTED) {
             self.admission.release(slot.peer.ip());
         }

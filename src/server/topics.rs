@@ -1,14 +1,25 @@
 //! The topic table: who is subscribed to what, with MQTT-style wildcards.
 //!
 //! Topics are `/`-separated levels. A subscription pattern may use `+` for exactly one level
-//! and `#` (last) for all remaining levels, zero or more.
+//! and `#` (last) for all remaining levels, zero or more. As in MQTT (3.1.1 §4.7.2), a
+//! wildcard in the first level does not match a topic whose first level starts with `$`:
+//! such topics (`$SYS/…`, a server's own figures) reach only patterns that name them.
 
 use std::collections::HashMap;
 
 use super::inbox::ConnId;
 
 /// Whether `topic` matches the subscription `pattern`.
+///
+/// `+` matches one level, a last `#` the remaining levels (zero or more, so `a/#` matches
+/// `a`). A pattern whose first level is `+` or `#` does not match a topic that starts with
+/// `$` (MQTT 3.1.1 §4.7.2): `#` and `+/x` never match `$SYS/x`, `$SYS/#` does.
 pub fn topic_matches(pattern: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (pattern.starts_with('#') || pattern.starts_with('+')) {
+        // A first level that starts with a wildcard character is `+` or `#` itself (or
+        // an invalid level, which matches nothing anyway).
+        return false;
+    }
     let mut pat = pattern.split('/');
     let mut top = topic.split('/');
     loop {
@@ -178,6 +189,24 @@ mod tests {
         assert!(topic_matches("+/+", "/x"));
     }
 
+    #[test]
+    fn a_first_level_wildcard_does_not_match_dollar_topics() {
+        for pattern in ["#", "+", "+/x", "+/#", "+/+"] {
+            for topic in ["$SYS", "$SYS/x", "$x"] {
+                assert!(!topic_matches(pattern, topic), "{pattern} on {topic}");
+            }
+        }
+        assert!(topic_matches("$SYS/#", "$SYS/x"));
+        assert!(topic_matches("$SYS/#", "$SYS"));
+        assert!(topic_matches("$SYS/+", "$SYS/x"));
+        assert!(topic_matches("$SYS/x", "$SYS/x"));
+        assert!(!topic_matches("$SYS/#", "SYS/x"));
+        // Only the first level counts: `$` further down is an ordinary character.
+        assert!(topic_matches("a/+", "a/$x"));
+        assert!(topic_matches("#", "a/$SYS"));
+        assert!(topic_matches("+", "x$"));
+    }
+
     fn id(key: u32) -> ConnId {
         ConnId { key, gen: 1 }
     }
@@ -259,5 +288,23 @@ mod tests {
         let held: usize = (0..1000).map(|key| t.count(ConnId { key, gen: 20 })).sum();
         let listed: usize = t.subs.values().map(Vec::len).sum();
         assert_eq!(held, listed);
+    }
+
+    #[test]
+    fn dollar_topics_reach_only_the_patterns_that_name_them() {
+        let mut t = Topics::default();
+        t.subscribe(id(1), "#");
+        t.subscribe(id(2), "+/version");
+        t.subscribe(id(3), "$SYS/#");
+        t.subscribe(id(4), "$SYS/version");
+        t.subscribe(id(5), "$SYS/+");
+        let mut out = Vec::new();
+        t.matching("$SYS/version", &mut out);
+        out.sort();
+        assert_eq!(out, vec![id(3), id(4), id(5)]);
+        out.clear();
+        t.matching("app/version", &mut out);
+        out.sort();
+        assert_eq!(out, vec![id(1), id(2)]);
     }
 }

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import WebSocket from 'ws';
+import { fakeRelay } from './lib.mjs';
 
 const binary = process.argv[2] ?? 'target/release/emberws';
 const WAIT = 30_000;
@@ -90,6 +91,23 @@ try {
   const pageErrors = [];
   page.on('pageerror', (e) => pageErrors.push(e.message));
   await page.goto(`http://${addr}/`);
+
+  // Nothing has published yet: the relay's own figures ($SYS, retained) make the page alive.
+  await check('$SYS figures show on a fresh relay with no publisher, and not among the topics', async () => {
+    const shown = (name) => `#sys:not([hidden]) [data-sys="${name}"]:not([hidden]) dd`;
+    const version = await page.locator(shown('version')).textContent({ timeout: WAIT });
+    if (!/^\d+\.\d+\.\d+/.test(version)) throw new Error(`version "${version}"`);
+    const uptime = await page.locator(shown('uptime')).textContent({ timeout: WAIT });
+    if (!/^\d+ (s|min)$/.test(uptime)) throw new Error(`uptime "${uptime}"`);
+    const conns = await page.locator(shown('connections')).textContent({ timeout: WAIT });
+    if (!/^\d+$/.test(conns)) throw new Error(`connections "${conns}"`);
+    const rss = await page.locator(shown('rss')).textContent({ timeout: WAIT });
+    if (!/^[\d.]+ (KiB|MiB)$/.test(rss)) throw new Error(`rss "${rss}"`);
+    if (await page.locator('#topics tr').count()) throw new Error('$SYS topics in the topics table');
+    // The figures are live: the next sample (sys_interval, 10 s by default) counts this page.
+    await page.waitForFunction(() => Number(document.querySelector('[data-sys="connections"] dd').textContent) >= 1, null, { timeout: WAIT });
+  });
+
   const pub = await publisher(addr);
 
   await check('the page connects and says so', async () => {
@@ -239,6 +257,47 @@ try {
       await context.close();
       await stopRelay(guarded);
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  // A stand-in relay that sends chosen figures: each is formatted, an absent one is not shown.
+  await check('the relay panel formats each $SYS figure and hides absent ones', async () => {
+    const fake = await fakeRelay({
+      '/': await (await fetch(`http://${addr}/`)).text(),
+      '/emberws.js': await (await fetch(`http://${addr}/emberws.js`)).text(),
+    });
+    const context = await browser.newContext();
+    try {
+      const sysPage = await context.newPage();
+      sysPage.on('pageerror', (e) => pageErrors.push(e.message));
+      await sysPage.goto(`http://${fake.addr}/`);
+      const conn = await fake.nextConnection();
+      const sub = await conn.next((m) => m.type === 'subscribe' && m.topic === '$SYS/#');
+      conn.send({ type: 'ack', id: sub.id });
+      const figures = {
+        version: '1.2.3', uptime: 3725, connections: 3, 'messages/in': 12.5, 'messages/out': 30,
+        'bytes/in': 2048, 'bytes/out': 3154.1, dropped: 0, rss: 4218880, load: [0.52, 0.58, 0.59],
+      };
+      let seq = 0;
+      for (const [name, data] of Object.entries(figures)) {
+        conn.send({ type: 'message', topic: `$SYS/${name}`, data, id: `0a0b0c0d-${++seq}` });
+      }
+      const want = {
+        version: '1.2.3', uptime: '1 h 2 min', connections: '3', 'messages/in': '12.5/s', 'messages/out': '30/s',
+        'bytes/in': '2 KiB/s', 'bytes/out': '3.08 KiB/s', dropped: '0/s', rss: '4.02 MiB', load: '0.52 · 0.58 · 0.59',
+      };
+      await sysPage.waitForFunction(() => !document.querySelector('[data-sys="load"]').hidden, null, { timeout: WAIT });
+      const got = await sysPage.evaluate(() => Object.fromEntries([...document.querySelectorAll('[data-sys]')]
+        .map((el) => [el.dataset.sys, el.hidden ? null : el.querySelector('dd').textContent])));
+      for (const [name, text] of Object.entries(want)) {
+        if (got[name] !== text) throw new Error(`${name}: "${got[name]}", not "${text}"`);
+      }
+      if (got['memory/available'] !== null || got.temperature !== null) throw new Error(`absent figures shown: ${JSON.stringify(got)}`);
+      conn.send({ type: 'message', topic: '$SYS/temperature', data: 45.3, id: `0a0b0c0d-${++seq}` });
+      await sysPage.waitForFunction(() => document.querySelector('[data-sys="temperature"] dd').textContent === '45.3 °C', null, { timeout: WAIT });
+    } finally {
+      await context.close();
+      fake.close();
     }
   });
 

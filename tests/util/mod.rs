@@ -8,6 +8,7 @@ pub mod proxy;
 pub mod raw;
 pub mod redis;
 pub mod relay;
+pub mod sse;
 pub mod tls;
 
 use std::net::SocketAddr;

@@ -443,10 +443,10 @@ impl Peer {
         );
     }
 
-    /// Expects `{"type":"message","topic":TOPIC,"data":DATA}`.
+    /// Expects `{"type":"message","topic":TOPIC,"data":DATA,"id":ID}` (any message id).
     #[track_caller]
     pub fn expect_message(&mut self, topic: &str, data: Value) {
-        let got = self.recv();
+        let got = without_id(self.recv());
         assert_eq!(
             got,
             json!({"type": "message", "topic": topic, "data": data}),
@@ -520,6 +520,33 @@ impl Peer {
             self.label
         );
     }
+}
+
+/// Whether `id` is a relay message id: `EPOCH-SEQ`, 8 lowercase hex digits and a number
+/// from 1.
+pub fn is_message_id(id: &str) -> bool {
+    id.split_once('-').is_some_and(|(epoch, seq)| {
+        epoch.len() == 8
+            && epoch
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            && !seq.starts_with('0')
+            && seq.parse::<u64>().is_ok()
+    })
+}
+
+/// A `message` with its `id` checked and taken out, for comparing the rest.
+#[track_caller]
+pub fn without_id(mut message: Value) -> Value {
+    if message["type"] == "message" {
+        let id = message.as_object_mut().and_then(|o| o.remove("id"));
+        let id = id.as_ref().and_then(Value::as_str).unwrap_or_default();
+        assert!(
+            is_message_id(id),
+            "a message without a valid id: {message}, {id:?}"
+        );
+    }
+    message
 }
 
 /// The value of the Prometheus sample `line` (e.g. `emberws_x_total{reason="y"}`) in a

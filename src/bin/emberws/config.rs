@@ -32,6 +32,9 @@ pub struct Settings {
     /// Origins allowed to upgrade; empty = any (`--allow-origin`, repeatable). Flags replace
     /// the file's list.
     pub allow_origin: Vec<String>,
+    /// Seconds between two samples of the relay's `$SYS/` figures; 0 = none
+    /// (`--sys-interval`).
+    pub sys_interval: f64,
     /// `[tls]`: the certificate chain and key of the TLS listeners.
     pub tls: TlsFiles,
     /// `[limits]`.
@@ -44,13 +47,18 @@ pub struct Settings {
     pub rate: Rate,
     /// `[redis]`: relays that share topics and retained values through one Redis.
     pub redis: Redis,
+    /// `[history]`: the messages kept for subscribers that come back with `since`.
+    pub history: History,
+    /// The state file: retained values and history kept across restarts (`--state`). Unset:
+    /// nothing is kept.
+    pub state: Option<PathBuf>,
 }
 
 /// What the program serves.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// JSON pub/sub, the dashboard, `/healthz` and `/metrics`.
+    /// JSON pub/sub, the dashboard, `/events`, `/healthz` and `/metrics`.
     #[default]
     Relay,
     /// Every message back to its sender.
@@ -126,6 +134,27 @@ pub struct Patterns {
     pub subscribe: Vec<String>,
 }
 
+/// `[history]`: the latest messages of each topic, for subscribers that come back with
+/// `since`; topics starting with `$` are not kept.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct History {
+    /// Messages kept per topic; 0 = no history (`--history-messages`).
+    pub messages: usize,
+    /// Bytes history holds in all: frames, topics, 32 B per message, a topic's name + 64 B
+    /// (`--history-bytes`).
+    pub bytes: usize,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History {
+            messages: crate::relay::HISTORY_MESSAGES,
+            bytes: crate::relay::HISTORY_BYTES,
+        }
+    }
+}
+
 /// `[rate]`: token buckets per connection; a rate of 0 switches its bucket off.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -152,12 +181,15 @@ impl Default for Settings {
             tls_listen: Vec::new(),
             allow_anonymous: false,
             allow_origin: Vec::new(),
+            sys_interval: 10.0,
             tls: TlsFiles::default(),
             limits: Limits::default(),
             auth: Auth::default(),
             anonymous: Patterns::default(),
             rate: Rate::default(),
             redis: Redis::default(),
+            history: History::default(),
+            state: None,
         }
     }
 }
@@ -299,11 +331,14 @@ impl Default for Auth {
     }
 }
 
+/// Anonymous clients may do everything by default: publish anywhere (but to `$` topics,
+/// which no one may), read every topic and the relay's `$SYS/` figures (which `#` does not
+/// reach).
 impl Default for Patterns {
     fn default() -> Self {
         Patterns {
             publish: vec!["#".into()],
-            subscribe: vec!["#".into()],
+            subscribe: vec!["#".into(), "$SYS/#".into()],
         }
     }
 }
@@ -330,6 +365,9 @@ const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
 /// Seconds above this are refused (as the flags always did): about 31 years.
 const MAX_SECONDS: f64 = 1e9;
 
+/// The shortest `sys_interval` other than 0, in seconds: bounds the relay's own publishing.
+const MIN_SYS_INTERVAL: f64 = 0.1;
+
 /// serde_json refuses data nested deeper than this whatever the limit says.
 const MAX_JSON_DEPTH: usize = 128;
 
@@ -351,6 +389,8 @@ pub enum Flag {
     AllowAnonymous,
     /// `--allow-origin` → `allow_origin`.
     AllowOrigin(String),
+    /// `--sys-interval` → `sys_interval`.
+    SysInterval(f64),
     /// `--clients` → `auth.clients`.
     Clients(PathBuf),
     /// `--max-connections` → `limits.max_connections`.
@@ -385,6 +425,12 @@ pub enum Flag {
     Redis(String),
     /// `--redis-prefix` → `redis.prefix`.
     RedisPrefix(String),
+    /// `--history-messages` → `history.messages`.
+    HistoryMessages(usize),
+    /// `--history-bytes` → `history.bytes`.
+    HistoryBytes(usize),
+    /// `--state` → `state`.
+    State(PathBuf),
 }
 
 /// The flag that sets a key, for messages about a value that may have come from either.
@@ -393,6 +439,7 @@ fn flag_of(key: &str) -> Option<&'static str> {
         "listen" => "--listen",
         "tls_listen" => "--tls-listen",
         "allow_origin" => "--allow-origin",
+        "sys_interval" => "--sys-interval",
         "tls.cert" => "--tls-cert",
         "tls.key" => "--tls-key",
         "auth.clients" => "--clients",
@@ -412,6 +459,9 @@ fn flag_of(key: &str) -> Option<&'static str> {
         "rate.bytes" => "--rate-bytes",
         "redis.url" => "--redis",
         "redis.prefix" => "--redis-prefix",
+        "history.messages" => "--history-messages",
+        "history.bytes" => "--history-bytes",
+        "state" => "--state",
         _ => return None,
     })
 }
@@ -520,6 +570,7 @@ impl Settings {
                 Flag::TlsKey(p) => self.tls.key = Some(p.clone()),
                 Flag::AllowAnonymous => self.allow_anonymous = true,
                 Flag::AllowOrigin(o) => origins.get_or_insert_with(Vec::new).push(o.clone()),
+                Flag::SysInterval(s) => self.sys_interval = *s,
                 Flag::Clients(p) => self.auth.clients = Some(p.clone()),
                 Flag::MaxConnections(n) => l.max_connections = *n,
                 Flag::MaxConnectionsPerIp(n) => l.max_connections_per_ip = *n,
@@ -537,6 +588,9 @@ impl Settings {
                 Flag::RateBytes(r) => self.rate.bytes = *r,
                 Flag::Redis(url) => self.redis.url = Some(url.clone()),
                 Flag::RedisPrefix(p) => self.redis.prefix = p.clone(),
+                Flag::HistoryMessages(n) => self.history.messages = *n,
+                Flag::HistoryBytes(n) => self.history.bytes = *n,
+                Flag::State(p) => self.state = Some(p.clone()),
             }
         }
         if let Some(listen) = listen {
@@ -552,6 +606,16 @@ impl Settings {
 
     /// Each value on its own: the first one out of range.
     fn validate(&self) -> Result<(), Invalid> {
+        seconds("sys_interval", self.sys_interval, true)?;
+        if self.sys_interval > 0.0 && self.sys_interval < MIN_SYS_INTERVAL {
+            return Err(Invalid {
+                key: "sys_interval",
+                message: format!(
+                    "{} is below {MIN_SYS_INTERVAL} seconds (0 switches the figures off)",
+                    self.sys_interval
+                ),
+            });
+        }
         let l = &self.limits;
         within(
             "limits.max_connections",
@@ -601,12 +665,27 @@ impl Settings {
         }
         redis_prefix("redis.prefix", &self.redis.prefix)?;
         within(
+            "history.messages",
+            self.history.messages,
+            0..=1_000_000,
+            "messages",
+        )?;
+        within("history.bytes", self.history.bytes, 0..=1 << 30, "bytes")?;
+        within(
             "redis.queue_bytes",
             self.redis.queue_bytes,
             4096..=1 << 40,
             "bytes",
         )?;
         Ok(())
+    }
+
+    /// How often the relay publishes its `$SYS/` figures; `None`: never. Meaningful once
+    /// [`Settings::check`] has passed.
+    pub fn sys_interval(&self) -> Option<Duration> {
+        (self.sys_interval > 0.0)
+            .then(|| Duration::try_from_secs_f64(self.sys_interval).ok())
+            .flatten()
     }
 
     /// Where Redis is, with `redis.url` set (and checked by [`Settings::check`]).
@@ -650,6 +729,9 @@ impl Settings {
                     self.redis.queue_bytes
                 ));
             }
+        }
+        if self.state.is_some() && self.mode != Mode::Relay {
+            return Err("--state (state) keeps the relay's messages: not for echo".into());
         }
         // The echo server has no clients: only the relay checks tokens.
         let authenticated = self.auth.clients.is_some() && self.mode == Mode::Relay;
@@ -765,10 +847,12 @@ mod tests {
     /// Every key set to something other than its default.
     const EVERY_KEY: &str = r#"
 mode = "echo"
+state = "/var/lib/emberws/state.json"
 listen = ["127.0.0.1:7001", "[::1]:7002"]
 tls_listen = ["127.0.0.1:7443"]
 allow_anonymous = true
 allow_origin = ["https://a.example", "https://b.example"]
+sys_interval = 2.5
 
 [tls]
 cert = "/etc/emberws/cert.pem"
@@ -811,6 +895,10 @@ loopback = true
 url = "redis://[::1]:6380/2"
 prefix = "site-a/relays"
 queue_bytes = 300000
+
+[history]
+messages = 10
+bytes = 4096
 "#;
 
     fn addr(s: &str) -> SocketAddr {
@@ -825,6 +913,8 @@ queue_bytes = 300000
         assert_eq!(s.tls_listen, [addr("127.0.0.1:7443")]);
         assert!(s.allow_anonymous);
         assert_eq!(s.allow_origin, ["https://a.example", "https://b.example"]);
+        assert_eq!(s.sys_interval, 2.5);
+        assert_eq!(s.sys_interval(), Some(Duration::from_millis(2500)));
         assert_eq!(
             s.tls.cert.as_deref(),
             Some(Path::new("/etc/emberws/cert.pem"))
@@ -867,6 +957,11 @@ queue_bytes = 300000
         assert_eq!(r.url.as_deref(), Some("redis://[::1]:6380/2"));
         assert_eq!(r.prefix, "site-a/relays");
         assert_eq!(r.queue_bytes, 300_000);
+        assert_eq!((s.history.messages, s.history.bytes), (10, 4096));
+        assert_eq!(
+            s.state.as_deref(),
+            Some(Path::new("/var/lib/emberws/state.json"))
+        );
         assert_eq!(
             s.redis_target(),
             Some(RedisTarget {
@@ -878,7 +973,13 @@ queue_bytes = 300000
         let d = Settings::default();
         assert_ne!(s.limits, d.limits);
         assert_ne!(s.redis, d.redis);
+        assert_ne!(s.history, d.history);
         assert!(s.check().unwrap_err().contains("not for echo"));
+        let stateless = Settings {
+            redis: Redis::default(),
+            ..s.clone()
+        };
+        assert!(stateless.check().unwrap_err().contains("--state"));
         let relay = Settings {
             mode: Mode::Relay,
             ..s
@@ -899,6 +1000,8 @@ queue_bytes = 300000
         assert_eq!(d.limits.handshake_timeout, 10.0);
         assert_eq!(d.limits.ping_interval, 30.0);
         assert_eq!(d.limits.pong_timeout, 10.0);
+        assert_eq!(d.sys_interval(), Some(Duration::from_secs(10)));
+        assert_eq!(d.anonymous.subscribe, ["#", "$SYS/#"]);
         assert!(d.check().is_ok());
     }
 
@@ -920,7 +1023,15 @@ queue_bytes = 300000
             "listen_on",
             "listen_on",
         );
-        for section in ["tls", "limits", "auth", "anonymous", "rate", "redis"] {
+        for section in [
+            "tls",
+            "limits",
+            "auth",
+            "anonymous",
+            "rate",
+            "redis",
+            "history",
+        ] {
             refused(
                 &format!("mode = \"relay\"\n\n[{section}]\nbogus = 1\n"),
                 4,
@@ -983,6 +1094,8 @@ queue_bytes = 300000
             "more than 0",
         );
         refused("[rate]\n\nbytes = nan\n", 3, "rate.bytes", "finite");
+        refused("sys_interval = -1\n", 1, "sys_interval", "seconds");
+        refused("\nsys_interval = 0.01\n", 2, "sys_interval", "0 switches");
         refused("[auth]\nlockout = inf\n", 2, "auth.lockout", "seconds");
         refused(
             "[limits]\nmax_json_depth = 1000\n",
@@ -1030,6 +1143,18 @@ queue_bytes = 300000
             "redis.queue_bytes",
             "out of range",
         );
+        refused(
+            "[history]\nmessages = 1\nbytes = 2147483648\n",
+            3,
+            "history.bytes",
+            "out of range",
+        );
+        refused(
+            "[history]\nmessages = 1000001\n",
+            2,
+            "history.messages",
+            "out of range",
+        );
     }
 
     #[test]
@@ -1071,7 +1196,9 @@ queue_bytes = 300000
             Flag::Clients("other.toml".into()),
             Flag::RateBytes(0.0),
             Flag::Redis("redis://127.0.0.1:7".into()),
+            Flag::SysInterval(0.0),
         ]);
+        assert_eq!(s.sys_interval(), None, "0 = off");
         assert_eq!(s.listen, [addr("127.0.0.1:1"), addr("127.0.0.1:2")]);
         assert_eq!(s.allow_origin, ["https://c.example"]);
         assert_eq!(s.limits.max_message, 6, "the last flag wins");
@@ -1105,7 +1232,12 @@ queue_bytes = 300000
             Flag::SocketRecvBuffer(2048),
             Flag::Redis("redis://localhost".into()),
             Flag::RedisPrefix("other".into()),
+            Flag::HistoryMessages(3),
+            Flag::HistoryBytes(5000),
+            Flag::State("s.json".into()),
         ]);
+        assert_eq!((d.history.messages, d.history.bytes), (3, 5000));
+        assert_eq!(d.state.as_deref(), Some(Path::new("s.json")));
         assert_eq!(d.mode, Mode::Echo);
         assert_eq!(d.tls_listen, [addr("127.0.0.1:3")]);
         assert_eq!(d.tls.cert.as_deref(), Some(Path::new("c.pem")));

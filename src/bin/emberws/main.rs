@@ -69,6 +69,8 @@ OPTIONS:
                                   refused at start)
     --allow-origin ORIGIN         allow browser pages from ORIGIN (repeatable);
                                   none given = any origin
+    --sys-interval SECS           publish the relay's own figures under $SYS/ every SECS
+                                  (and at start), retained; 0 = never [default: 10]
     --max-connections N           open connections at most; past it, 503 [default: 1024]
     --max-connections-per-ip N    connections per client IP; 0 = no cap [default: 0]
     --max-message BYTES           largest message; past it, close 1009 [default: 65536]
@@ -93,6 +95,13 @@ OPTIONS:
                                   while Redis is away and reconnects on its own
     --redis-prefix P              Redis channels P:TOPIC, retained values in the hash
                                   P:retained [default: emberws]
+    --history-messages N          messages kept per topic for subscribers that come back
+                                  with `since`; 0 = no history [default: 64]
+    --history-bytes BYTES         history in all: frames, topics, 32 B per message
+                                  [default: 262144]
+    --state FILE                  keep the retained values and history in FILE across
+                                  restarts (written atomically, shortly after changes and
+                                  at shutdown; a bad file is reported and ignored)
     -h, --help                    print this help
     -V, --version                 print the version and the features built in
 
@@ -176,6 +185,7 @@ fn key_flag(parser: &mut lexopt::Parser, name: &str) -> Result<Option<Flag>, Str
         "clients" => Flag::Clients(value(p, f)?.into()),
         "allow-anonymous" => Flag::AllowAnonymous,
         "allow-origin" => Flag::AllowOrigin(value(p, f)?),
+        "sys-interval" => Flag::SysInterval(seconds(p, f)?),
         "max-connections" => Flag::MaxConnections(number(p, f)?),
         "max-connections-per-ip" => Flag::MaxConnectionsPerIp(number(p, f)?),
         "max-message" => Flag::MaxMessage(number(p, f)?),
@@ -192,6 +202,9 @@ fn key_flag(parser: &mut lexopt::Parser, name: &str) -> Result<Option<Flag>, Str
         "rate-bytes" => Flag::RateBytes(rate(p, f)?),
         "redis" => Flag::Redis(value(p, f)?),
         "redis-prefix" => Flag::RedisPrefix(value(p, f)?),
+        "history-messages" => Flag::HistoryMessages(number(p, f)?),
+        "history-bytes" => Flag::HistoryBytes(number(p, f)?),
+        "state" => Flag::State(value(p, f)?.into()),
         _ => return Ok(None),
     }))
 }
@@ -304,7 +317,8 @@ const REDIS: [Token; 2] = [Token(1), Token(2)];
 /// The server's first token: it takes every one from here up.
 const SERVER: Token = Token(3);
 
-/// What runs in the loop beside the server: the Redis bridge of the relay, or nothing.
+/// What runs in the loop beside the server: the relay's `$SYS` figures, its Redis
+/// bridge and the state file's writer, or nothing.
 trait Beside<H: Handler> {
     /// Takes an event of the poll if it is one of its own.
     fn handle_event(&mut self, _event: &mio::event::Event) -> bool {
@@ -315,12 +329,160 @@ trait Beside<H: Handler> {
     fn turn(&mut self, _server: &mut Server<H>, _now: Instant) -> Option<Instant> {
         None
     }
+
+    /// Once the server has finished (a graceful shutdown).
+    fn finish(&mut self, _server: &mut Server<H>) {}
 }
 
 /// Nothing beside the server.
 struct Alone;
 
 impl<H: Handler> Beside<H> for Alone {}
+
+/// What may be switched off.
+impl<H: Handler, B: Beside<H>> Beside<H> for Option<B> {
+    fn handle_event(&mut self, event: &mio::event::Event) -> bool {
+        self.as_mut().is_some_and(|b| b.handle_event(event))
+    }
+
+    fn turn(&mut self, server: &mut Server<H>, now: Instant) -> Option<Instant> {
+        self.as_mut()?.turn(server, now)
+    }
+
+    fn finish(&mut self, server: &mut Server<H>) {
+        if let Some(b) = self {
+            b.finish(server);
+        }
+    }
+}
+
+/// Two things beside the server, turned in order: the first one's publishes are there for
+/// the second in the same turn (the `$SYS` figures, then the bridge).
+impl<H: Handler, A: Beside<H>, B: Beside<H>> Beside<H> for (A, B) {
+    fn handle_event(&mut self, event: &mio::event::Event) -> bool {
+        self.0.handle_event(event) || self.1.handle_event(event)
+    }
+
+    fn turn(&mut self, server: &mut Server<H>, now: Instant) -> Option<Instant> {
+        let a = self.0.turn(server, now);
+        let b = self.1.turn(server, now);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn finish(&mut self, server: &mut Server<H>) {
+        self.0.finish(server);
+        self.1.finish(server);
+    }
+}
+
+/// How long the state file may lag behind a change, at most: it is written at most this
+/// often, while changes come.
+const STATE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The state file's writer (`--state`): shortly after changes, and at shutdown as clean.
+struct Keeper {
+    path: PathBuf,
+    /// `Relay::changes` when the file was last written.
+    written: u64,
+    /// When the changes since are due to be written.
+    due: Option<Instant>,
+    buf: Vec<u8>,
+    /// The last write failed (logged once until one succeeds).
+    failing: bool,
+}
+
+impl Keeper {
+    fn write(&mut self, relay: &relay::Relay, clean: bool) {
+        let changes = relay.changes();
+        match relay::state::save(relay, &self.path, clean, &mut self.buf) {
+            Ok(()) => {
+                self.written = changes;
+                if self.failing {
+                    info!("{}: written again", self.path.display());
+                }
+                self.failing = false;
+            }
+            Err(e) if !self.failing => {
+                log::warn!("{}: cannot write the state file: {e}", self.path.display());
+                self.failing = true;
+            }
+            Err(_) => {}
+        }
+        self.due = None;
+        // What does not fit in the file's buffer's usual size is given back.
+        if self.buf.capacity() > 4 << 20 {
+            self.buf = Vec::new();
+        }
+    }
+}
+
+impl Beside<relay::Relay> for Keeper {
+    fn turn(&mut self, server: &mut Server<relay::Relay>, now: Instant) -> Option<Instant> {
+        if server.handler_mut().changes() == self.written {
+            return None;
+        }
+        let due = *self.due.get_or_insert(now + STATE_INTERVAL);
+        if now < due {
+            return Some(due);
+        }
+        self.write(server.handler_mut(), false);
+        None
+    }
+
+    fn finish(&mut self, server: &mut Server<relay::Relay>) {
+        self.write(server.handler_mut(), true);
+        if !self.failing {
+            info!("{}: state written", self.path.display());
+        }
+    }
+}
+
+/// The state file of `--state`, loaded into `relay` and marked as in use; its writer. A file
+/// that cannot be read is reported in one line and ignored.
+fn keeper(relay: &mut relay::Relay, path: &Path) -> Keeper {
+    let shown = path.display();
+    match relay::state::load(relay, path) {
+        Ok(None) => info!("{shown}: no state file yet, starting empty"),
+        Ok(Some(l)) => {
+            let how = if l.clean {
+                format!("epoch {} goes on", relay.epoch())
+            } else {
+                format!(
+                    "not written at a clean stop: history dropped, new epoch {}",
+                    relay.epoch()
+                )
+            };
+            info!(
+                "{shown}: {} retained values, {} messages of history ({} left out); {how}",
+                l.retained, l.history, l.left_out
+            );
+        }
+        Err(e) => log::warn!("{shown}: ignored, starting empty: {e}"),
+    }
+    let mut keeper = Keeper {
+        path: path.to_owned(),
+        written: relay.changes(),
+        due: None,
+        buf: Vec::new(),
+        failing: false,
+    };
+    // From now on the file on disk says "not clean" until the shutdown writes it: a crash
+    // of this run must not let the next one reuse this epoch's ids.
+    keeper.write(relay, false);
+    if keeper.failing {
+        relay.forget_epoch();
+    }
+    keeper
+}
+
+impl Beside<relay::Relay> for relay::sys::Sys {
+    fn turn(&mut self, server: &mut Server<relay::Relay>, now: Instant) -> Option<Instant> {
+        Some(relay::sys::Sys::turn(self, server, now))
+    }
+}
 
 #[cfg(feature = "redis")]
 impl Beside<relay::Relay> for bridge::local::Bridged {
@@ -420,6 +582,7 @@ fn serve<H: Handler, B: Beside<H>>(
         }
         timeout = turn(&mut server, &mut beside);
     }
+    beside.finish(&mut server);
     info!("stopped");
     Ok(())
 }
@@ -483,6 +646,10 @@ fn policy(settings: &Settings) -> Result<relay::Policy, String> {
         rate_loopback: rate.loopback,
         max_json_depth: settings.limits.max_json_depth,
         max_retained_bytes: settings.limits.max_retained_bytes,
+        history_messages: settings.history.messages,
+        history_bytes: settings.history.bytes,
+        max_frame: settings.to_config().send_limit(),
+        max_subscriptions: settings.limits.max_subscriptions,
     })
 }
 
@@ -503,14 +670,25 @@ fn reload_clients(server: &mut Server<relay::Relay>, path: Option<&std::path::Pa
     }
 }
 
-/// The relay, with the Redis bridge when `redis.url` is set.
+/// The relay, with its `$SYS` figures unless `sys_interval` is 0, the Redis bridge when
+/// `redis.url` is set and the state file with `state`.
 fn serve_relay(settings: &Settings, policy: relay::Policy) -> Result<(), String> {
-    let handler = relay::Relay::new(policy);
+    let mut handler = relay::Relay::new(policy);
+    let keeper = settings
+        .state
+        .as_deref()
+        .map(|path| keeper(&mut handler, path));
+    info!("message ids: epoch {}", handler.epoch());
     let on_hup = |server: &mut Server<relay::Relay>| {
         reload_clients(server, settings.auth.clients.as_deref());
     };
+    let sys = || {
+        settings
+            .sys_interval()
+            .map(|every| relay::sys::Sys::new(every, Instant::now()))
+    };
     let Some(target) = settings.redis_target() else {
-        return serve(settings, handler, true, |_, _| Ok(Alone), on_hup);
+        return serve(settings, handler, true, |_, _| Ok((sys(), keeper)), on_hup);
     };
     #[cfg(not(feature = "redis"))]
     {
@@ -535,12 +713,8 @@ fn serve_relay(settings: &Settings, policy: relay::Policy) -> Result<(), String>
         );
         let beside = |registry: &mio::Registry, server: &mut Server<relay::Relay>| {
             let registry = registry.try_clone().map_err(|e| e.to_string())?;
-            Ok(bridge::local::Bridged::new(
-                bridge_settings,
-                registry,
-                REDIS,
-                server,
-            ))
+            let bridged = bridge::local::Bridged::new(bridge_settings, registry, REDIS, server);
+            Ok(((sys(), bridged), keeper))
         };
         serve(settings, handler, true, beside, on_hup)
     }

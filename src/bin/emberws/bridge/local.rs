@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use emberws::{Message, Server};
+use emberws::Server;
 use log::{debug, warn};
 use mio::event::Event;
 use mio::{Registry, Token};
@@ -22,17 +22,9 @@ struct Side<'a> {
 
 impl Local for Side<'_> {
     fn remote(&mut self, topic: &str, frame: &str, kind: Kind) {
-        let relay = self.server.handler_mut();
-        match kind {
-            Kind::Message => {}
-            Kind::Retained => {
-                if !relay.set_retained(topic, frame) {
-                    debug!("redis: a retained value from another relay is past the cap here");
-                }
-            }
-            Kind::Cleared => relay.clear_retained(topic),
+        if !Relay::import(self.server, topic, frame, kind != Kind::Message) {
+            debug!("redis: a message from another relay is past what this relay sends");
         }
-        self.server.import(topic, Message::Text(frame));
     }
 
     fn load_retained(&mut self, values: HashMap<String, String>, touched: &[String]) {
@@ -105,7 +97,8 @@ impl Bridged {
         deadline
     }
 
-    /// The relay's publishes since the last turn, to Redis, in order.
+    /// The relay's publishes since the last turn, to Redis, in order, but for its own `$`
+    /// topics (each export still counts toward the publish numbers the marks use).
     fn forward(&mut self, server: &mut Server<Relay>) {
         let k = &mut self.kinds;
         server.handler_mut().take_retain_marks(&mut k.marks);
@@ -122,7 +115,10 @@ impl Bridged {
                 Some(_) => Kind::Retained,
                 None => Kind::Message,
             };
-            bridge.publish(topic, msg.as_bytes(), kind);
+            // Each relay has its own `$SYS`: its figures stay here.
+            if !relay::reserved(topic) {
+                bridge.publish(topic, msg.as_bytes(), kind);
+            }
         });
         if seq != published && exact {
             debug!(

@@ -6,6 +6,10 @@
 //! subscription is granted as its overlap with the subscribe rules: `#` under the rule
 //! `devices/alice/#` subscribes `devices/alice/#`, so the topic table delivers exactly what
 //! the rules allow, retained messages included, and the hot path checks nothing per message.
+//!
+//! MQTT's `$` rule holds here as in [`topic_matches`]: a first-level wildcard does not reach
+//! topics that start with `$`, so the rule `#` grants nothing under `$SYS/`, and only a rule
+//! that names `$SYS` (`$SYS/#`) lets a client read the relay's own figures.
 
 use emberws::topic_matches;
 
@@ -69,11 +73,12 @@ impl Rules {
         })
     }
 
-    /// Rules that allow everything (anonymous access with no rules configured).
+    /// The default rules of anonymous clients: publish anywhere, read everything, the
+    /// relay's `$SYS/` figures included (`#` alone does not reach them).
     pub fn open() -> Rules {
         Rules {
             publish: vec!["#".into()],
-            subscribe: vec!["#".into()],
+            subscribe: vec!["#".into(), "$SYS/#".into()],
         }
     }
 
@@ -105,9 +110,23 @@ impl Rules {
     }
 }
 
+/// Whether `filter`'s first level is a wildcard, which does not reach `$` topics.
+fn wild_first(filter: &str) -> bool {
+    matches!(filter.split('/').next(), Some("+" | "#"))
+}
+
+/// Whether a filter's first level names a `$` topic (`$SYS/#`): only such filters reach them.
+fn dollar_first(filter: &str) -> bool {
+    filter.starts_with('$')
+}
+
 /// The filter matching exactly the topics both `a` and `b` match, if any: two MQTT filters
-/// overlap in a single filter, level by level.
+/// overlap in a single filter, level by level. A first-level wildcard meets no `$` topic,
+/// so `#` and `$SYS/#` do not overlap.
 pub fn intersect(a: &str, b: &str) -> Option<String> {
+    if (wild_first(a) && dollar_first(b)) || (wild_first(b) && dollar_first(a)) {
+        return None;
+    }
     let (mut x, mut y) = (a.split('/'), b.split('/'));
     let mut out: Vec<&str> = Vec::new();
     loop {
@@ -140,8 +159,12 @@ fn levels_from(filter: &str, from: usize) -> Vec<&str> {
     filter.split('/').skip(from).collect()
 }
 
-/// Whether every topic `narrow` matches, `wide` matches too.
+/// Whether every topic `narrow` matches, `wide` matches too. A first-level wildcard does
+/// not cover a filter of `$` topics: `#` does not cover `$SYS/#`.
 pub fn covers(wide: &str, narrow: &str) -> bool {
+    if wild_first(wide) && dollar_first(narrow) {
+        return false;
+    }
     let (mut w, mut n) = (wide.split('/'), narrow.split('/'));
     loop {
         match (w.next(), n.next()) {
@@ -204,6 +227,13 @@ mod tests {
             ("+", "#", Some("+")),
             ("a/b", "a/b", Some("a/b")),
             ("a", "a/b", None),
+            ("#", "$SYS/#", None),
+            ("+/x", "$SYS/+", None),
+            ("+", "$SYS", None),
+            ("$SYS/#", "$SYS/+", Some("$SYS/+")),
+            ("$SYS/#", "+/+/+", None),
+            ("a/#", "a/$x", Some("a/$x")),
+            ("#", "a/$x/#", Some("a/$x/#")),
         ];
         for (a, b, want) in cases {
             assert_eq!(intersect(a, b).as_deref(), want, "{a} ∩ {b}");
@@ -214,10 +244,12 @@ mod tests {
     #[test]
     fn an_overlap_matches_exactly_the_topics_both_match() {
         let filters = [
-            "#", "a/#", "a/+", "+/b", "a/b", "+/+/c", "a/+/#", "+", "b/#",
+            "#", "a/#", "a/+", "+/b", "a/b", "+/+/c", "a/+/#", "+", "b/#", "$SYS/#", "$SYS/+",
+            "$SYS/b", "$x", "+/$x", "a/$x/#",
         ];
         let topics = [
-            "a", "b", "a/b", "a/c", "b/b", "a/b/c", "x/y/c", "a/b/c/d", "",
+            "a", "b", "a/b", "a/c", "b/b", "a/b/c", "x/y/c", "a/b/c/d", "", "$SYS", "$SYS/b",
+            "$SYS/b/c", "$x", "a/$x", "b/$x", "a/$x/y",
         ];
         for a in filters {
             for b in filters {
@@ -229,6 +261,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn covering_agrees_with_matching() {
+        let filters = [
+            "#", "a/#", "a/+", "+/b", "a/b", "+", "+/#", "$SYS/#", "$SYS/+", "$SYS/b", "$x", "a/$x",
+        ];
+        let topics = [
+            "a", "b", "a/b", "a/c", "b/b", "a/b/c", "", "$SYS", "$SYS/b", "$SYS/b/c", "$x", "a/$x",
+        ];
+        for wide in filters {
+            for narrow in filters {
+                if covers(wide, narrow) {
+                    for t in topics {
+                        assert!(
+                            !topic_matches(narrow, t) || topic_matches(wide, t),
+                            "{wide} covers {narrow}, yet only {narrow} matches '{t}'"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(!covers("#", "$SYS/#"));
+        assert!(!covers("+/b", "$SYS/b"));
+        assert!(covers("$SYS/#", "$SYS/+"));
+        assert!(covers("#", "a/$x"));
     }
 
     #[test]
@@ -254,13 +312,38 @@ mod tests {
     }
 
     #[test]
+    fn the_rule_hash_grants_no_dollar_topic_and_a_rule_naming_sys_does() {
+        let everything = rules("a", &["#"], &["#"]);
+        assert!(everything.grant("$SYS/#").is_empty());
+        assert!(everything.grant("$SYS/version").is_empty());
+        assert!(everything
+            .grant("+/version")
+            .contains(&"+/version".to_owned()));
+        assert!(!everything.may_read("$SYS/version"));
+        assert!(!everything.may_publish("$SYS/x"));
+        let sys = rules("a", &[], &["$SYS/#"]);
+        assert_eq!(sys.grant("$SYS/#"), ["$SYS/#"]);
+        assert_eq!(sys.grant("$SYS/+"), ["$SYS/+"]);
+        assert!(sys.grant("#").is_empty(), "# does not name $SYS");
+        assert!(sys.may_read("$SYS/rss"));
+        // Both rules: `#` gives the rest, `$SYS/#` the figures; neither covers the other.
+        let both = rules("a", &[], &["#", "$SYS/#"]);
+        assert_eq!(both.grant("#"), ["#"]);
+        assert_eq!(both.grant("$SYS/#"), ["$SYS/#"]);
+        assert_eq!(
+            Rules::open().grant("$SYS/connections"),
+            ["$SYS/connections"]
+        );
+    }
+
+    #[test]
     fn rules_are_checked_when_compiled() {
         let own = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         assert!(Rules::compile(Some("a"), &own(&["a/#/b"]), &[]).is_err());
         assert!(Rules::compile(Some("a"), &[], &own(&["x+"])).is_err());
         assert!(Rules::compile(None, &own(&["d/{name}"]), &[]).is_err());
         assert_eq!(
-            Rules::compile(None, &own(&["#"]), &own(&["#"])).unwrap(),
+            Rules::compile(None, &own(&["#"]), &own(&["#", "$SYS/#"])).unwrap(),
             Rules::open()
         );
     }

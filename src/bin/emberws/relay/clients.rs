@@ -227,6 +227,8 @@ mod tests {
         assert!(!sensor.rules.may_publish("devices/other/temp"));
         let dash = clients.named("dashboard").unwrap();
         assert_eq!(dash.rules.grant("#"), ["devices/+/#", "public/#"]);
+        assert_eq!(dash.rules.grant("$SYS/#"), ["$SYS/#"]);
+        assert!(sensor.rules.grant("$SYS/#").is_empty());
         assert!(!dash.rules.may_publish("public/x"));
         let alerts = clients.named("alerts").unwrap();
         assert_eq!(alerts.rules.grant("devices/#"), ["devices/+/temp"]);

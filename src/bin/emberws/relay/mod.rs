@@ -1,30 +1,57 @@
 //! The relay: a JSON pub/sub protocol on top of [`Handler`] and [`Ctx`], plus the dashboard
 //! page, `/healthz` and `/metrics`.
 //!
-//! Requests (text messages): `subscribe`, `unsubscribe`, `publish` (optional `id` → `ack`
-//! with `delivered`; optional `retain`), `ping`. Anything malformed or not allowed gets an
-//! `error` (with the request's `id`) and the connection stays open.
+//! Requests (text messages): `subscribe` (optional `since` → `ack` with `gap`, then what was
+//! missed), `unsubscribe`, `publish` (optional `id` → `ack` with `delivered`; optional
+//! `retain`), `ping`. Anything malformed or not allowed gets an `error` (with the request's
+//! `id`) and the connection stays open.
+//!
+//! Every message the relay publishes gets an id ([`id`]: the relay's epoch and a `seq`), which
+//! its frame carries last, and enters [`history`] (topics starting with `$` excepted); a
+//! retained value is the frame of the publish that set it. What a subscription gets before its
+//! live messages is sent as the socket takes it ([`replay`]). [`state`] keeps all of it in a
+//! file across restarts.
 //!
 //! Who may do what: [`clients`] (names, token hashes), [`acl`] (their topic rules), [`guard`]
-//! (rates per connection, lockouts of addresses that guess tokens).
+//! (rates per connection, lockouts of addresses that guess tokens). Topics that start with
+//! `$` are the relay's own: [`sys`] publishes its figures there, clients cannot.
+//!
+//! A page that only listens opens `GET /events?topic=P` instead ([`events`]): a Server-Sent
+//! Events stream of the same messages, with the message ids as event ids.
+//!
+//! Publishing from outside a callback (the program's loop: the relay's own `$SYS` figures):
+//! [`Relay::publish_from_loop`], the same path as a client's publish (id, history, retain).
 
 pub mod acl;
 pub mod clients;
+pub mod events;
 pub mod guard;
+pub mod history;
+pub mod id;
+pub mod replay;
+pub mod state;
+pub mod sys;
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
+#[cfg(feature = "redis")]
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use emberws::{CloseCode, Ctx, Decision, Handler, HttpRequest, Message, Response, Stats};
+use emberws::{
+    CloseCode, Config, Ctx, Decision, Delivery, Handler, HttpRequest, Message, Response, Server,
+    Stats,
+};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 /// The built-in dashboard, served at `GET /`.
 const DASHBOARD: &str = include_str!("../dashboard.html");
+/// The browser client, served at `GET /emberws.js` (the dashboard loads it too).
+const CLIENT: &str = include_str!("../client.js");
 
 /// Topic names and patterns longer than this are refused.
 pub const MAX_TOPIC_LEN: usize = 256;
@@ -32,10 +59,16 @@ pub const MAX_TOPIC_LEN: usize = 256;
 pub const MAX_RETAINED_BYTES: usize = 1 << 20;
 /// The nesting depth of a publish's data allowed by default.
 pub const MAX_JSON_DEPTH: usize = 64;
+/// Messages history keeps per topic by default.
+pub const HISTORY_MESSAGES: usize = 64;
+/// Bytes history holds in all by default.
+pub const HISTORY_BYTES: usize = 256 * 1024;
 
 use acl::Rules;
 use clients::{Client, Clients};
 use guard::{Limiter, LockoutPolicy, Lockouts, Rates, Verdict};
+use history::History;
+use id::Epoch;
 
 /// One request, borrowed from the message where the JSON has no escapes.
 #[derive(Deserialize)]
@@ -51,6 +84,22 @@ struct Request<'a> {
     id: Option<&'a RawValue>,
     #[serde(default)]
     retain: bool,
+    /// A subscribe's `since`: the id of the last message the client has.
+    #[serde(borrow, default)]
+    since: Option<&'a RawValue>,
+}
+
+/// Where a subscription starts: a WebSocket `subscribe`'s `since`, or an event stream's last
+/// event id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Since {
+    /// None given: the retained values, then live messages.
+    Absent,
+    /// After this message: what history holds after it (or a gap), then live ones.
+    At(Epoch, u64),
+    /// An event stream's last event id that is no id of this relay's: answered as one of
+    /// another epoch (a gap, and the retained values).
+    Unreadable,
 }
 
 /// A string borrowed from the message unless it holds escapes. (serde borrows a `Cow`
@@ -101,6 +150,15 @@ pub struct Policy {
     pub rate_loopback: bool,
     pub max_json_depth: usize,
     pub max_retained_bytes: usize,
+    /// `[history] messages`: kept per topic; 0 = no history.
+    pub history_messages: usize,
+    /// `[history] bytes`: history holds at most this much in all.
+    pub history_bytes: usize,
+    /// The largest frame the server sends ([`Config::send_limit`]), for publishes from
+    /// outside a callback.
+    pub max_frame: usize,
+    /// [`Config::max_subscriptions`]: an event stream asking for more patterns is refused.
+    pub max_subscriptions: usize,
 }
 
 impl Default for Policy {
@@ -125,6 +183,10 @@ impl Default for Policy {
             rate_loopback: false,
             max_json_depth: MAX_JSON_DEPTH,
             max_retained_bytes: MAX_RETAINED_BYTES,
+            history_messages: HISTORY_MESSAGES,
+            history_bytes: HISTORY_BYTES,
+            max_frame: Config::default().send_limit(),
+            max_subscriptions: Config::default().max_subscriptions,
         }
     }
 }
@@ -140,19 +202,27 @@ pub struct Counters {
     pub too_large: u64,
     pub closed_abuse: u64,
     pub closed_removed: u64,
+    /// Replays that history overtook (the subscriber read slower than it forgot).
+    pub closed_overrun: u64,
     pub missing_token: u64,
     pub wrong_token: u64,
     pub locked_out: u64,
+    /// `GET /events` refused with 400: no topic, a bad one, too many.
+    pub events_bad_request: u64,
+    /// `GET /events` refused with 403: none of its patterns is allowed.
+    pub events_not_allowed: u64,
 }
 
 /// One connection of the relay: who it is (shared with the client's other connections),
-/// the patterns it asked for (its subscriptions are their overlap with its rules), and its
-/// rate buckets when rates apply to it. 40 bytes, plus the buckets (boxed, 32 bytes) and the
-/// asked patterns on the heap.
+/// the patterns it asked for (its subscriptions are their overlap with its rules), its rate
+/// buckets when rates apply to it, and what is being replayed to it. 48 bytes, plus on the
+/// heap the buckets (boxed, 32 bytes), the asked patterns and, only while a replay goes on,
+/// its cursors.
 pub struct Session {
     who: Arc<Client>,
     asked: Vec<Box<str>>,
     limiter: Option<Box<Limiter>>,
+    replay: Option<Box<replay::Replay>>,
 }
 
 /// A local publish that set or cleared its topic's retained value: the relay's `seq`-th
@@ -163,17 +233,87 @@ pub struct RetainMark {
     pub clear: bool,
 }
 
-/// The relay's state: who may do what, retained messages and a reused output buffer.
+/// A topic's retained value.
+#[derive(Clone, Debug)]
+struct Retained {
+    /// The `message` frame of the publish that set it, with its id.
+    frame: String,
+    /// That publish's `seq`.
+    seq: u64,
+    /// The `seq` of the latest message on the topic, retained or not.
+    touched: u64,
+}
+
+/// The retained values, in topic order (a replay's cursor is the last topic it sent), within
+/// a byte cap counting each topic and frame.
+#[derive(Debug, Default)]
+struct Store {
+    map: BTreeMap<String, Retained>,
+    bytes: usize,
+}
+
+impl Store {
+    /// Sets `topic`'s value to `frame` of message `seq` if it fits within `cap`.
+    fn set(&mut self, topic: &str, frame: &str, seq: u64, cap: usize) -> Result<(), Refusal> {
+        let old = self
+            .map
+            .get(topic)
+            .map_or(0, |r| retained_cost(topic, &r.frame));
+        let cost = retained_cost(topic, frame);
+        if self.bytes - old + cost > cap {
+            return Err("retained store full: the message was delivered but not retained");
+        }
+        self.bytes = self.bytes - old + cost;
+        match self.map.get_mut(topic) {
+            // A sensor re-publishing its retained reading reuses the stored string.
+            Some(stored) => {
+                stored.frame.clear();
+                stored.frame.push_str(frame);
+                stored.seq = seq;
+                stored.touched = seq;
+            }
+            None => {
+                let value = Retained {
+                    frame: frame.to_owned(),
+                    seq,
+                    touched: seq,
+                };
+                self.map.insert(topic.to_owned(), value);
+            }
+        }
+        Ok(())
+    }
+
+    fn clear(&mut self, topic: &str) {
+        if let Some(r) = self.map.remove(topic) {
+            self.bytes -= retained_cost(topic, &r.frame);
+        }
+    }
+
+    /// Message `seq` was published on `topic`.
+    fn touch(&mut self, topic: &str, seq: u64) {
+        if let Some(r) = self.map.get_mut(topic) {
+            r.touched = seq;
+        }
+    }
+}
+
+/// The relay's state: who may do what, retained messages, history, ids and a reused output
+/// buffer.
 pub struct Relay {
     policy: Policy,
     anonymous: Arc<Client>,
     lockouts: Lockouts,
     pub counters: Counters,
-    /// Topic → the `message` frame text last published with `retain`.
-    retained: HashMap<String, String>,
-    retained_bytes: usize,
+    retained: Store,
+    history: History,
+    epoch: Epoch,
+    /// The `seq` of the latest message.
+    seq: u64,
+    /// Changes to the retained values and history so far, for the state file.
+    changes: u64,
     out: Vec<u8>,
-    /// Publishes made (`Ctx::publish` calls).
+    /// Publishes made (exported: from callbacks and from the loop, not imports).
     published: u64,
     /// With a bridge: the local retained updates since the bridge last took them.
     marks: Option<Vec<RetainMark>>,
@@ -192,17 +332,46 @@ impl Default for Relay {
 type Refusal = &'static str;
 
 const NOT_ALLOWED: Refusal = "not allowed";
+const RESERVED: Refusal = "topics starting with $ are reserved";
+
+/// Whether a topic is one of the relay's own (`$SYS/…`): its first level starts with `$`.
+/// Clients cannot publish to one, a bridge neither exports nor imports one (each relay has
+/// its own), and a first-level wildcard does not match one.
+pub fn reserved(topic: &str) -> bool {
+    topic.starts_with('$')
+}
+
+/// What a retained value holds beside its topic and frame bytes: its map entry (the key and
+/// the value, 64 B), the B-tree's slack with its nodes half full (as much again) — the
+/// allocator's headers of the two strings fit in what is left of a 128-byte round figure.
+pub const RETAINED_ENTRY_BYTES: usize = 128;
+
+/// The bytes a retained value counts against `max_retained_bytes`: its topic, its frame and
+/// [`RETAINED_ENTRY_BYTES`], so that many small values are bounded as honestly as a few
+/// large ones. The relay's own `$` topics count nothing: they are a fixed set of small values
+/// (see [`sys`]), so a client filling the store cannot push them out.
+fn retained_cost(topic: &str, frame: &str) -> usize {
+    if reserved(topic) {
+        0
+    } else {
+        topic.len() + frame.len() + RETAINED_ENTRY_BYTES
+    }
+}
 
 impl Relay {
     pub fn new(mut policy: Policy) -> Self {
         let anonymous = Client::anonymous(std::mem::take(&mut policy.anonymous));
+        let history = History::new(policy.history_messages, policy.history_bytes);
         Relay {
             policy,
             anonymous,
             lockouts: Lockouts::default(),
             counters: Counters::default(),
-            retained: HashMap::new(),
-            retained_bytes: 0,
+            retained: Store::default(),
+            history,
+            epoch: Epoch::random(),
+            seq: 0,
+            changes: 0,
             out: Vec::new(),
             published: 0,
             marks: None,
@@ -235,54 +404,120 @@ impl Relay {
         }
     }
 
-    /// Sets a topic's retained `message` frame (from another instance), within
-    /// `max_retained_bytes`: false if it did not fit, and then the topic has no retained
-    /// value here (rather than an older one than the other instances have).
-    pub fn set_retained(&mut self, topic: &str, frame: &str) -> bool {
-        let fits = self.retain(topic, false, frame).is_ok();
-        if !fits {
-            self.clear_retained(topic);
+    /// Delivers a message another instance published (its `message` frame, through a
+    /// broker) to the local subscribers of `topic` as a message of this relay: with the next
+    /// id of this relay in place of the other's, into history, and with `retain` as the
+    /// topic's retained value (data `null` clears it) before delivery. Not exported: a bridge
+    /// does not send back what it received. A retained value past `max_retained_bytes` here
+    /// clears the topic's value (rather than keep an older one than the other instances
+    /// have). False if the frame's data cannot be read, or it is too large.
+    pub fn import(server: &mut Server<Relay>, topic: &str, frame: &str, retain: bool) -> bool {
+        let relay = server.handler_mut();
+        let Some(data) = data_of(frame) else {
+            return false;
+        };
+        let max = relay.policy.max_frame;
+        match relay.stamp(topic, data.get(), retain, max) {
+            Err(_) => return false,
+            Ok(Some(_)) => relay.retained.clear(topic),
+            Ok(None) => {}
         }
-        fits
+        let frame = std::mem::take(&mut relay.out);
+        if let Ok(text) = std::str::from_utf8(&frame) {
+            server.import_event(topic, id_in(text), Message::Text(text));
+        }
+        server.handler_mut().out = frame;
+        true
     }
 
-    /// Clears a topic's retained value (from another instance).
-    pub fn clear_retained(&mut self, topic: &str) {
-        let _ = self.retain(topic, true, "");
-    }
-
-    /// Replaces every retained value with `values` (topic → frame, as loaded from a broker),
-    /// except the `touched` topics, which keep their current value or absence. Entries past
-    /// `max_retained_bytes` are left out; returns how many.
-    pub fn load_retained(
-        &mut self,
-        mut values: HashMap<String, String>,
-        touched: &[String],
-    ) -> usize {
-        for topic in touched {
-            match self.retained.get(topic) {
-                Some(frame) => {
-                    values.insert(topic.clone(), frame.clone());
-                }
-                None => {
-                    values.remove(topic);
-                }
+    /// Replaces every retained value with `values` (topic → `message` frame, as loaded from a
+    /// broker), except the `touched` topics, which keep their current value or absence. Each
+    /// value gets an id of this relay. Entries past `max_retained_bytes`, or whose frame
+    /// cannot be read, are left out; returns how many.
+    pub fn load_retained(&mut self, values: HashMap<String, String>, touched: &[String]) -> usize {
+        let mut kept = Store::default();
+        // Each relay keeps its own `$` topics.
+        let own: Vec<String> = self
+            .retained
+            .map
+            .keys()
+            .filter(|t| reserved(t))
+            .cloned()
+            .collect();
+        for topic in touched.iter().chain(&own) {
+            if let Some(r) = self.retained.map.remove(topic) {
+                kept.bytes += retained_cost(topic, &r.frame);
+                kept.map.insert(topic.clone(), r);
             }
         }
-        let (mut bytes, mut left_out) = (0, 0);
-        values.retain(|topic, frame| {
-            let cost = topic.len() + frame.len();
-            let keep = bytes + cost <= self.policy.max_retained_bytes;
-            if keep {
-                bytes += cost;
-            } else {
+        let sorted: BTreeMap<String, String> = values.into_iter().collect();
+        let mut left_out = 0;
+        let cap = self.policy.max_retained_bytes;
+        for (topic, frame) in sorted {
+            if touched.contains(&topic) || reserved(&topic) {
+                continue;
+            }
+            let Some(data) = data_of(&frame) else {
                 left_out += 1;
+                continue;
+            };
+            let seq = self.seq + 1;
+            message_frame(&mut self.out, &topic, data.get(), self.epoch, seq);
+            let text = std::str::from_utf8(&self.out).unwrap_or_default();
+            if self.out.len() > self.policy.max_frame || kept.set(&topic, text, seq, cap).is_err() {
+                left_out += 1;
+                continue;
             }
-            keep
-        });
-        self.retained = values;
-        self.retained_bytes = bytes;
+            self.seq = seq;
+        }
+        self.retained = kept;
+        self.changes += 1;
         left_out
+    }
+}
+
+/// What the state file needs of the relay (see [`state`]).
+impl Relay {
+    /// Changes to the retained values and history so far: a state file written at `n` is
+    /// behind once this is past `n`.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// The relay's epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// Takes a new epoch, for when ids of this one may have been given already (after a stop
+    /// that was not clean, or a state file that cannot be marked as in use): history is
+    /// dropped, the retained values get ids of the new epoch.
+    pub fn forget_epoch(&mut self) {
+        let old = self.epoch;
+        for _ in 0..4 {
+            self.epoch = Epoch::random();
+            if self.epoch != old {
+                break;
+            }
+        }
+        self.seq = 0;
+        self.history = History::new(self.policy.history_messages, self.policy.history_bytes);
+        let values = std::mem::take(&mut self.retained.map);
+        let mut store = Store::default();
+        let cap = self.policy.max_retained_bytes;
+        for (topic, value) in values {
+            let Some(data) = data_in(&value.frame) else {
+                continue;
+            };
+            let seq = self.seq + 1;
+            message_frame(&mut self.out, &topic, data, self.epoch, seq);
+            let frame = std::str::from_utf8(&self.out).unwrap_or_default();
+            if store.set(&topic, frame, seq, cap).is_ok() {
+                self.seq = seq;
+            }
+        }
+        self.retained = store;
+        self.changes += 1;
     }
 }
 
@@ -312,8 +547,14 @@ impl Relay {
             return;
         };
         if now.rules != session.who.rules {
-            let before = granted(&session.who.rules, &session.asked);
-            let after = granted(&now.rules, &session.asked);
+            // Patterns still catching up are not in the topic table: they subscribe under
+            // the rules of the day when their cursor arrives.
+            let before = granted(&session.who.rules, &session.asked, |p| {
+                replay::catching_up(session, p)
+            });
+            let after = granted(&now.rules, &session.asked, |p| {
+                replay::catching_up(session, p)
+            });
             for g in before.iter().filter(|g| !after.contains(g)) {
                 ctx.unsubscribe(g);
             }
@@ -321,15 +562,13 @@ impl Relay {
                 ctx.subscribe(g);
             }
             // Retained values the new rules let it read for the first time, as a new
-            // subscription would get them.
-            let asked = |t: &str| session.asked.iter().any(|p| matches(p, t));
-            for (t, frame) in &self.retained {
-                if asked(t) && now.rules.may_read(t) && !session.who.rules.may_read(t) {
-                    ctx.send(Message::Text(frame));
-                }
-            }
+            // subscription would get them, paced like one.
+            let before = std::mem::replace(&mut session.who, now);
+            self.replay_retained(session, None, Some(before));
+            self.pump(ctx, session);
+        } else {
+            session.who = now;
         }
-        session.who = now;
     }
 
     /// Whether a request may go without a token: loopback needs no credentials (local
@@ -421,37 +660,26 @@ impl Relay {
         match &*req.kind {
             "subscribe" => {
                 let pattern = topic(req, true)?;
-                let grants = session.who.rules.grant(pattern);
-                if grants.is_empty() {
-                    self.counters.denied_subscribe += 1;
-                    return Err(NOT_ALLOWED);
-                }
-                let asked = session.asked.iter().any(|p| **p == *pattern);
-                if !asked && ctx.subscriptions() + grants.len() > ctx.config().max_subscriptions {
-                    return Err("too many subscriptions");
-                }
-                for g in &grants {
-                    ctx.subscribe(g);
-                }
-                if !asked {
-                    session.asked.push(pattern.into());
-                }
-                self.ack(ctx, req.id, None);
-                for (t, frame) in &self.retained {
-                    if matches(pattern, t) && session.who.rules.may_read(t) {
-                        ctx.send(Message::Text(frame));
+                let since = match req.since {
+                    None => Since::Absent,
+                    Some(raw) => {
+                        let (epoch, seq) = since_of(raw)?;
+                        Since::At(epoch, seq)
                     }
-                }
-                Ok(())
+                };
+                self.subscribe(ctx, session, pattern, since, req.id)
             }
             "unsubscribe" => {
                 let pattern = topic(req, true)?;
                 if let Some(i) = session.asked.iter().position(|p| **p == *pattern) {
                     session.asked.swap_remove(i);
                     let rules = &session.who.rules;
-                    let kept = granted(rules, &session.asked);
+                    let kept = granted(rules, &session.asked, |p| replay::catching_up(session, p));
                     for g in rules.grant(pattern).iter().filter(|g| !kept.contains(g)) {
                         ctx.unsubscribe(g);
+                    }
+                    if let Some(r) = &mut session.replay {
+                        r.cancel(pattern);
                     }
                 }
                 self.ack(ctx, req.id, None);
@@ -459,6 +687,10 @@ impl Relay {
             }
             "publish" => {
                 let name = topic(req, false)?;
+                if reserved(name) {
+                    self.counters.denied_publish += 1;
+                    return Err(RESERVED);
+                }
                 let data = req.data.ok_or("publish needs \"data\"")?;
                 if !session.who.rules.may_publish(name) {
                     self.counters.denied_publish += 1;
@@ -468,38 +700,19 @@ impl Relay {
                     self.counters.too_deep += 1;
                     return Err("data is nested deeper than the relay allows");
                 }
-                self.out.clear();
-                self.out
-                    .extend_from_slice(b"{\"type\":\"message\",\"topic\":");
-                json_string(&mut self.out, name);
-                self.out.extend_from_slice(b",\"data\":");
-                self.out.extend_from_slice(data.get().as_bytes());
-                self.out.push(b'}');
-                if self.out.len() > ctx.config().send_limit() {
-                    self.counters.too_large += 1;
-                    return Err("message too large");
-                }
-                let frame = std::str::from_utf8(&self.out).map_err(|_| "invalid data")?;
-                let delivered = ctx.publish(name, Message::Text(frame));
-                self.published += 1;
-                let retained = if req.retain {
-                    let frame = std::mem::take(&mut self.out);
-                    let clear = data.get() == "null";
-                    let result =
-                        self.retain(name, clear, std::str::from_utf8(&frame).unwrap_or_default());
-                    self.out = frame;
-                    if let (Ok(()), Some(marks)) = (result, &mut self.marks) {
-                        marks.push(RetainMark {
-                            seq: self.published,
-                            clear,
-                        });
+                let max = ctx.config().send_limit();
+                let retained = match self.stamp(name, data.get(), req.retain, max) {
+                    Ok(retained) => retained,
+                    Err(refusal) => {
+                        self.counters.too_large += 1;
+                        return Err(refusal);
                     }
-                    result
-                } else {
-                    Ok(())
                 };
+                let frame = self.frame();
+                let delivered = ctx.publish_event(name, id_in(frame), Message::Text(frame));
+                self.exported(req.retain && retained.is_none(), data.get() == "null");
                 self.ack(ctx, req.id, Some(delivered.delivered()));
-                retained
+                retained.map_or(Ok(()), Err)
             }
             "ping" => {
                 self.out.clear();
@@ -516,32 +729,177 @@ impl Relay {
         }
     }
 
-    fn retain(&mut self, topic: &str, clear: bool, frame: &str) -> Result<(), Refusal> {
-        let old_cost = self
-            .retained
-            .get(topic)
-            .map_or(0, |f| f.len() + topic.len());
-        if clear {
-            self.retained.remove(topic);
-            self.retained_bytes -= old_cost;
-            return Ok(());
+    /// Subscribes the connection to `pattern` (checked already), as its rules grant it: a
+    /// WebSocket's `subscribe` request, and each `topic` of an event stream when it opens
+    /// ([`events`]). With `since` the ack always goes (with `gap`), then what history holds
+    /// after it, then live messages; without, an ack if the request had an `id`, the retained
+    /// values, then live ones.
+    pub(super) fn subscribe(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        session: &mut Session,
+        pattern: &str,
+        since: Since,
+        id: Option<&RawValue>,
+    ) -> Result<(), Refusal> {
+        let grants = session.who.rules.grant(pattern);
+        if grants.is_empty() {
+            self.counters.denied_subscribe += 1;
+            return Err(NOT_ALLOWED);
         }
-        let cost = frame.len() + topic.len();
-        if self.retained_bytes - old_cost + cost > self.policy.max_retained_bytes {
-            return Err("retained store full: the message was delivered but not retained");
+        let asked = session.asked.iter().any(|p| **p == *pattern);
+        if !asked
+            && ctx.subscriptions() + waiting(session) + grants.len()
+                > ctx.config().max_subscriptions
+        {
+            return Err("too many subscriptions");
         }
-        self.retained_bytes = self.retained_bytes - old_cost + cost;
-        match self.retained.get_mut(topic) {
-            // A sensor re-publishing its retained reading reuses the stored string.
-            Some(stored) => {
-                stored.clear();
-                stored.push_str(frame);
+        if !asked {
+            session.asked.push(pattern.into());
+        }
+        let pending = replay::catching_up(session, pattern);
+        match since {
+            Since::At(epoch, seq) if epoch == self.epoch && seq <= self.seq => {
+                let rules = &session.who.rules;
+                let gap = self
+                    .history
+                    .gap(seq, |t| matches(pattern, t) && rules.may_read(t));
+                self.ack_gap(ctx, id, gap);
+                if asked && !pending {
+                    // Live already: live again once caught up, so that nothing published
+                    // meanwhile overtakes what is replayed.
+                    let kept = granted(rules, &session.asked, |p| {
+                        p == pattern || replay::catching_up(session, p)
+                    });
+                    for g in grants.iter().filter(|g| !kept.contains(g)) {
+                        ctx.unsubscribe(g);
+                    }
+                }
+                self.catch_up(session, pattern, seq, !gap);
             }
-            None => {
-                self.retained.insert(topic.to_owned(), frame.to_owned());
+            other => {
+                // Without `since`, or with one this relay cannot answer from history
+                // (another epoch, ahead of it, or an event stream's last id that does not
+                // read): the retained values.
+                if matches!(other, Since::Absent) {
+                    self.ack(ctx, id, None);
+                } else {
+                    self.ack_gap(ctx, id, true);
+                }
+                if !pending {
+                    for g in &grants {
+                        ctx.subscribe(g);
+                    }
+                }
+                self.replay_retained(session, Some(pattern), None);
             }
         }
+        self.pump(ctx, session);
         Ok(())
+    }
+
+    /// Gives a message the next id: its frame, built into `self.out`, enters history
+    /// (unless its topic starts with `$`) and with `retain` becomes the topic's retained value
+    /// (`data` null clears it). `Err` if the frame is larger than `max_frame`: nothing is
+    /// kept and no id used. `Ok(Some(refusal))`: kept in history but not retained (the store
+    /// is full).
+    fn stamp(
+        &mut self,
+        topic: &str,
+        data: &str,
+        retain: bool,
+        max_frame: usize,
+    ) -> Result<Option<Refusal>, Refusal> {
+        let seq = self.seq + 1;
+        message_frame(&mut self.out, topic, data, self.epoch, seq);
+        if self.out.len() > max_frame {
+            return Err("message too large");
+        }
+        self.seq = seq;
+        let frame = std::str::from_utf8(&self.out).unwrap_or_default();
+        let kept = !topic.starts_with('$');
+        if kept {
+            self.history.push(seq, topic, frame);
+        }
+        self.retained.touch(topic, seq);
+        let mut refused = None;
+        if retain {
+            if data == "null" {
+                self.retained.clear(topic);
+            } else if let Err(r) =
+                self.retained
+                    .set(topic, frame, seq, self.policy.max_retained_bytes)
+            {
+                refused = Some(r);
+            }
+        }
+        let history_on = self.policy.history_messages > 0 && self.policy.history_bytes > 0;
+        if (kept && history_on) || retain {
+            self.changes += 1;
+        }
+        Ok(refused)
+    }
+
+    /// The frame [`Relay::stamp`] built.
+    fn frame(&self) -> &str {
+        std::str::from_utf8(&self.out).unwrap_or_default()
+    }
+
+    /// A publish went out to the exports (for a bridge): counted, and marked when it set
+    /// (`retained`) or cleared a retained value.
+    fn exported(&mut self, retained: bool, clear: bool) {
+        self.published += 1;
+        if let (true, Some(marks)) = (retained, &mut self.marks) {
+            marks.push(RetainMark {
+                seq: self.published,
+                clear,
+            });
+        }
+    }
+
+    /// Publishes `data` (JSON text, sent as written) to `topic` from outside a callback —
+    /// the program's loop: the relay's own `$SYS` figures ([`sys`]) — as a client's publish
+    /// goes: the next id, history (not for topics starting with `$`), with `retain` the
+    /// topic's retained value (`null` clears it), every local subscriber, and the exports a
+    /// bridge takes. A client's publish takes the same path from its callback. `data` must be
+    /// valid JSON. Returns the delivery and whether it was retained.
+    ///
+    /// # Errors
+    /// In the second place: the frame would be larger than the server sends
+    /// (`Policy::max_frame`), and nothing was published; or, with `retain`, the retained
+    /// store is full for a topic that counts against it: published, not retained.
+    pub fn publish_from_loop(
+        server: &mut Server<Relay>,
+        topic: &str,
+        data: &str,
+        retain: bool,
+    ) -> (Delivery, Result<(), Refusal>) {
+        let relay = server.handler_mut();
+        let max = relay.policy.max_frame;
+        let retained = match relay.stamp(topic, data, retain, max) {
+            Ok(retained) => retained,
+            Err(refusal) => return (Delivery::default(), Err(refusal)),
+        };
+        let frame = std::mem::take(&mut relay.out);
+        let text = std::str::from_utf8(&frame).unwrap_or_default();
+        let delivery = server.publish_event(topic, id_in(text), Message::Text(text));
+        let relay = server.handler_mut();
+        relay.out = frame;
+        relay.exported(retain && retained.is_none(), data == "null");
+        (delivery, retained.map_or(Ok(()), Err))
+    }
+
+    /// `{"type":"ack","id":ID,"gap":GAP}` (`id` only if the request had one): the answer to
+    /// a subscribe with `since`.
+    fn ack_gap(&mut self, ctx: &mut Ctx<'_>, id: Option<&RawValue>, gap: bool) {
+        self.out.clear();
+        self.out.extend_from_slice(b"{\"type\":\"ack\"");
+        if let Some(id) = id {
+            self.out.extend_from_slice(b",\"id\":");
+            self.out.extend_from_slice(id.get().as_bytes());
+        }
+        let _ = write!(self.out, ",\"gap\":{gap}}}");
+        send_out(ctx, &self.out);
     }
 
     fn ack(&mut self, ctx: &mut Ctx<'_>, id: Option<&RawValue>, delivered: Option<usize>) {
@@ -595,6 +953,15 @@ impl Relay {
             &[
                 ("rate_abuse", c.closed_abuse),
                 ("client_removed", c.closed_removed),
+                ("replay_overrun", c.closed_overrun),
+            ],
+        );
+        family(
+            "events_refused_total",
+            "Event-stream requests (GET /events) refused, by reason (400, 403).",
+            &[
+                ("bad_request", c.events_bad_request),
+                ("not_allowed", c.events_not_allowed),
             ],
         );
         family(
@@ -606,6 +973,22 @@ impl Relay {
                 ("locked_out", c.locked_out),
             ],
         );
+        {
+            use std::fmt::Write as _;
+            let _ = write!(
+                s,
+                "# HELP emberws_history_messages Messages history holds.\n\
+                 # TYPE emberws_history_messages gauge\n\
+                 emberws_history_messages {}\n\
+                 # HELP emberws_held_bytes Bytes the relay holds for later subscribers, as their caps count them.\n\
+                 # TYPE emberws_held_bytes gauge\n\
+                 emberws_held_bytes{{what=\"history\"}} {}\n\
+                 emberws_held_bytes{{what=\"retained\"}} {}\n",
+                self.history.len(),
+                self.history.bytes(),
+                self.retained.bytes
+            );
+        }
         #[cfg(feature = "redis")]
         if let Some(bridge) = &self.bridge {
             bridge.write_prometheus(&mut s);
@@ -614,9 +997,13 @@ impl Relay {
     }
 }
 
-/// Every pattern the `asked` patterns stand for under `rules`.
-fn granted(rules: &Rules, asked: &[Box<str>]) -> Vec<String> {
-    let mut all: Vec<String> = asked.iter().flat_map(|p| rules.grant(p)).collect();
+/// Every pattern the `asked` patterns stand for under `rules`, those `skip` says aside.
+fn granted(rules: &Rules, asked: &[Box<str>], skip: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut all: Vec<String> = asked
+        .iter()
+        .filter(|p| !skip(p))
+        .flat_map(|p| rules.grant(p))
+        .collect();
     all.sort_unstable();
     all.dedup();
     all
@@ -694,6 +1081,71 @@ fn deeper_than(json: &[u8], max: usize) -> bool {
     false
 }
 
+/// Writes `{"type":"message","topic":TOPIC,"data":DATA,"id":"EPOCH-SEQ"}` into `out`.
+fn message_frame(out: &mut Vec<u8>, topic: &str, data: &str, epoch: Epoch, seq: u64) {
+    out.clear();
+    out.extend_from_slice(b"{\"type\":\"message\",\"topic\":");
+    json_string(out, topic);
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(data.as_bytes());
+    let _ = write!(out, ",\"id\":\"{epoch}-{seq}\"}}");
+}
+
+/// The data of a frame this relay built ([`message_frame`]), as written. The topic is a JSON
+/// string, in which `,"data":` cannot appear unescaped, and the id comes last.
+fn data_in(frame: &str) -> Option<&str> {
+    let rest = frame.strip_prefix(r#"{"type":"message","topic":"#)?;
+    let at = rest.find(r#","data":"#)? + r#","data":"#.len();
+    let end = rest.rfind(r#","id":""#)?;
+    rest.get(at..end)
+}
+
+/// The id of a frame this relay built ([`message_frame`]): `EPOCH-SEQ`, from its last field.
+/// The event id an event stream gets with it. Empty for a frame without one.
+/// A look at the last few bytes: the id holds no quote, so the last one before its end opens it.
+pub(super) fn id_in(frame: &str) -> &str {
+    let Some(rest) = frame.strip_suffix("\"}") else {
+        return "";
+    };
+    match rest.rfind('"') {
+        Some(at) if rest.get(..=at).is_some_and(|f| f.ends_with(r#","id":""#)) => {
+            rest.get(at + 1..).unwrap_or_default()
+        }
+        _ => "",
+    }
+}
+
+/// The data of a `message` frame (of another relay).
+#[cfg(feature = "redis")]
+fn data_of(frame: &str) -> Option<&RawValue> {
+    #[derive(Deserialize)]
+    struct Frame<'a> {
+        #[serde(borrow)]
+        data: &'a RawValue,
+    }
+    serde_json::from_str::<Frame<'_>>(frame)
+        .ok()
+        .map(|f| f.data)
+}
+
+/// A subscribe's `since`: an id, as a string.
+fn since_of(raw: &RawValue) -> Result<(Epoch, u64), Refusal> {
+    let text = raw.get();
+    text.strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .and_then(id::parse)
+        .ok_or("invalid since")
+}
+
+/// Subscriptions a session's catch-up will make, for the cap on subscriptions.
+fn waiting(session: &Session) -> usize {
+    session
+        .asked
+        .iter()
+        .filter(|p| replay::catching_up(session, p))
+        .count()
+}
+
 fn send_out(ctx: &mut Ctx<'_>, out: &[u8]) {
     if let Ok(text) = std::str::from_utf8(out) {
         ctx.send(Message::Text(text));
@@ -724,10 +1176,12 @@ fn topic<'r>(req: &'r Request<'_>, pattern: bool) -> Result<&'r str, Refusal> {
     Ok(t)
 }
 
-/// Whether `t` is a topic one may publish to: 1 to 256 bytes, no `+` or `#` level.
-#[cfg(feature = "redis")]
+/// Whether `t` is a topic one may publish to: 1 to 256 bytes, no `+` or `#` level, not one
+/// of the relay's own `$` topics.
 pub fn is_publish_topic(t: &str) -> bool {
-    acl::check_pattern(t).is_ok() && !t.split('/').any(|level| level == "+" || level == "#")
+    acl::check_pattern(t).is_ok()
+        && !reserved(t)
+        && !t.split('/').any(|level| level == "+" || level == "#")
 }
 
 /// MQTT matching of a pattern against a topic.
@@ -764,10 +1218,19 @@ impl Handler for Relay {
                     who,
                     asked: Vec::new(),
                     limiter,
+                    replay: None,
                 })
             }
             Err(res) => Decision::Refuse(res),
         }
+    }
+
+    fn on_event_stream(&mut self, req: &HttpRequest<'_>) -> Option<Decision<Session>> {
+        (req.path() == events::PATH).then(|| self.event_stream(req))
+    }
+
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, session: &mut Session) {
+        self.open_stream(ctx, session);
     }
 
     fn on_request(&mut self, req: &HttpRequest<'_>, stats: &Stats) -> Response {
@@ -785,6 +1248,19 @@ impl Handler for Relay {
         }
         match path {
             "/" | "/index.html" => Response::ok("text/html; charset=utf-8", DASHBOARD.as_bytes()),
+            "/emberws.js" => {
+                let mut res = Response::ok("text/javascript; charset=utf-8", CLIENT.as_bytes());
+                // Short, so a page loads the new client soon after the relay is upgraded.
+                res.headers
+                    .push(("Cache-Control", "public, max-age=300".to_owned()));
+                res
+            }
+            // A `GET` is an event stream (`on_event_stream`); this is a `HEAD`.
+            events::PATH => {
+                let mut res = Response::status(405);
+                res.headers.push(("Allow", "GET".to_owned()));
+                res
+            }
             "/healthz" => Response::ok("application/json", stats.to_json().into_bytes()),
             "/metrics" => {
                 let mut text = stats.to_prometheus();
@@ -824,6 +1300,10 @@ impl Handler for Relay {
         if let Err(reason) = result {
             self.refuse(ctx, reason, id);
         }
+    }
+
+    fn on_drain(&mut self, ctx: &mut Ctx<'_>, session: &mut Session) {
+        self.pump(ctx, session);
     }
 }
 
@@ -880,10 +1360,13 @@ mod tests {
             &c,
             r#"{"type":"publish","topic":"sensors/k/temp","data":{"c": 21.50},"id":"x"}"#,
         );
-        let expect = r#"{"type":"message","topic":"sensors/k/temp","data":{"c": 21.50}}"#;
-        // The data goes through as the publisher wrote it, byte for byte.
-        assert_eq!(h.received(&mut a), [Frame::Text(expect.into())]);
-        assert_eq!(h.received(&mut b), [Frame::Text(expect.into())]);
+        let epoch = h.handler().epoch;
+        let expect = format!(
+            r#"{{"type":"message","topic":"sensors/k/temp","data":{{"c": 21.50}},"id":"{epoch}-1"}}"#
+        );
+        // The data goes through as the publisher wrote it, byte for byte; the id comes last.
+        assert_eq!(h.received(&mut a), [Frame::Text(expect.clone())]);
+        assert_eq!(h.received(&mut b), [Frame::Text(expect)]);
         assert_eq!(
             heard(&mut h, &mut c),
             [serde_json::json!({"type":"ack","id":"x","delivered":2})]
@@ -941,7 +1424,7 @@ mod tests {
     #[cfg(feature = "redis")]
     fn a_bridge_learns_which_publishes_were_retained_and_sets_retained_values() {
         let policy = Policy {
-            max_retained_bytes: 120,
+            max_retained_bytes: 120 + RETAINED_ENTRY_BYTES,
             ..Policy::default()
         };
         let cfg = Config::default().max_export_bytes(1 << 16);
@@ -985,24 +1468,41 @@ mod tests {
         assert!(marks.is_empty(), "taken");
 
         // From elsewhere: set, clear, and a snapshot that replaces all but touched topics.
-        let frame = |t: &str, d: &str| format!(r#"{{"type":"message","topic":"{t}","data":{d}}}"#);
-        assert!(h.handler_mut().set_retained("x", &frame("x", "1")));
-        assert!(h.handler_mut().set_retained("y", &frame("y", "2")));
-        h.handler_mut().clear_retained("y");
+        let frame = |t: &str, d: &str| {
+            format!(r#"{{"type":"message","topic":"{t}","data":{d},"id":"0badcafe-7"}}"#)
+        };
+        let mut watcher = h.connect("/").unwrap();
+        say(&mut h, &watcher, r##"{"type":"subscribe","topic":"#"}"##);
+        let import = |h: &mut Harness<Relay>, t: &str, d: &str, retain: bool| {
+            assert!(Relay::import(h.server_mut(), t, &frame(t, d), retain));
+        };
+        import(&mut h, "x", "1", true);
+        import(&mut h, "y", "2", true);
+        import(&mut h, "y", "null", true);
+        import(&mut h, "z", "5", false);
+        let got = heard(&mut h, &mut watcher);
+        assert_eq!(got.len(), 4, "imports reach local subscribers: {got:?}");
+        let epoch = h.handler().epoch.to_string();
+        for m in &got {
+            let id = m["id"].as_str().unwrap();
+            assert!(id.starts_with(&format!("{epoch}-")), "a local id: {id}");
+        }
         assert_eq!(
             retained_now(&mut h),
             [("x".to_owned(), serde_json::json!(1))]
         );
-        assert!(
-            !h.handler_mut()
-                .set_retained("x", &frame("x", &"9".repeat(200))),
-            "past the cap"
-        );
+        import(&mut h, "x", &"9".repeat(200), true);
         assert!(
             retained_now(&mut h).is_empty(),
-            "no older value left behind"
+            "past the cap: no older value left behind"
         );
-        h.handler_mut().set_retained("x", &frame("x", "1"));
+        assert!(
+            !Relay::import(h.server_mut(), "x", "not json", true),
+            "a frame without readable data is not delivered"
+        );
+        import(&mut h, "x", "1", true);
+        // Room for two small values from here on.
+        h.handler_mut().policy.max_retained_bytes = 2 * (64 + RETAINED_ENTRY_BYTES);
         let snapshot: HashMap<String, String> = [
             ("a".to_owned(), frame("a", "3")),
             ("b".to_owned(), frame("b", "4")),
@@ -1025,9 +1525,91 @@ mod tests {
         assert_eq!(
             h.handler_mut().load_retained(big, &[]),
             3,
-            "two entries of 42 B fit in 120 B"
+            "two entries of 62 B (with this relay's id, a two-digit seq) and their overhead fit"
         );
-        assert_eq!(retained_now(&mut h).len(), 2);
+        let now = retained_now(&mut h);
+        assert_eq!(
+            now,
+            [
+                ("k0".to_owned(), serde_json::json!(0)),
+                ("k1".to_owned(), serde_json::json!(0))
+            ]
+        );
+    }
+
+    #[test]
+    #[cfg(feature = "redis")]
+    fn each_relay_keeps_its_own_dollar_topics() {
+        let cfg = Config::default().max_export_bytes(1 << 16);
+        let mut h = Harness::new(cfg, Relay::default());
+        h.handler_mut().mark_retains();
+        Relay::publish_from_loop(h.server_mut(), "$SYS/uptime", "5", true)
+            .1
+            .unwrap();
+        let frame = |t: &str, d: &str| format!(r#"{{"type":"message","topic":"{t}","data":{d}}}"#);
+        // A snapshot from Redis: another relay's `$SYS` does not replace this one's.
+        let snapshot: HashMap<String, String> = [
+            ("a".to_owned(), frame("a", "1")),
+            ("$SYS/uptime".to_owned(), frame("$SYS/uptime", "999")),
+            ("$SYS/other".to_owned(), frame("$SYS/other", "1")),
+        ]
+        .into();
+        assert_eq!(h.handler_mut().load_retained(snapshot, &[]), 0);
+        let mut late = h.connect("/").unwrap();
+        say(&mut h, &late, r#"{"type":"subscribe","topic":"$SYS/#"}"#);
+        let got = heard(&mut h, &mut late);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0]["data"], 5);
+        // Exported like any publish (the bridge leaves `$` topics out), marked as retained.
+        let mut exported = Vec::new();
+        h.server_mut()
+            .drain_exports(|topic, _| exported.push(topic.to_owned()));
+        assert_eq!(exported, ["$SYS/uptime"]);
+        assert!(!is_publish_topic("$SYS/uptime"), "never imported");
+        assert!(is_publish_topic("a/$x"));
+    }
+
+    #[test]
+    fn publishing_to_a_dollar_topic_is_refused() {
+        let mut h = relay();
+        let mut sys = h.connect("/").unwrap();
+        say(
+            &mut h,
+            &sys,
+            r#"{"type":"subscribe","topic":"$SYS/#","id":0}"#,
+        );
+        assert_eq!(heard(&mut h, &mut sys)[0]["type"], "ack");
+        let mut p = h.connect("/").unwrap();
+        for (i, topic) in ["$SYS/x", "$SYS", "$other/y", "$"].iter().enumerate() {
+            say(
+                &mut h,
+                &p,
+                &format!(
+                    r#"{{"type":"publish","topic":"{topic}","data":1,"retain":true,"id":{i}}}"#
+                ),
+            );
+            assert_eq!(
+                heard(&mut h, &mut p),
+                [serde_json::json!({
+                    "type": "error",
+                    "reason": "topics starting with $ are reserved",
+                    "id": i
+                })],
+                "{topic}"
+            );
+        }
+        assert!(heard(&mut h, &mut sys).is_empty());
+        let mut late = h.connect("/").unwrap();
+        say(&mut h, &late, r#"{"type":"subscribe","topic":"$SYS/#"}"#);
+        assert!(heard(&mut h, &mut late).is_empty(), "nothing retained");
+        // `$` further down is an ordinary character.
+        say(
+            &mut h,
+            &p,
+            r#"{"type":"publish","topic":"a/$SYS","data":1,"id":"ok"}"#,
+        );
+        assert_eq!(heard(&mut h, &mut p)[0]["type"], "ack");
+        assert_eq!(h.handler().counters.denied_publish, 4);
     }
 
     #[test]
@@ -1235,9 +1817,19 @@ mod tests {
         let readme = include_str!("../../../../README.md");
         let session = std::mem::size_of::<Session>();
         let limiter = std::mem::size_of::<Limiter>();
-        assert_eq!(session, 40);
+        assert_eq!(session, 48);
         assert!(readme.contains(&format!("<!-- relay session: {session} B -->")));
         assert!(readme.contains(&format!("<!-- relay buckets: {limiter} B -->")));
+    }
+
+    #[test]
+    fn a_retained_entry_counts_at_least_twice_its_map_entry() {
+        let entry = std::mem::size_of::<String>() + std::mem::size_of::<Retained>();
+        assert!(2 * entry <= RETAINED_ENTRY_BYTES, "map entry {entry} B");
+        let readme = include_str!("../../../../README.md");
+        assert!(readme.contains(&format!(
+            "<!-- retained entry: {RETAINED_ENTRY_BYTES} B -->"
+        )));
     }
 
     #[test]
@@ -1515,6 +2107,41 @@ mod tests {
     }
 
     #[test]
+    fn values_a_reload_makes_readable_are_paced_like_a_subscription() {
+        let mut h = guarded(with_clients(alice_and_bob()));
+        let bob = connect_as(&mut h, "tok-bob");
+        let value = "b".repeat(1000);
+        for i in 0..300 {
+            let req = format!(
+                r#"{{"type":"publish","topic":"devices/bob/{i:03}","data":"{value}","retain":true}}"#
+            );
+            say(&mut h, &bob, &req);
+        }
+        let mut alice = connect_as(&mut h, "tok-alice");
+        say(&mut h, &alice, r##"{"type":"subscribe","topic":"#"}"##);
+        assert!(heard(&mut h, &mut alice).is_empty());
+        h.set_window(&alice, 8 * 1024);
+        let wider = clients_file(&[
+            ("alice", "tok-alice", &[], &["devices/#"]),
+            ("bob", "tok-bob", &["devices/{name}/#"], &["#"]),
+        ]);
+        h.handler_mut().set_clients(wider);
+        h.server_mut()
+            .visit_open(|relay, ctx, session| relay.reapply(ctx, session));
+        let mut got = Vec::new();
+        for _ in 0..10_000 {
+            let more = heard(&mut h, &mut alice);
+            let replaying = h.state(&alice).is_some_and(|s| s.replay.is_some());
+            if more.is_empty() && !replaying && h.buffered_amount(&alice) == 0 {
+                break;
+            }
+            got.extend(more);
+        }
+        assert_eq!(got.len(), 300, "every value now readable, once");
+        assert_eq!(h.stats().slow_closes, 0);
+    }
+
+    #[test]
     fn rate_limits_refuse_then_close_with_1008() {
         let policy = Policy {
             rates: Rates {
@@ -1689,6 +2316,22 @@ mod tests {
             Some("null")
         );
         assert!(req(r#"{"type":"publish"}"#).data.is_none());
+    }
+
+    #[test]
+    fn the_id_of_a_frame_is_its_last_field() {
+        let mut out = Vec::new();
+        let epoch = Epoch::parse("3fa2c9e1").unwrap();
+        message_frame(&mut out, "a/\"id\":\"x", r#"{"id":"no"}"#, epoch, 1042);
+        assert_eq!(id_in(std::str::from_utf8(&out).unwrap()), "3fa2c9e1-1042");
+        for bad in [
+            "",
+            "\"}",
+            r#"{"type":"message","data":"x"}"#,
+            r#"{"a":"b-1"}"#,
+        ] {
+            assert_eq!(id_in(bad), "", "{bad}");
+        }
     }
 
     #[test]
