@@ -12,7 +12,10 @@
 #
 # Environment: CONNECTIONS [1000], CHURN [5] (% of the connections replaced a second),
 # TOPICS [100], RATE [1000] (publishes a second), PORT_BASE [19400] (first port tried),
-# SKIP_BUILD [0] (1: use the release binaries already built).
+# SKIP_BUILD [0] (1: use the release binaries already built), PROBE [unset] (a CSV path:
+# benches/soak-probe.py records where the relay's memory is and its descriptors' peak, once a
+# second), PREPEAK [0] (open this many connections at once with `load connect` and close them
+# before the soak starts, so that the peak concurrency is reached before the warm-up mark).
 
 set -euo pipefail
 
@@ -26,6 +29,8 @@ TOPICS=${TOPICS:-100}
 RATE=${RATE:-1000}
 PORT_BASE=${PORT_BASE:-19400}
 SKIP_BUILD=${SKIP_BUILD:-0}
+PROBE=${PROBE:-}
+PREPEAK=${PREPEAK:-0}
 
 SERVER_CORE=0
 LOAD_CORE=1
@@ -38,7 +43,9 @@ say() { printf 'soak: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 SERVER_PID=""
+PROBE_PID=""
 cleanup() {
+    if [ -n "$PROBE_PID" ]; then kill "$PROBE_PID" 2>/dev/null || true; fi
     if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
         kill -TERM "$SERVER_PID" 2>/dev/null || true
         for _ in $(seq 1 100); do
@@ -77,6 +84,16 @@ for _ in $(seq 1 200); do
 done
 ss -Hltn "sport = :$PORT" | grep -q . || die "emberws did not listen on $HOST:$PORT within 10 s"
 say "emberws (pid $SERVER_PID) on $HOST:$PORT, core $SERVER_CORE; load soak on core $LOAD_CORE for $MINUTES min"
+if [ -n "$PROBE" ]; then
+    taskset -c "$LOAD_CORE" python3 "$ROOT/benches/soak-probe.py" "$SERVER_PID" "$PROBE" &
+    PROBE_PID=$!
+    say "probe (pid $PROBE_PID) writing $PROBE"
+fi
+if [ "$PREPEAK" -gt 0 ]; then
+    say "pre-peak: $PREPEAK connections at once, then closed"
+    taskset -c "$LOAD_CORE" "$LOAD" connect --url "ws://$HOST:$PORT/" --connections "$PREPEAK" \
+        --hold 1 >/dev/null || die "load connect failed"
+fi
 
 rc=0
 taskset -c "$LOAD_CORE" "$LOAD" soak --url "ws://$HOST:$PORT/" --server-pid "$SERVER_PID" \

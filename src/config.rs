@@ -115,7 +115,8 @@ pub struct Config {
     /// Subprotocols the server speaks, most preferred first. Default none.
     pub protocols: Vec<String>,
     /// Topic subscriptions per connection at most. Default 64. Each costs the pattern's bytes
-    /// plus about 60 bytes of table entries.
+    /// plus about 60 bytes of table entries; the table of each connection's patterns takes
+    /// 32 bytes per connection slot, up to the highest slot that subscribed.
     pub max_subscriptions: usize,
     /// Origins allowed to upgrade (exact match on the `Origin` header); empty = any.
     /// Requests from other origins get 403. Default empty.
@@ -250,7 +251,7 @@ impl Config {
     /// The loop's own buffers, whatever the connections: the read buffer, the batch for the
     /// connection being served and the scratch batch (each shrunk back to 64 KiB, the scratch
     /// up to one frame of the send limit), the pool's spares, the inbox from other threads,
-    /// and the timer wheel's 1024 slot headers.
+    /// and the timer wheel's 1024 slot heads.
     pub fn fixed_bytes(&self) -> usize {
         self.read_buffer_size
             + crate::server::BATCH_BYTES
@@ -258,7 +259,7 @@ impl Config {
             + self.max_spare_buffers * self.spare_buffer_size()
             + self.max_inbox_bytes
             + self.max_export_bytes
-            + crate::server::timers::WHEEL_SLOTS * std::mem::size_of::<Vec<u8>>()
+            + crate::server::timers::WHEEL_SLOTS * crate::server::timers::SLOT_BYTES
     }
 
     /// What TLS adds to the loop's own buffers (feature `tls`): the scratch buffers that TLS

@@ -98,7 +98,8 @@ soak:     --minutes N [30] (fractions allowed) --connections C [1000] --churn PC
           swap one); 4 publishers, R/s in all, a sequence per topic, every 8th retained.
           Checks: nothing lost while subscribed, no duplicates, order per topic. One CSV row
           a second: server RSS, connections (/healthz), CPU %, the second's counts. Exit 1
-          also when RSS at the end exceeds RSS after the warm-up (1 min, or 10%) by > 5%
+          also when RSS at the end exceeds RSS after the warm-up (1 min, or 10%) by > 5%,
+          less its steps where the peak concurrency rose > 2% after the warm-up
 
 Exit status: 0 when the run had no errors, 1 when it counted some, 2 on bad usage.
 ";

@@ -61,6 +61,82 @@ pub fn warmup_s(run_s: f64) -> f64 {
     (run_s * 0.1).min(60.0)
 }
 
+/// A new peak of concurrency after the warm-up counts when it passes the peak before it (at
+/// the warm-up's end, or at the last rise that counted) by more than this fraction.
+pub const PEAK_RISE: f64 = 0.02;
+
+/// How long after a rise of the peak its step in RSS is taken to have arrived.
+pub const STEP_S: f64 = 5.0;
+
+/// The rises of the peak concurrency after the warm-up that count ([`PEAK_RISE`]): `peaks`
+/// are `(elapsed_s, connections)`, each a new peak, in time order. Rises within [`STEP_S`]
+/// of the one before are one rise, at the later peak's time.
+pub fn peak_rises(warmup_s: f64, peaks: &[(f64, u64)]) -> Vec<(f64, u64)> {
+    let mut base = peaks
+        .iter()
+        .filter(|(t, _)| *t <= warmup_s)
+        .map(|&(_, n)| n)
+        .max()
+        .unwrap_or(0);
+    let mut rises: Vec<(f64, u64)> = Vec::new();
+    for &(t, n) in peaks.iter().filter(|(t, _)| *t > warmup_s) {
+        if n as f64 > base as f64 * (1.0 + PEAK_RISE) {
+            base = n;
+            match rises.last_mut() {
+                Some(last) if t - last.0 < STEP_S => *last = (t, n),
+                _ => rises.push((t, n)),
+            }
+        }
+    }
+    rises
+}
+
+/// What RSS did after the warm-up, with the steps at new peaks of concurrency taken out: the
+/// server's tables keep the size of the most connections it held at once (its connection
+/// table doubles when that passes a power of two), so a step when the peak rises (a stall of
+/// the machine holds closing connections while new ones arrive) is a new high-water mark,
+/// not growth. Everything else counts, before and after each step.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RssVerdict {
+    pub warm: Option<RssMark>,
+    pub end: Option<RssMark>,
+    /// Per counted rise: its time and the KiB RSS rose from just before it to [`STEP_S`]
+    /// after it (0 if it did not).
+    pub steps: Vec<(f64, u64)>,
+    /// (end − the steps) ÷ warm.
+    pub ratio: Option<f64>,
+}
+
+pub fn rss_verdict(rows: &[Row], warmup_s: f64, rises: &[(f64, u64)]) -> RssVerdict {
+    let (warm, end) = rss_marks(rows, warmup_s);
+    let rss = |r: &Row| r.rss_kib.map(|k| (r.elapsed_s, k));
+    let steps: Vec<(f64, u64)> = rises
+        .iter()
+        .map(|&(t, _)| {
+            let before = rows.iter().rev().filter(|r| r.elapsed_s < t).find_map(rss);
+            let after = rows
+                .iter()
+                .filter(|r| r.elapsed_s >= t + STEP_S)
+                .find_map(rss);
+            let step = match (before, after) {
+                (Some((_, b)), Some((_, a))) => a.saturating_sub(b),
+                _ => 0,
+            };
+            (t, step)
+        })
+        .collect();
+    let stepped: u64 = steps.iter().map(|&(_, k)| k).sum();
+    let ratio = warm
+        .zip(end)
+        .map(|((_, w), (_, e))| e.saturating_sub(stepped) as f64 / w as f64);
+    RssVerdict {
+        warm,
+        end,
+        steps,
+        ratio,
+    }
+}
+
 /// An RSS reading: `(elapsed_s, kib)`.
 pub type RssMark = (f64, u64);
 
@@ -327,6 +403,47 @@ mod tests {
     fn warmup_is_a_minute_or_a_tenth_of_a_short_run() {
         assert_eq!(warmup_s(1800.0), 60.0);
         assert_eq!(warmup_s(60.0), 6.0);
+    }
+
+    #[test]
+    fn only_rises_of_the_peak_after_the_warmup_and_past_two_percent_count() {
+        // Small new peaks after the warm-up do not count, nor does any before it.
+        let peaks = [(0.5, 900), (1.0, 1004), (70.0, 1015), (90.0, 1020)];
+        assert_eq!(peak_rises(60.0, &peaks), []);
+        // A rise of more than 2% does, and so does a creep of small ones adding up past it;
+        // rises close together are one.
+        let peaks = [
+            (1.0, 1000),
+            (70.0, 1010),
+            (80.0, 1021),
+            (150.0, 1030),
+            (182.0, 1046),
+            (184.0, 1100),
+            (300.0, 1110),
+        ];
+        assert_eq!(peak_rises(60.0, &peaks), [(80.0, 1021), (184.0, 1100)]);
+        assert_eq!(peak_rises(60.0, &[]), []);
+    }
+
+    #[test]
+    fn rss_steps_at_rises_of_the_peak_are_taken_out_and_the_rest_counts() {
+        // 1000 KiB from the warm-up, 1 KiB more every 10 s, and a step of 60 KiB at 150 s.
+        let rows: Vec<Row> = (1..=300)
+            .map(|i| {
+                let t = f64::from(i);
+                let kib = 1000 + i as u64 / 10 + if i >= 152 { 60 } else { 0 };
+                row(t, kib, 1000)
+            })
+            .collect();
+        let v = rss_verdict(&rows, 60.0, &[(150.0, 1046)]);
+        assert_eq!(v.warm, Some((60.0, 1006)));
+        assert_eq!(v.end, Some((300.0, 1090)));
+        // From the row before it (149 s: 1014) to 5 s after it (155 s: 1075).
+        assert_eq!(v.steps, [(150.0, 61)]);
+        // The slow growth before and after the step still counts.
+        assert_eq!(v.ratio, Some((1090.0 - 61.0) / 1006.0));
+        // Without the rise, the step counts as growth too.
+        assert_eq!(rss_verdict(&rows, 60.0, &[]).ratio, Some(1090.0 / 1006.0));
     }
 
     #[test]

@@ -18,6 +18,9 @@
 //! CPU over the second (`/proc/PID/stat`), and the second's counts. At the end: the SVG plot
 //! and a summary; the run fails if anything was lost, duplicated or reordered, if errors were
 //! counted, or if RSS at the end exceeds RSS after the warm-up by more than `RSS_GROWTH_LIMIT`.
+//! The relay's tables keep the size of the most connections it held at once, so when the peak
+//! concurrency rises well after the warm-up (a stall of the machine), the step RSS takes then
+//! is taken out of the growth (`record::rss_verdict`), and the summary lists each.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -53,7 +56,8 @@ const SUBSCRIPTIONS: usize = 3;
 const RESUBSCRIBE_PCT: f64 = 5.0;
 /// Every n-th publish of a topic is retained.
 const RETAIN_EVERY: u64 = 8;
-/// RSS at the end may exceed RSS after the warm-up by this fraction at most.
+/// RSS at the end may exceed RSS after the warm-up by this fraction at most, its steps at
+/// later rises of the peak concurrency taken out (`record::rss_verdict`).
 pub const RSS_GROWTH_LIMIT: f64 = 0.05;
 /// Churn, resubscriptions and checks run this often (a tenth of the second's share each).
 const STEP: Duration = Duration::from_millis(100);
@@ -132,6 +136,10 @@ struct Soak {
     resubscribed: u64,
     /// Deliveries the relay reported in its publish acks.
     acked_deliveries: u64,
+    /// Every new peak of the connections with a socket open (publishers, subscribers open,
+    /// opening or closing), sampled each step: `(clock ns, connections)`. The relay holds
+    /// these too, so its tables' high-water mark follows this.
+    peaks: Vec<(u64, u64)>,
     rng: Rng,
     buf: Vec<u8>,
 }
@@ -164,6 +172,7 @@ impl Soak {
             relay_errors: 0,
             resubscribed: 0,
             acked_deliveries: 0,
+            peaks: Vec::new(),
             rng: Rng::seeded(),
             buf: Vec::with_capacity(256),
         }
@@ -599,9 +608,18 @@ pub fn run(run: &Run, cfg: &Config) -> Result<(String, u64), String> {
     csv.write_all(tail.csv().as_bytes())
         .map_err(|e| format!("{}: {e}", cfg.csv.display()))?;
 
-    // The plot and the verdict, from the rows of the run proper (not the close).
+    // The plot and the verdict, from the rows of the run proper (not the close). RSS is
+    // judged from the warm-up's end, with its steps at later rises of the peak concurrency
+    // (new high-water marks of the relay's tables) taken out.
     let run_s = cfg.duration.as_secs_f64();
     let warmup = record::warmup_s(run_s);
+    let peaks: Vec<(f64, u64)> = app
+        .peaks
+        .iter()
+        .map(|&(at, n)| (at.saturating_sub(start) as f64 / 1e9, n))
+        .collect();
+    let rises = record::peak_rises(warmup, &peaks);
+    let (peak_s, peak) = peaks.last().copied().unwrap_or((0.0, 0));
     let title = format!(
         "emberws relay soak: {} connections, {}%/s churn, {} publishes/s, {} min",
         cfg.connections,
@@ -611,10 +629,8 @@ pub fn run(run: &Run, cfg: &Config) -> Result<(String, u64), String> {
     );
     std::fs::write(&cfg.svg, record::svg(&rows, warmup, &title))
         .map_err(|e| format!("{}: {e}", cfg.svg.display()))?;
-    let (warm, end_rss) = record::rss_marks(&rows, warmup);
-    let ratio = warm
-        .zip(end_rss)
-        .map(|((_, w), (_, e))| e as f64 / w as f64);
+    let verdict = record::rss_verdict(&rows, warmup, &rises);
+    let (warm, end_rss, ratio) = (verdict.warm, verdict.end, verdict.ratio);
     let rss_grew = ratio.is_none_or(|r| r > 1.0 + RSS_GROWTH_LIMIT);
     let n = &t.counts;
     let errors = t.errors;
@@ -629,10 +645,26 @@ pub fn run(run: &Run, cfg: &Config) -> Result<(String, u64), String> {
     eprintln!("load:   RSS after warm-up  {}", mib(warm));
     eprintln!("load:   RSS at the end     {}", mib(end_rss));
     eprintln!(
-        "load:   end / warm-up      {} (limit {:.2}){}",
+        "load:   (end - steps) / warm-up  {} (limit {:.2}){}",
         ratio.map_or("?".into(), |r| format!("{r:.3}")),
         1.0 + RSS_GROWTH_LIMIT,
         if rss_grew { "  FAIL" } else { "" }
+    );
+    let steps: Vec<String> = verdict
+        .steps
+        .iter()
+        .zip(&rises)
+        .map(|(&(t, kib), &(_, n))| format!("+{kib} KiB at {t:.0} s (to {n})"))
+        .collect();
+    eprintln!(
+        "load:   peak connections   {peak} (sockets open, this side) at {peak_s:.0} s; rises \
+         > {:.0}% after the warm-up, and RSS's step at each: {}",
+        record::PEAK_RISE * 100.0,
+        if steps.is_empty() {
+            "none".to_owned()
+        } else {
+            steps.join(", ")
+        }
     );
     eprintln!(
         "load:   published {}, delivered {} ({} retained replays; relay acks reported {}), \
@@ -666,6 +698,13 @@ pub fn run(run: &Run, cfg: &Config) -> Result<(String, u64), String> {
         .u("topics", cfg.topics as u64)
         .f("rate", Some(cfg.rate), 0)
         .f("warmup_s", Some(warmup), 1)
+        .u("peak_connections", peak)
+        .f("peak_s", Some(peak_s), 1)
+        .u("peak_rises", rises.len() as u64)
+        .u(
+            "rss_step_kib",
+            verdict.steps.iter().map(|&(_, k)| k).sum::<u64>(),
+        )
         .f("rss_warm_kib", kib(warm), 0)
         .f("rss_end_kib", kib(end_rss), 0)
         .f("rss_ratio", ratio, 3)
@@ -702,6 +741,10 @@ fn step_churn(
     resub_carry: &mut f64,
 ) {
     let pool = app.subs.len();
+    let live = fleet.core.live() as u64;
+    if app.peaks.last().is_none_or(|&(_, peak)| live > peak) {
+        app.peaks.push((now, live));
+    }
     let close_timeout = run.close_timeout.as_nanos() as u64;
     // Connections that ended: closes completed or timed out, failures.
     for s in 0..pool {

@@ -1605,7 +1605,7 @@ mod tests {
         // Every term of the fixed part, as the README lists them.
         assert_eq!(
             cfg.fixed_bytes(),
-            64 * 1024 + 64 * 1024 + (128 * 1024 + 14) + 32 * 64 * 1024 + 1024 * 1024 + 1024 * 24
+            64 * 1024 + 64 * 1024 + (128 * 1024 + 14) + 32 * 64 * 1024 + 1024 * 1024 + 1024 * 4
         );
     }
 }

@@ -2,11 +2,24 @@
 //!
 //! Each connection keeps at most one live entry (the loop schedules only a deadline earlier
 //! than the one it already has); a stale entry fires, finds nothing due, and is rescheduled.
+//!
+//! The entries of all slots share one table, each slot a list through it, and an expired
+//! entry's place is reused by the next insert. The wheel therefore holds as many places as
+//! entries were ever scheduled at once, whichever slots they fell in: a `Vec` per slot would
+//! keep each slot's own largest count, and under churn those maxima add up far past the
+//! entries there are (a soak of 1,000 connections with 5% replaced a second grew such slots
+//! to 140 KiB for 1,500 entries in one minute, and on). Steady state allocates nothing.
 
 use crate::conn::Millis;
 
 /// Slots in the loop's wheel: 1024 of 50 ms, one turn every 51.2 s.
 pub(crate) const WHEEL_SLOTS: usize = 1024;
+
+/// The wheel's own memory per slot: the index of its first entry.
+pub(crate) const SLOT_BYTES: usize = std::mem::size_of::<u32>();
+
+/// No entry: the end of a slot's list or of the free list.
+const NIL: u32 = u32::MAX;
 
 /// One scheduled deadline: the connection's slab key and generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,10 +32,17 @@ pub struct Entry {
     pub gen: u32,
 }
 
-/// The wheel: `slots.len()` buckets of `tick` milliseconds each.
+/// The wheel: `heads.len()` buckets of `tick` milliseconds each.
 #[derive(Debug)]
 pub struct TimerWheel {
-    slots: Vec<Vec<Entry>>,
+    /// Per slot, the index of its newest entry in `entries` ([`NIL`]: none).
+    heads: Vec<u32>,
+    /// Every place, live or free; `next[i]` is the next entry of `entries[i]`'s slot (older),
+    /// or the next free place. Two tables, so that a place takes 20 bytes, not 24.
+    entries: Vec<Entry>,
+    next_of: Vec<u32>,
+    /// The first free place ([`NIL`]: none; the tables grow).
+    free: u32,
     tick: u64,
     cur: u64,
     len: usize,
@@ -35,7 +55,10 @@ impl TimerWheel {
     /// A wheel of `slots` buckets of `tick_ms` each (one turn = `slots × tick_ms`).
     pub fn new(slots: usize, tick_ms: u64) -> Self {
         TimerWheel {
-            slots: (0..slots.max(1)).map(|_| Vec::new()).collect(),
+            heads: vec![NIL; slots.max(1)],
+            entries: Vec::new(),
+            next_of: Vec::new(),
+            free: NIL,
             tick: tick_ms.max(1),
             cur: 0,
             len: 0,
@@ -55,47 +78,99 @@ impl TimerWheel {
         self.len == 0
     }
 
+    /// Places in the tables, live or free: the most entries ever scheduled at once.
+    #[cfg(test)]
+    pub fn places(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Schedules an entry; one already due fires at the next [`TimerWheel::expire`].
     pub fn insert(&mut self, entry: Entry) {
         let tick = (entry.at.0 / self.tick).max(self.cur);
-        let n = self.slots.len() as u64;
-        if let Some(slot) = self.slots.get_mut((tick % n) as usize) {
-            slot.push(entry);
-            self.len += 1;
-            if let Some(Some(next)) = self.next {
-                if entry.at >= next {
-                    return; // the cached answer still holds
-                }
+        let n = self.heads.len() as u64;
+        let Some(head) = self.heads.get_mut((tick % n) as usize) else {
+            return;
+        };
+        let place = if self.free != NIL {
+            let place = self.free;
+            let (Some(e), Some(next)) = (
+                self.entries.get_mut(place as usize),
+                self.next_of.get_mut(place as usize),
+            ) else {
+                return;
+            };
+            self.free = *next;
+            *e = entry;
+            *next = *head;
+            place
+        } else {
+            // An index must stay below NIL: 4 billion entries (80 GiB) are never reached.
+            let Ok(place) = u32::try_from(self.entries.len()) else {
+                return;
+            };
+            if place == NIL {
+                return;
             }
-            self.next = None;
+            self.entries.push(entry);
+            self.next_of.push(*head);
+            place
+        };
+        *head = place;
+        self.len += 1;
+        if let Some(Some(next)) = self.next {
+            if entry.at >= next {
+                return; // the cached answer still holds
+            }
         }
+        self.next = None;
     }
 
-    /// Moves every entry due at `now` into `due`, advancing the wheel. Visits the buckets
-    /// passed since the last call (at most one turn) and the entries in them.
+    /// Moves every entry due at `now` into `due`, advancing the wheel, each slot's in the
+    /// order they were inserted. Visits the buckets passed since the last call (at most one
+    /// turn) and the entries in them.
     pub fn expire(&mut self, now: Millis, due: &mut Vec<Entry>) {
         let now_tick = now.0 / self.tick;
         if now_tick < self.cur {
             return;
         }
-        let n = self.slots.len() as u64;
+        let n = self.heads.len() as u64;
         let steps = (now_tick - self.cur).min(n - 1);
         for t in self.cur..=self.cur + steps {
-            let Some(slot) = self.slots.get_mut((t % n) as usize) else {
-                continue;
-            };
-            let before = slot.len();
-            slot.retain(|e| {
-                if e.at <= now {
-                    due.push(*e);
-                    false
+            let slot = (t % n) as usize;
+            let start = due.len();
+            let mut prev = NIL;
+            let mut at = self.heads.get(slot).copied().unwrap_or(NIL);
+            while at != NIL {
+                let i = at as usize;
+                let (Some(&entry), Some(&next)) = (self.entries.get(i), self.next_of.get(i)) else {
+                    break;
+                };
+                if entry.at <= now {
+                    // Unlinked from the slot, onto the free list.
+                    let link = match prev {
+                        NIL => self.heads.get_mut(slot),
+                        p => self.next_of.get_mut(p as usize),
+                    };
+                    if let Some(link) = link {
+                        *link = next;
+                    }
+                    if let Some(own) = self.next_of.get_mut(i) {
+                        *own = self.free;
+                    }
+                    self.free = at;
+                    self.len -= 1;
+                    due.push(entry);
                 } else {
-                    true
+                    prev = at;
                 }
-            });
-            if before != slot.len() {
-                self.len -= before - slot.len();
-                self.next = None;
+                at = next;
+            }
+            if let Some(expired) = due.get_mut(start..) {
+                if !expired.is_empty() {
+                    // The list runs newest first.
+                    expired.reverse();
+                    self.next = None;
+                }
             }
         }
         if self.cur != now_tick {
@@ -122,16 +197,21 @@ impl TimerWheel {
         if self.len == 0 {
             return None;
         }
-        let n = self.slots.len() as u64;
+        let n = self.heads.len() as u64;
         for t in self.cur..self.cur + n {
-            let Some(slot) = self.slots.get((t % n) as usize) else {
-                continue;
-            };
-            let soonest = slot
-                .iter()
-                .filter(|e| e.at.0 / self.tick <= t)
-                .map(|e| e.at)
-                .min();
+            let mut soonest: Option<Millis> = None;
+            let mut at = self.heads.get((t % n) as usize).copied().unwrap_or(NIL);
+            while at != NIL {
+                let (Some(entry), Some(&next)) =
+                    (self.entries.get(at as usize), self.next_of.get(at as usize))
+                else {
+                    break;
+                };
+                if entry.at.0 / self.tick <= t && soonest.is_none_or(|s| entry.at < s) {
+                    soonest = Some(entry.at);
+                }
+                at = next;
+            }
             if soonest.is_some() {
                 return soonest;
             }
@@ -150,6 +230,65 @@ mod tests {
             key,
             gen: 0,
         }
+    }
+
+    #[test]
+    fn a_place_is_an_entry_and_a_link_without_padding() {
+        assert_eq!(
+            std::mem::size_of::<Entry>() + std::mem::size_of::<u32>(),
+            20
+        );
+        assert_eq!(SLOT_BYTES, 4);
+    }
+
+    #[test]
+    fn places_follow_the_most_entries_at_once_not_each_slots_own_peak() {
+        // 16 entries at a time, in one slot after another around the whole wheel (what
+        // churn does): a table per slot would keep 16 places in every slot, 16,384 in all.
+        let mut w = TimerWheel::new(1024, 50);
+        let mut due = Vec::new();
+        for round in 0..2u64 {
+            for slot in 0..1024u64 {
+                let at = (round * 1024 + slot) * 50 + 10;
+                for k in 0..16 {
+                    w.insert(e(at, k));
+                }
+                due.clear();
+                w.expire(Millis(at), &mut due);
+                assert_eq!(due.len(), 16, "round {round}, slot {slot}");
+            }
+        }
+        assert!(w.is_empty());
+        assert_eq!(w.places(), 16);
+    }
+
+    #[test]
+    fn a_slot_gives_its_due_entries_in_insertion_order_and_keeps_the_rest() {
+        let mut w = TimerWheel::new(8, 10); // slot 1 holds ticks 1, 9, 17, …
+        w.insert(e(10, 1));
+        w.insert(e(90, 2));
+        w.insert(e(15, 3));
+        w.insert(e(170, 4));
+        w.insert(e(12, 5));
+        let mut due = Vec::new();
+        w.expire(Millis(15), &mut due);
+        assert_eq!(due, vec![e(10, 1), e(15, 3), e(12, 5)]);
+        assert_eq!(w.len(), 2);
+        assert_eq!(w.next_expiry(), Some(Millis(90)));
+        due.clear();
+        w.expire(Millis(90), &mut due);
+        assert_eq!(due, vec![e(90, 2)]);
+        // Freed places are reused before the tables grow.
+        for k in 0..4 {
+            w.insert(e(200 + k, 10 + k as u32));
+        }
+        assert_eq!(w.places(), 5);
+        due.clear();
+        w.expire(Millis(1000), &mut due);
+        assert_eq!(due.len(), 5);
+        assert_eq!(due[0], e(170, 4));
+        assert!(w.is_empty());
+        assert_eq!(w.next_expiry(), None);
     }
 
     #[test]
