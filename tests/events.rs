@@ -541,8 +541,14 @@ fn an_event_stream_over_tls() {
 fn the_idle_cost_formula_holds_for_an_event_stream() {
     // The same record serves both kinds: the README's figure, checked against the real
     // sizes by the library's own test, is the one that applies.
-    let idle = emberws::server::idle_connection_bytes::<()>();
-    assert!(idle <= 256, "an idle connection costs {idle} B");
+    // (mio keeps a selector id in each socket in debug builds only: 8 bytes.)
+    let idle =
+        emberws::server::idle_connection_bytes::<()>() - if cfg!(debug_assertions) { 8 } else { 0 };
+    let readme = include_str!("../README.md");
+    assert!(
+        readme.contains(&format!("<!-- idle connection: {idle} B -->")),
+        "an idle connection costs {idle} B, as the README says"
+    );
     let mut h = Harness::new(Config::default(), board(&Log::default()));
     let mut peer = h.events("/events?topic=t", &[]).expect("a stream");
     h.received_stream(&mut peer);

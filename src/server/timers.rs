@@ -18,6 +18,10 @@ pub(crate) const WHEEL_SLOTS: usize = 1024;
 /// The wheel's own memory per slot: the index of its first entry.
 pub(crate) const SLOT_BYTES: usize = std::mem::size_of::<u32>();
 
+/// What one scheduled deadline takes in the wheel: its entry and its link. Every open
+/// connection has one (at least its ping or handshake deadline): part of the idle cost.
+pub(crate) const PLACE_BYTES: usize = std::mem::size_of::<Entry>() + std::mem::size_of::<u32>();
+
 /// No entry: the end of a slot's list or of the free list.
 const NIL: u32 = u32::MAX;
 
