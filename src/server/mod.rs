@@ -1506,6 +1506,13 @@ impl Core {
             self.admission.release(slot.peer.ip());
         }
         self.topics.remove_conn(id);
+        if slot.scheduled != NOT_SCHEDULED {
+            self.timers.remove(Entry {
+                at: slot.scheduled,
+                key: id.key,
+                gen: id.gen,
+            });
+        }
         slot.io.deregister(&self.registry);
         if self.current == Some(key) {
             self.batch.clear();
@@ -1549,6 +1556,37 @@ mod tests {
             Config::default().socket_send_buffer(Some(100)).validate(),
             Err("socket buffers must be between 1 KiB and 1 GiB")
         );
+    }
+
+    /// A connection that goes takes its deadline out of the wheel: a flood of short
+    /// connections leaves nothing behind to wait for a ping 30 s away.
+    #[test]
+    fn closed_connections_leave_no_timer_entries() {
+        struct Nothing;
+        impl Handler for Nothing {
+            type State = ();
+            fn on_upgrade(&mut self, _: &HttpRequest<'_>) -> Decision<()> {
+                Decision::Accept(())
+            }
+            fn on_message(&mut self, _: &mut Ctx<'_>, _: &mut (), _: Message<'_>) {}
+        }
+        let mut h = crate::testing::Harness::new(Config::default(), Nothing);
+        let kept = h.connect("/").unwrap();
+        for _ in 0..500 {
+            let p = h.connect("/").unwrap();
+            h.disconnect(&p);
+            h.turn();
+        }
+        let half_open = h.open_raw(b"GET / HTTP/1.1\r\n").unwrap();
+        h.disconnect(&half_open);
+        h.turn();
+        assert_eq!(h.server_mut().core.conns.len(), 1);
+        assert_eq!(
+            h.server_mut().core.timers.len(),
+            1,
+            "only the open one's deadline"
+        );
+        drop(kept);
     }
 
     /// The idle cost per connection of the README's memory formula.
