@@ -171,6 +171,57 @@ def relay_seed(h, requests):
     """A relay seed: 2 header bytes, then (op byte, request) lines (see fuzz/src/relay_target.rs)."""
     return bytes(h) + b"".join(bytes([op]) + r + b"\n" for op, r in requests)
 
+def op(slot, action, arg=0):
+    """An events op byte: the slot (bits 0-2), the action (bits 3-5), its argument (bits 6-7)."""
+    return slot | action << 3 | arg << 6
+
+
+WS, STREAM, RAW, GONE, WINDOW, RELOAD, SYS, CLOCK = range(8)
+NEWEST, EPOCH, RESUME = b"\x01", b"\x02", b"\x03"
+
+
+def events_seed(h, ops):
+    """An events seed: 2 header bytes, then (op byte, line) pairs (see fuzz/src/events.rs)."""
+    return bytes(h) + b"".join(bytes([o]) + line + b"\n" for o, line in ops)
+
+
+def publish(topic, data, retain=False):
+    r = b',"retain":true' if retain else b""
+    return b'{"type":"publish","topic":"%s","data":%s%s}' % (topic, data, r)
+
+
+def subscribe(topic, since=None, rid=None):
+    out = b'{"type":"subscribe","topic":"%s"' % topic
+    if since is not None:
+        out += b',"since":"%s"' % since
+    if rid is not None:
+        out += b',"id":%s' % rid
+    return out + b"}"
+
+
+def state_file(clean, epoch, seq, retained, history):
+    """A state file as the relay writes it (src/bin/emberws/relay/state.rs: encode)."""
+    entry = lambda e: b'\n{"seq":%d,"topic":"%s","data":%s}' % e
+    return (
+        b'{"version":1,"clean":%s,"epoch":"%s","seq":%d,\n"retained":['
+        % (b"true" if clean else b"false", epoch, seq)
+        + b",".join(entry(e) for e in retained)
+        + b'],\n"history":['
+        + b",".join(entry(e) for e in history)
+        + b"]}\n"
+    )
+
+
+STATE_RETAINED = [(4, b"a/1", b"3"), (2, b"a/2", b'{"v":[1,2.50],"s":"x\\"y\\u00e9"}')]
+STATE_HISTORY = [
+    (1, b"a/1", b"1"),
+    (2, b"a/2", b'{"v":[1,2.50],"s":"x\\"y\\u00e9"}'),
+    (3, b"b", b'"plain"'),
+    (4, b"a/1", b"3"),
+    (5, b"c", b"null"),
+]
+STATE_CLEAN = state_file(True, b"3fa2c9e1", 6, STATE_RETAINED, STATE_HISTORY)
+
 SEEDS = {
     "handshake": {
         "rfc6455": RFC_REQUEST,
@@ -331,6 +382,134 @@ SEEDS = {
             [0x0E, 0x00],
             [(0x02, b'{"type":"publish","topic":"x/carol.x","data":%d,"retain":true}' % i) for i in range(8)]
             + [(0x1E, b'{"type":"publish","topic":"alerts","data":"' + b"a" * 400 + b'"}')],
+        ),
+    },
+    "events": {
+        # Loopback, history and retained caps at their defaults, 64 KiB queues: a stream
+        # that comes back with the last id it saw (byte 3), one from the newest id (byte 1),
+        # a WebSocket catching up, $SYS values for an anonymous stream, a keep-alive, a
+        # reload and back, HEAD and a header that is not UTF-8, refusals (400, 403, 401).
+        "resume": events_seed(
+            [0xFC, 0x3F],
+            [
+                (op(3, WS), publish(b"public/a", b"1", retain=True)),
+                (op(1, STREAM), b"topic=public/%23"),
+                (op(3, WS), publish(b"public/b", b'{"n":[2]}')),
+                (op(1, GONE), b""),
+                (op(3, WS), publish(b"public/c", b'"x\\ny"')),
+                (op(1, STREAM), b"topic=public/%23\t" + RESUME),
+                (op(2, STREAM), b"topic=public/b&lastEventID=" + NEWEST),
+                (op(0, WS), subscribe(b"public/#", since=EPOCH + b"-1", rid=b"1")),
+                (op(4, WS), subscribe(b"#", since=NEWEST)),
+                (op(0, SYS, 1), b"12"),
+                (op(5, STREAM), b"topic=$SYS/%23&topic=public/a"),
+                (op(6, STREAM), b"/events?topic=%23&token=tok-carol"),
+                (op(7, STREAM), b"topic=devices/%2B/status\t\tBearer tok-bob"),
+                (op(2, WS), publish(b"alerts", b"true", retain=True)),
+                (op(0, CLOCK, 2), b""),
+                (op(0, RAW), b"HEAD /events?topic=a"),
+                (op(0, RAW), b"GET /events?topic=public/%23\tLast-Event-ID: \xff\xfe"),
+                (op(0, RAW), b"GET /events?topic=public/%23&token=nope"),
+                (op(3, STREAM), b""),
+                (op(3, STREAM), b"topic=a/%23/b"),
+                (op(3, STREAM), b"topic=devices/bob/%23&token=tok-alice"),
+                (op(3, STREAM), b"/healthz"),
+                (op(0, RELOAD, 1), b""),
+                (op(2, WS), publish(b"x/carol.x", b"[]", retain=True)),
+                (op(0, RELOAD, 0), b""),
+            ],
+        ),
+        # A public listener without anonymous access, 4 messages a topic in 4 KiB of
+        # history, a 4 KiB queue: slow readers (1 and 100 bytes at a time) catching up,
+        # a gap, another epoch's id, one ahead of the relay, wrong tokens until a lockout.
+        "slow-public": events_seed(
+            [0x9A, 0x25],
+            [
+                (op(1, WS), subscribe(b"devices/+/status")),
+                (op(0, WS), publish(b"devices/alice/status", b'"%s"' % (b"s" * 300))),
+                (op(0, WS), publish(b"devices/alice/status", b"2", retain=True)),
+                (op(2, WS), publish(b"a/b/c/d", b'"%s"' % (b"d" * 900))),
+                (op(2, WS), publish(b"a/b/c/d", b"[1]", retain=True)),
+                (op(3, STREAM), b"topic=devices/%23&token=tok-alice\t" + EPOCH + b"-1"),
+                (op(3, WINDOW, 0), b""),
+                (op(4, STREAM), b"topic=a/%2B/c/%23&topic=%2B/carol.x\t" + EPOCH + b"-2\tBearer tok-carol"),
+                (op(4, WINDOW, 1), b""),
+                (op(6, WS), subscribe(b"#", since=EPOCH + b"-3", rid=b'"c"')),
+                (op(6, WINDOW, 1), b""),
+                (op(2, WS), publish(b"a/b/c/e", b'"%s"' % (b"e" * 1200))),
+                (op(0, WS), publish(b"devices/alice/x", b"3")),
+                (op(5, STREAM), b"topic=%23&token=tok-alice\t00000000-1"),
+                (op(7, STREAM), b"topic=%23&token=tok-alice\t" + EPOCH + b"-999999"),
+                (op(0, STREAM), b"topic=public/%23\tnonsense"),
+                (op(0, STREAM), b"topic=public/%23&token=wrong1"),
+                (op(0, STREAM), b"topic=public/%23&token=wrong2"),
+                (op(0, STREAM), b"topic=public/%23&token=wrong3"),
+                (op(0, STREAM), b"topic=public/%23&token=wrong4"),
+                (op(0, STREAM), b"topic=public/%23&token=wrong5"),
+                (op(0, STREAM), b"topic=public/%23&token=tok-alice"),
+                (op(0, CLOCK, 1), b""),
+                (op(3, WINDOW, 3), b""),
+                (op(4, WINDOW, 3), b""),
+            ],
+        ),
+        # History off, one subscription allowed, the Drop policy: since the newest id, an
+        # invalid since, a second stream topic past the cap, unsubscribe and again.
+        "no-history": events_seed(
+            [0x01, 0x40],
+            [
+                (op(3, WS), publish(b"public/x", b"1", retain=True)),
+                (op(3, WS), subscribe(b"public/#", since=NEWEST)),
+                (op(3, WS), publish(b"public/x", b"2")),
+                (op(0, WS), subscribe(b"public/#", since=b"3fa2c9e1-0", rid=b"[0]")),
+                (op(0, WS), subscribe(b"public/+")),
+                (op(0, WS), b'{"type":"unsubscribe","topic":"public/+"}'),
+                (op(0, WS), subscribe(b"public/+", since=RESUME)),
+                (op(1, STREAM), b"topic=public/x&topic=public/y"),
+                (op(1, STREAM), b"topic=public/x\t" + NEWEST),
+                (op(3, WS), publish(b"public/x", b"3")),
+            ],
+        ),
+        # Found by this target: two patterns of one stream that match one retained value
+        # (each got its own replay: the value came twice), and the same resuming from
+        # history (each caught up on its own cursor: older ids after newer, twice).
+        "overlap-retained": events_seed(
+            [0xFC, 0x3F],
+            [
+                (op(3, WS), publish(b"public/a", b"1", retain=True)),
+                (op(6, STREAM), b"/events?topic=%23&t&topic=public/a"),
+            ],
+        ),
+        "overlap-since": events_seed(
+            [0xFC, 0x3F],
+            [
+                (op(3, WS), publish(b"public/a", b"1")),
+                (op(3, WS), publish(b"public/b", b"2")),
+                (op(3, WS), publish(b"public/b", b"3")),
+                (op(1, STREAM), b"topic=public/%23&topic=public/b\t" + EPOCH + b"-1"),
+            ],
+        ),
+    },
+    "state": {
+        # Byte 0: the limits (see fuzz/src/state_target.rs); 0xFF: the defaults.
+        "clean": b"\xff" + STATE_CLEAN,
+        "not-clean": b"\xff" + STATE_CLEAN.replace(b'"clean":true', b'"clean":false'),
+        "clean-tight-limits": b"\x05" + STATE_CLEAN,
+        "empty": b"\xff" + state_file(True, b"00000000", 0, [], []),
+        "truncated": b"\xff" + STATE_CLEAN[: len(STATE_CLEAN) // 2],
+        "version-2": b"\xff" + STATE_CLEAN.replace(b'"version":1', b'"version":2'),
+        # A clean file counted to u64::MAX: the next publish overflowed (now refused past
+        # 2^53 - 1, the largest count a browser compares exactly); and one at that count.
+        "seq-u64-max": b"\xff" + state_file(True, b"3fa2c9e1", 2**64 - 1, [(2**64 - 1, b"a", b"1")], []),
+        "seq-2-53": b"\xff" + state_file(True, b"3fa2c9e1", 2**53 - 1, [(2**53 - 1, b"a", b"1")], []),
+        # Found by this target: a retained value and a history message with one id that
+        # differ (loaded, the relay had two messages with one id; now refused).
+        "one-id-two-messages": b"\xff"
+        + state_file(
+            True,
+            b"3fa2c9e1",
+            6,
+            STATE_RETAINED,
+            [(2, b"a/3", STATE_RETAINED[1][2]) if e[0] == 2 else e for e in STATE_HISTORY],
         ),
     },
     "tls": {

@@ -14,11 +14,15 @@ use emberws::proto::{Role, Status};
 mod pipeline;
 
 mod conn;
+mod events;
 mod relay_target;
+mod state_target;
 mod tls;
 
 pub use conn::conn;
+pub use events::events;
 pub use relay_target::relay;
+pub use state_target::state;
 pub use tls::tls;
 
 /// The binary's relay (the JSON protocol handler, its rules, clients and rate limits) and

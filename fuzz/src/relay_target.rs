@@ -45,14 +45,14 @@ const HEADER: usize = 2;
 
 /// The clients and what each may read, as the files below say (`{name}` written out): the
 /// reference the replies are checked against, kept apart from the relay's own compiled rules.
-struct Who {
-    name: &'static str,
-    token: &'static str,
+pub(crate) struct Who {
+    pub(crate) name: &'static str,
+    pub(crate) token: &'static str,
     /// Subscribe rules under the first file and under the second (`None`: removed).
-    reads: [Option<&'static [&'static str]>; 2],
+    pub(crate) reads: [Option<&'static [&'static str]>; 2],
 }
 
-const WHO: [Who; 4] = [
+pub(crate) const WHO: [Who; 4] = [
     Who {
         name: "alice",
         token: "tok-alice",
@@ -83,7 +83,7 @@ const WHO: [Who; 4] = [
 ];
 
 /// Reads everything: the observer that collects the retained values at the end.
-const ROOT_TOKEN: &str = "tok-root";
+pub(crate) const ROOT_TOKEN: &str = "tok-root";
 
 fn clients_file(second: bool) -> String {
     let hash = |t: &str| crate::secret::TokenHash::of(t).to_hex();
@@ -138,7 +138,7 @@ fn files() -> &'static [PathBuf; 2] {
     })
 }
 
-fn load(second: bool) -> Clients {
+pub(crate) fn load(second: bool) -> Clients {
     Clients::load(&files()[usize::from(second)]).expect("the clients file parses")
 }
 

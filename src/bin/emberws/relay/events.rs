@@ -7,9 +7,11 @@
 //! and then by its query: no `topic` or a bad pattern is 400, more patterns than
 //! `max_subscriptions` is 400, patterns of which the client's rules allow none is 403. An
 //! accepted stream is a [`Session`] like a WebSocket's; in `on_open` each pattern is
-//! subscribed through the same path as a WebSocket `subscribe` ([`Relay::subscribe`]), with
+//! subscribed through the same path as a WebSocket `subscribe` ([`Relay::enter`]), with
 //! the pattern as the request's id and the last event id as `since`: the rules' grants, the
-//! `$` rule, retained values, history and gaps all behave the same.
+//! `$` rule, retained values, history and gaps all behave the same. What they replay is sent
+//! for all the patterns at once (one cursor through history, one walk of the retained
+//! values), so a message that two of them match comes once, and in id order.
 //!
 //! What the stream carries: every message as an event whose `id:` is the message id and whose
 //! data is the WebSocket message frame; the answers a WebSocket `subscribe` with `"id":P`
@@ -104,8 +106,9 @@ impl Relay {
     }
 
     /// `on_open` of an event stream: subscribes each of its patterns as a WebSocket
-    /// `subscribe` with `"id":P` (and `since`) would, answering as that would. Nothing for
-    /// a WebSocket.
+    /// `subscribe` with `"id":P` (and `since`) would, answering as that would; then sends
+    /// what they replay, for all of them at once: a message two of them match comes once,
+    /// in order. Nothing for a WebSocket.
     pub(super) fn open_stream(&mut self, ctx: &mut Ctx<'_>, session: &mut Session) {
         // The replay holds only the opening yet.
         let Some(opening) = session.replay.take().and_then(|mut r| r.opening.take()) else {
@@ -114,10 +117,11 @@ impl Relay {
         for pattern in &opening.patterns {
             let id = serde_json::value::to_raw_value(&**pattern).ok();
             let id = id.as_deref();
-            if let Err(reason) = self.subscribe(ctx, session, pattern, opening.since, id) {
+            if let Err(reason) = self.enter(ctx, session, pattern, opening.since, id, None) {
                 self.refuse(ctx, reason, id);
             }
         }
+        self.pump(ctx, session);
     }
 }
 
@@ -290,6 +294,67 @@ mod tests {
         }
         assert!(heard(&mut h, &mut p).is_empty());
         assert_eq!(h.stats().event_streams_open, 1);
+    }
+
+    /// Found by the `events` fuzz target: each pattern replayed on its own, so a retained
+    /// value that two patterns of one stream match came twice.
+    #[test]
+    fn overlapping_patterns_of_a_stream_get_each_retained_value_once() {
+        let mut h = relay();
+        let p = h.connect("/").unwrap();
+        publish(&mut h, &p, "public/a", json!(1), true);
+        publish(&mut h, &p, "public/b", json!(2), true);
+        let mut es = h.events("/events?topic=%23&topic=public/a", &[]).unwrap();
+        let got = events(&mut h, &mut es);
+        let epoch = h.handler().epoch;
+        assert_eq!(
+            got,
+            [
+                (None, json!({"type":"ack","id":"#"})),
+                (None, json!({"type":"ack","id":"public/a"})),
+                (
+                    Some(format!("{epoch}-1")),
+                    json!({"type":"message","topic":"public/a","data":1,"id":format!("{epoch}-1")})
+                ),
+                (
+                    Some(format!("{epoch}-2")),
+                    json!({"type":"message","topic":"public/b","data":2,"id":format!("{epoch}-2")})
+                ),
+            ]
+        );
+        publish(&mut h, &p, "public/a", json!(3), false);
+        assert_eq!(events(&mut h, &mut es).len(), 1, "a live message once");
+    }
+
+    /// Found by the `events` fuzz target: each pattern caught up on its own cursor, so a
+    /// stream resuming two overlapping patterns got the messages of the second again, older
+    /// after newer.
+    #[test]
+    fn overlapping_patterns_of_a_stream_resume_in_order_none_twice() {
+        let mut h = relay();
+        let p = h.connect("/").unwrap();
+        for (topic, n) in [
+            ("public/a", 1),
+            ("public/b", 2),
+            ("public/a", 3),
+            ("public/b", 4),
+        ] {
+            publish(&mut h, &p, topic, json!(n), false);
+        }
+        let since = format!("{}-1", h.handler().epoch);
+        let headers = [("Last-Event-ID", since.as_str())];
+        for target in [
+            "/events?topic=public/%23&topic=public/b",
+            "/events?topic=public/b&topic=public/%23",
+        ] {
+            let mut es = h.events(target, &headers).unwrap();
+            let got = events(&mut h, &mut es);
+            let ids: Vec<&str> = got.iter().filter_map(|(id, _)| id.as_deref()).collect();
+            let epoch = h.handler().epoch;
+            let want: Vec<String> = (2..=4).map(|n| format!("{epoch}-{n}")).collect();
+            assert_eq!(ids, want, "{target}: in order, each once");
+            assert_eq!(got.len(), 2 + 3, "two acks first");
+        }
     }
 
     #[test]

@@ -730,10 +730,9 @@ impl Relay {
     }
 
     /// Subscribes the connection to `pattern` (checked already), as its rules grant it: a
-    /// WebSocket's `subscribe` request, and each `topic` of an event stream when it opens
-    /// ([`events`]). With `since` the ack always goes (with `gap`), then what history holds
-    /// after it, then live messages; without, an ack if the request had an `id`, the retained
-    /// values, then live ones.
+    /// WebSocket's `subscribe` request. With `since` the ack always goes (with `gap`), then
+    /// what history holds after it, then live messages; without, an ack if the request had
+    /// an `id`, the retained values, then live ones.
     pub(super) fn subscribe(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -741,6 +740,25 @@ impl Relay {
         pattern: &str,
         since: Since,
         id: Option<&RawValue>,
+    ) -> Result<(), Refusal> {
+        self.enter(ctx, session, pattern, since, id, Some(pattern))?;
+        self.pump(ctx, session);
+        Ok(())
+    }
+
+    /// [`Relay::subscribe`] up to its answer, leaving what it replays to [`Relay::pump`]:
+    /// an event stream enters all its patterns first ([`events`]), so that its catch-ups
+    /// share one cursor and its retained values come in one replay (`retained: None`, every
+    /// pattern asked for), and none comes twice. `retained`: the pattern whose retained
+    /// values the subscription gets.
+    pub(super) fn enter(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        session: &mut Session,
+        pattern: &str,
+        since: Since,
+        id: Option<&RawValue>,
+        retained: Option<&str>,
     ) -> Result<(), Refusal> {
         let grants = session.who.rules.grant(pattern);
         if grants.is_empty() {
@@ -795,10 +813,9 @@ impl Relay {
                         ctx.subscribe(g);
                     }
                 }
-                self.replay_retained(session, Some(pattern), None);
+                self.replay_retained(session, retained, None);
             }
         }
-        self.pump(ctx, session);
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! The state file (`--state FILE`): the retained values and history, with the epoch and the
 //! last `seq`, kept across restarts.
 //!
-//! In: the relay, to [`save`]; a file, to [`load`]. Out: one JSON document, written whole to a
+//! In: the relay, to [`save`]; a file, to [`load`] (its text, to [`parse`]). Out: one JSON document, written whole to a
 //! temporary file beside the target, synced, then renamed over it, so a reader (or a crash)
 //! finds the old file or the new one, never half of one. It holds what was published (never a
 //! token or a hash) and is created readable by its owner only.
@@ -29,6 +29,11 @@ use super::{data_in, deeper_than, is_publish_topic, json_string, message_frame, 
 
 /// The file format's version.
 const VERSION: u32 = 1;
+
+/// The highest count a file may hold: the largest integer a browser's number holds exactly
+/// (`emberws.js` compares ids by it), far beyond what a relay publishes in its life, and far
+/// enough below `u64::MAX` that counting on from it cannot overflow.
+const MAX_SEQ: u64 = (1 << 53) - 1;
 
 /// What [`load`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,8 +128,8 @@ impl OwnerOnly for OpenOptions {
     }
 }
 
-/// The state as the file holds it: one entry a line.
-fn encode(relay: &Relay, clean: bool, out: &mut Vec<u8>) {
+/// The state as the file holds it: one entry a line (what [`save`] writes, appended to `out`).
+pub fn encode(relay: &Relay, clean: bool, out: &mut Vec<u8>) {
     use std::io::Write as _;
     let _ = write!(
         out,
@@ -184,7 +189,16 @@ pub fn load(relay: &mut Relay, path: &Path) -> Result<Option<Loaded>, String> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.to_string()),
     };
-    let file: File<'_> = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    parse(relay, &text).map(Some)
+}
+
+/// Loads a state file's text into `relay` (which must be fresh), as [`load`] does once it
+/// has read the file: the same checks, the same limits.
+///
+/// # Errors
+/// The text does not read whole as a state file; `relay` is then unchanged.
+pub fn parse(relay: &mut Relay, text: &str) -> Result<Loaded, String> {
+    let file: File<'_> = serde_json::from_str(text).map_err(|e| e.to_string())?;
     if file.version != VERSION {
         return Err(format!(
             "version {} (this relay reads {VERSION})",
@@ -192,6 +206,9 @@ pub fn load(relay: &mut Relay, path: &Path) -> Result<Option<Loaded>, String> {
         ));
     }
     let epoch = Epoch::parse(&file.epoch).ok_or("a bad epoch")?;
+    if file.seq > MAX_SEQ {
+        return Err(format!("seq {} past {MAX_SEQ}", file.seq));
+    }
     let mut last = 0;
     for e in &file.history {
         if e.seq <= last || e.seq > file.seq {
@@ -206,7 +223,27 @@ pub fn load(relay: &mut Relay, path: &Path) -> Result<Option<Loaded>, String> {
     {
         return Err(format!("retained entry {} ahead of the file's seq", e.seq));
     }
-    Ok(Some(apply(relay, &file, epoch)))
+    // One id is one message: a retained value is the message that set it, the same one where
+    // history holds it too, and two retained values are two messages.
+    let mut seqs: Vec<u64> = file.retained.iter().map(|e| e.seq).collect();
+    seqs.sort_unstable();
+    if let Some(pair) = seqs.windows(2).find(|pair| pair[0] == pair[1]) {
+        return Err(format!("two retained entries with id {}", pair[0]));
+    }
+    for e in &file.retained {
+        let held = file
+            .history
+            .binary_search_by_key(&e.seq, |h| h.seq)
+            .ok()
+            .and_then(|i| file.history.get(i));
+        if held.is_some_and(|h| h.topic != e.topic || h.data.get() != e.data.get()) {
+            return Err(format!(
+                "retained entry {} is another message in history",
+                e.seq
+            ));
+        }
+    }
+    Ok(apply(relay, &file, epoch))
 }
 
 /// Puts a read file's state into `relay`, within its limits.
@@ -439,6 +476,69 @@ mod tests {
         }
         let mut relay = Relay::new(Policy::default());
         assert_eq!(load(&mut relay, &dir.0.join("absent.json")), Ok(None));
+    }
+
+    /// Found by the `state` fuzz target: a file whose retained value and history message
+    /// of one id differ was loaded, and the relay then had two messages with one id.
+    #[test]
+    fn a_file_with_two_messages_of_one_id_is_refused() {
+        let file = |retained: &str, history: &str| {
+            format!(
+                "{{\"version\":1,\"clean\":true,\"epoch\":\"3fa2c9e1\",\"seq\":3,\n\
+                 \"retained\":[{retained}],\n\"history\":[{history}]}}\n"
+            )
+        };
+        let a2 = r#"{"seq":2,"topic":"a","data":[1]}"#;
+        let good = file(a2, &format!(r#"{{"seq":1,"topic":"a","data":0}},{a2}"#));
+        let mut relay = Relay::new(Policy::default());
+        let loaded = parse(&mut relay, &good).unwrap();
+        assert_eq!((loaded.retained, loaded.history), (1, 2));
+        for bad in [
+            file(a2, r#"{"seq":2,"topic":"b","data":[1]}"#),
+            file(a2, r#"{"seq":2,"topic":"a","data":[2]}"#),
+            file(&format!(r#"{a2},{{"seq":2,"topic":"b","data":[1]}}"#), ""),
+        ] {
+            let mut relay = Relay::new(Policy::default());
+            let err = parse(&mut relay, &bad).unwrap_err();
+            assert!(err.contains("entr"), "{err}");
+            assert!(relay.retained.map.is_empty() && relay.history.len() == 0);
+        }
+    }
+
+    /// Found with the `state` fuzz target: a clean file whose count was at `u64::MAX` was
+    /// loaded, and the next publish overflowed it (a panic where overflow is checked, id
+    /// `EPOCH-0` and repeated ids where not).
+    #[test]
+    fn a_file_counted_past_what_a_browser_compares_is_refused() {
+        let file = |seq: u64| {
+            format!(
+                "{{\"version\":1,\"clean\":true,\"epoch\":\"3fa2c9e1\",\"seq\":{seq},\n\
+                 \"retained\":[{{\"seq\":{seq},\"topic\":\"a\",\"data\":1}}],\n\"history\":[]}}\n"
+            )
+        };
+        for seq in [u64::MAX, MAX_SEQ + 1] {
+            let mut relay = Relay::new(Policy::default());
+            assert!(parse(&mut relay, &file(seq)).is_err(), "{seq}");
+            assert_eq!(relay.seq, 0);
+        }
+        let mut h = Harness::new(Config::default(), Relay::new(Policy::default()));
+        parse(h.handler_mut(), &file(MAX_SEQ)).unwrap();
+        let mut p = h.connect("/").unwrap();
+        h.send(&p, Message::Text(r#"{"type":"subscribe","topic":"a"}"#));
+        h.send(
+            &p,
+            Message::Text(r#"{"type":"publish","topic":"a","data":2}"#),
+        );
+        let frames = h.received(&mut p);
+        let emberws::testing::Frame::Text(last) = frames.last().unwrap() else {
+            panic!("{frames:?}")
+        };
+        let v: Value = serde_json::from_str(last).unwrap();
+        assert_eq!(
+            v["id"],
+            format!("3fa2c9e1-{}", MAX_SEQ + 1),
+            "counting on from it"
+        );
     }
 
     #[test]
