@@ -146,18 +146,7 @@ impl TimerWheel {
                 return false;
             };
             if e == entry {
-                let link = match prev {
-                    NIL => self.heads.get_mut(slot),
-                    p => self.next_of.get_mut(p as usize),
-                };
-                if let Some(link) = link {
-                    *link = next;
-                }
-                if let Some(own) = self.next_of.get_mut(i) {
-                    *own = self.free;
-                }
-                self.free = at;
-                self.len -= 1;
+                self.unlink(slot, prev, at, next);
                 if self.next == Some(Some(entry.at)) {
                     self.next = None;
                 }
@@ -167,6 +156,23 @@ impl TimerWheel {
             at = next;
         }
         false
+    }
+
+    /// Takes place `at` (after `prev` in `slot`'s list, [`NIL`] if first; followed by `next`)
+    /// out of its slot and onto the free list.
+    fn unlink(&mut self, slot: usize, prev: u32, at: u32, next: u32) {
+        let link = match prev {
+            NIL => self.heads.get_mut(slot),
+            p => self.next_of.get_mut(p as usize),
+        };
+        if let Some(link) = link {
+            *link = next;
+        }
+        if let Some(own) = self.next_of.get_mut(at as usize) {
+            *own = self.free;
+        }
+        self.free = at;
+        self.len -= 1;
     }
 
     /// Moves every entry due at `now` into `due`, advancing the wheel, each slot's in the
@@ -190,19 +196,7 @@ impl TimerWheel {
                     break;
                 };
                 if entry.at <= now {
-                    // Unlinked from the slot, onto the free list.
-                    let link = match prev {
-                        NIL => self.heads.get_mut(slot),
-                        p => self.next_of.get_mut(p as usize),
-                    };
-                    if let Some(link) = link {
-                        *link = next;
-                    }
-                    if let Some(own) = self.next_of.get_mut(i) {
-                        *own = self.free;
-                    }
-                    self.free = at;
-                    self.len -= 1;
+                    self.unlink(slot, prev, at, next);
                     due.push(entry);
                 } else {
                     prev = at;

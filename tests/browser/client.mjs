@@ -7,7 +7,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { WAIT, Peer, checks, fakeRelay, launchChromium, sleep, startRelay, stopRelay } from './lib.mjs';
+import { WAIT, Counter, Peer, checks, fakeRelay, launchChromium, sleep, startRelay, stopRelay } from './lib.mjs';
 
 const binary = process.argv[2] ?? 'target/release/emberws';
 const { check, finish } = checks('client');
@@ -359,32 +359,14 @@ try {
     const TOTAL = 300;
     let h = await started('127.0.0.1:0', flags);
     const hAddr = h.addr;
-    let done = false;
-    let published = 0;
-    let counting = null;
-    // Stop-and-wait: a number is published again only if its ack never came.
-    const count = async () => {
-      let n = 1;
-      while (n <= TOTAL && !done) {
-        let p;
-        try { p = await Peer.connect(hAddr); } catch { await sleep(50); continue; }
-        try {
-          for (; n <= TOTAL && !done; n++) {
-            await p.request({ type: 'publish', topic: 'count/n', data: n, id: n }, 10_000);
-            published = n;
-            await sleep(10);
-          }
-        } catch { /* the relay went away: n again on the next connection */ }
-        p.close();
-      }
-    };
+    const counter = new Counter(hAddr, TOTAL);
     try {
       await page.evaluate((u) => {
         make('h', u, { minDelay: 100, maxDelay: 1000 });
         clients.h.subscribe('count/#');
       }, `ws://${hAddr}/`);
       await until(() => acked('h', 'subscribe', 'count/#'));
-      counting = count();
+      counter.start();
       await until(() => datas('h', 'count/').length >= 60);
       await stopRelay(h, 'SIGTERM');
       others.delete(h);
@@ -394,7 +376,7 @@ try {
       await page.context().setOffline(true);
       const had = (await page.evaluate(() => datas('h', 'count/'))).length;
       h = await started(hAddr, flags);
-      while (published < had + 50 && !done) await sleep(20);
+      while (counter.published < had + 50 && !counter.done) await sleep(20);
       const away = (await page.evaluate(() => datas('h', 'count/'))).length;
       await page.context().setOffline(false);
       if (away !== had) throw new Error(`the page got messages while offline (${had} → ${away})`);
@@ -409,8 +391,7 @@ try {
       const gaps = await page.evaluate(() => clients.h.log.gaps);
       if (gaps.length) throw new Error(`gap reported: ${JSON.stringify(gaps)}`);
     } finally {
-      done = true;
-      await counting;
+      await counter.stop();
       await page.context().setOffline(false);
       await page.evaluate(() => clients.h?.close());
       await stopRelay(h);

@@ -2,46 +2,16 @@
 // Usage: node tests/browser/dashboard.mjs path/to/emberws
 // Checks what a person would see: the connection state, live values per topic, the chart,
 // a typed subscription pattern, and reconnection after the server goes away and comes back.
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
 import WebSocket from 'ws';
-import { fakeRelay } from './lib.mjs';
+import { WAIT, checks, fakeRelay, launchChromium, startRelay as startBinary, stopRelay } from './lib.mjs';
 
 const binary = process.argv[2] ?? 'target/release/emberws';
-const WAIT = 30_000;
-let passed = 0;
-let failed = 0;
-
-function startRelay(listen, extra = []) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(binary, ['--listen', listen, ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let seen = '';
-    const timer = setTimeout(() => reject(new Error(`relay did not start: ${seen}`)), WAIT);
-    child.stderr.on('data', (chunk) => {
-      seen += chunk;
-      const m = /listening on ws:\/\/(\S+)/.exec(seen);
-      const tls = /listening on wss:\/\/(\S+)/.exec(seen);
-      if (m && !child.addr && (!extra.includes('--tls-listen') || tls)) {
-        child.addr = m[1];
-        child.tlsAddr = tls?.[1];
-        clearTimeout(timer);
-        resolve(child);
-      }
-    });
-    child.on('exit', (code) => reject(new Error(`relay exited with ${code}: ${seen}`)));
-  });
-}
-
-function stopRelay(child) {
-  return new Promise((resolve) => {
-    child.removeAllListeners('exit');
-    child.on('exit', resolve);
-    child.kill('SIGTERM');
-  });
-}
+const { check, finish } = checks('dashboard');
+const startRelay = (listen, extra = []) => startBinary(binary, listen, extra);
 
 // `emberws token NAME`: the token (first line) and its clients-file entry with these rules.
 function makeClient(name, publish, subscribe) {
@@ -65,27 +35,10 @@ function publish(ws, topic, data) {
   ws.send(JSON.stringify({ type: 'publish', topic, data }));
 }
 
-async function check(name, fn) {
-  try {
-    await fn();
-    passed += 1;
-    console.log(`ok   ${name}`);
-  } catch (e) {
-    failed += 1;
-    console.log(`FAIL ${name}: ${e.message}`);
-  }
-}
-
 const relay = await startRelay('127.0.0.1:0');
 const addr = relay.addr;
 let restarted = null;
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  args: [
-    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  ],
-});
+const browser = await launchChromium();
 try {
   const page = await browser.newPage({ viewport: { width: 1100, height: 800 } });
   const pageErrors = [];
@@ -310,5 +263,4 @@ try {
   if (restarted) await stopRelay(restarted);
   relay.kill('SIGKILL');
 }
-console.log(`dashboard: ${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+process.exit(finish() ? 1 : 0);

@@ -7,7 +7,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { WAIT, Peer, checks, launchChromium, sleep, startRelay, stopRelay } from './lib.mjs';
+import { WAIT, Counter, Peer, checks, launchChromium, sleep, startRelay, stopRelay } from './lib.mjs';
 
 const binary = process.argv[2] ?? 'target/release/emberws';
 const { check, finish } = checks('events');
@@ -104,29 +104,11 @@ try {
     let h = await started('127.0.0.1:0', flags);
     const hAddr = h.addr;
     const page = await pageOn(hAddr);
-    let done = false;
-    let published = 0;
-    let counting = null;
-    // Stop-and-wait: a number is published again only if its ack never came.
-    const count = async () => {
-      let n = 1;
-      while (n <= TOTAL && !done) {
-        let p;
-        try { p = await Peer.connect(hAddr); } catch { await sleep(50); continue; }
-        try {
-          for (; n <= TOTAL && !done; n++) {
-            await p.request({ type: 'publish', topic: 'count/n', data: n, id: n }, 10_000);
-            published = n;
-            await sleep(10);
-          }
-        } catch { /* the relay went away: n again on the next connection */ }
-        p.close();
-      }
-    };
+    const counter = new Counter(hAddr, TOTAL);
     try {
       await page.evaluate(() => listen('h', '/events?topic=count/%23'));
       await page.until(() => streams.h.log.answers.length === 1);
-      counting = count();
+      counter.start();
       await page.until(() => datas('h').length >= 60);
       await stopRelay(h, 'SIGTERM');
       others.delete(h);
@@ -137,7 +119,7 @@ try {
       await page.context().setOffline(true);
       const had = (await page.evaluate(() => datas('h'))).length;
       h = await started(hAddr, flags);
-      while (published < had + 50 && !done) await sleep(20);
+      while (counter.published < had + 50 && !counter.done) await sleep(20);
       const away = (await page.evaluate(() => datas('h'))).length;
       await page.context().setOffline(false);
       if (away !== had) throw new Error(`the page got messages while offline (${had} → ${away})`);
@@ -159,8 +141,7 @@ try {
       if (log.messages.some((m) => m.lastEventId !== m.id)) throw new Error('lastEventId differs from an id');
       if (page.errors.length) throw new Error(page.errors.join('; '));
     } finally {
-      done = true;
-      await counting;
+      await counter.stop();
       await page.context().setOffline(false);
       await page.evaluate(() => streams.h?.close()).catch(() => {});
       await page.close();

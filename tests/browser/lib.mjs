@@ -190,3 +190,38 @@ export function checks(label) {
     },
   };
 }
+
+// A publisher that counts 1..total on `topic` through restarts of the relay at `addr`:
+// stop-and-wait, so a number is published again only if its ack never came, and it connects
+// again when the relay goes away. `published`: the last number acknowledged.
+export class Counter {
+  constructor(addr, total, topic = 'count/n') {
+    Object.assign(this, { addr, total, topic, published: 0, done: false, running: null });
+  }
+
+  start() {
+    this.running = this.#run();
+    return this;
+  }
+
+  async stop() {
+    this.done = true;
+    await this.running;
+  }
+
+  async #run() {
+    let n = 1;
+    while (n <= this.total && !this.done) {
+      let p;
+      try { p = await Peer.connect(this.addr); } catch { await sleep(50); continue; }
+      try {
+        for (; n <= this.total && !this.done; n++) {
+          await p.request({ type: 'publish', topic: this.topic, data: n, id: n }, 10_000);
+          this.published = n;
+          await sleep(10);
+        }
+      } catch { /* the relay went away: n again on the next connection */ }
+      p.close();
+    }
+  }
+}

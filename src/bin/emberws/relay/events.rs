@@ -217,16 +217,7 @@ mod tests {
         say(h, p, &req.to_string());
     }
 
-    /// The WebSocket frames a peer got, as JSON.
-    fn heard(h: &mut Harness<Relay>, peer: &mut Peer) -> Vec<Value> {
-        h.received(peer)
-            .into_iter()
-            .map(|f| match f {
-                Frame::Text(t) => serde_json::from_str(&t).unwrap(),
-                other => panic!("not a text frame: {other:?}"),
-            })
-            .collect()
-    }
+    use super::super::tests::heard;
 
     /// The events a stream got: (id, data as JSON).
     fn events(h: &mut Harness<Relay>, peer: &mut Peer) -> Vec<(Option<String>, Value)> {

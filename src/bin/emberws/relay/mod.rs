@@ -1340,12 +1340,13 @@ mod tests {
         Harness::new(Config::default(), Relay::default())
     }
 
-    fn say(h: &mut Harness<Relay>, peer: &Peer, json: &str) {
+    /// Sends `json` as a text message (the relay's other test modules use it too).
+    pub(super) fn say(h: &mut Harness<Relay>, peer: &Peer, json: &str) {
         h.send(peer, Message::Text(json));
     }
 
     /// Every JSON message the relay sent to `peer` since the last look.
-    fn heard(h: &mut Harness<Relay>, peer: &mut Peer) -> Vec<Value> {
+    pub(super) fn heard(h: &mut Harness<Relay>, peer: &mut Peer) -> Vec<Value> {
         h.received(peer)
             .into_iter()
             .map(|f| match f {

@@ -570,15 +570,7 @@ mod tests {
     }
 
     /// One read of what the socket holds.
-    fn drain_once(h: &mut Harness<Relay>, peer: &mut Peer) -> Vec<Value> {
-        h.received(peer)
-            .into_iter()
-            .map(|f| match f {
-                Frame::Text(t) => serde_json::from_str(&t).unwrap(),
-                other => panic!("{other:?}"),
-            })
-            .collect()
-    }
+    use super::super::tests::heard as drain_once;
 
     #[test]
     fn many_retained_values_reach_a_prompt_reader_within_backpressure() {

@@ -501,24 +501,11 @@ mod tests {
         assert!(got.last().unwrap().starts_with("$SYS/dropped="));
     }
 
-    use emberws::testing::{Frame, Harness, Peer};
-    use emberws::{Config, Message};
+    use emberws::testing::Harness;
+    use emberws::Config;
     use serde_json::Value;
 
-    fn say(h: &mut Harness<Relay>, peer: &Peer, json: &str) {
-        h.send(peer, Message::Text(json));
-    }
-
-    /// Every message frame the relay sent to `peer` since the last look.
-    fn heard(h: &mut Harness<Relay>, peer: &mut Peer) -> Vec<Value> {
-        h.received(peer)
-            .into_iter()
-            .map(|f| match f {
-                Frame::Text(t) => serde_json::from_str(&t).unwrap(),
-                other => panic!("not a text frame: {other:?}"),
-            })
-            .collect()
-    }
+    use super::super::tests::{heard, say};
 
     /// The `(topic, data)` of the message frames among `got`.
     fn figures(got: &[Value]) -> Vec<(String, Value)> {
