@@ -177,7 +177,7 @@ def op(slot, action, arg=0):
 
 
 WS, STREAM, RAW, GONE, WINDOW, RELOAD, SYS, CLOCK = range(8)
-NEWEST, EPOCH, RESUME = b"\x01", b"\x02", b"\x03"
+NEWEST, EPOCH, RESUME, FILLER = b"\x01", b"\x02", b"\x03", b"\x04"  # FILLER: 500 x
 
 
 def events_seed(h, ops):
@@ -467,6 +467,22 @@ SEEDS = {
                 (op(1, STREAM), b"topic=public/x&topic=public/y"),
                 (op(1, STREAM), b"topic=public/x\t" + NEWEST),
                 (op(3, WS), publish(b"public/x", b"3")),
+            ],
+        ),
+        # Catch-ups paced by readers of 100 bytes at a time (a WebSocket and a stream, both
+        # from message 1 of 20 KB of history) while live messages are published: those come
+        # through history, after the replay, once.
+        "paced-catchup": events_seed(
+            [0xFC, 0x32],
+            [(op(3, WS), publish(b"public/k", b'"%d%s"' % (i, FILLER * 2))) for i in range(20)]
+            + [
+                (op(0, WINDOW, 1), b""),
+                (op(1, WINDOW, 1), b""),
+                (op(0, WS), subscribe(b"public/#", since=EPOCH + b"-1")),
+                (op(3, WS), publish(b"public/k", b'"live1"')),
+                (op(1, STREAM), b"topic=public/%23\t" + EPOCH + b"-1"),
+                (op(3, WS), publish(b"public/k", b'"live2"')),
+                (op(3, WS), publish(b"public/j", b'"live3"', retain=True)),
             ],
         ),
         # Found by this target: two patterns of one stream that match one retained value
