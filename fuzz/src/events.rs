@@ -196,10 +196,13 @@ struct World {
 }
 
 fn policy_and_config(h: &[u8]) -> (Policy, Config, bool) {
+    let most = [1024, 4096, 16 * 1024, 64 * 1024][usize::from(h[1] & 3)];
+    let low = [0, 256, 4096, 16 * 1024][usize::from(h[1] >> 2 & 3)];
     let cfg = Config::default()
         .max_message_size(4096)
         .max_send_size(8192)
-        .max_backpressure([1024, 4096, 16 * 1024, 64 * 1024][usize::from(h[1] & 3)])
+        .max_backpressure(most)
+        .drain_low_water(low.min(most))
         .max_subscriptions([1, 2, 8, 64][usize::from(h[1] >> 4 & 3)])
         .slow_consumer(if h[1] & 0x40 == 0 {
             SlowConsumer::Close
@@ -207,8 +210,6 @@ fn policy_and_config(h: &[u8]) -> (Policy, Config, bool) {
             SlowConsumer::Drop
         })
         .ping_interval(None);
-    let low = [0, 256, 4096, 16 * 1024][usize::from(h[1] >> 2 & 3)];
-    let cfg = cfg.clone().drain_low_water(low.min(cfg.max_backpressure));
     let public = h[0] & 2 != 0;
     let policy = Policy {
         clients: Some(load(false)),
