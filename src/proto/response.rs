@@ -179,7 +179,7 @@ fn write_head(
 ) {
     // RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ] CRLF.
     out.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(out, usize::from(status));
+    push_decimal(out, u64::from(status));
     out.push(b' ');
     out.extend_from_slice(reason_phrase(status).as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -192,7 +192,7 @@ fn write_head(
     // RFC 9112 §6.3: with Content-Length the client knows where the body ends without
     // waiting for the close.
     out.extend_from_slice(b"Content-Length: ");
-    push_decimal(out, content_len);
+    push_decimal(out, content_len as u64);
     out.extend_from_slice(b"\r\n");
     // RFC 9112 §9.6: the server closes after this response, and says so.
     out.extend_from_slice(b"Connection: close\r\n\r\n");
@@ -206,9 +206,9 @@ fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends `n` in decimal, formatted in a stack buffer.
-fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
-    // u64::MAX has 20 digits; usize is at most 64 bits.
+/// Appends `n` in decimal, formatted in a stack buffer (also the event stream's `retry:`).
+pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    // u64::MAX has 20 digits.
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     for slot in digits.iter_mut().rev() {
@@ -446,7 +446,7 @@ mod tests {
 
     #[test]
     fn push_decimal_cases() {
-        for n in [0, 1, 9, 10, 99, 100, 426, 65_535, 1_000_000, usize::MAX] {
+        for n in [0, 1, 9, 10, 99, 100, 426, 65_535, 1_000_000, u64::MAX] {
             let mut out = Vec::new();
             push_decimal(&mut out, n);
             assert_eq!(out, n.to_string().as_bytes());

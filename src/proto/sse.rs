@@ -99,19 +99,7 @@ pub fn encode(out: &mut Vec<u8>, id: Option<EventId<'_>>, text: &str) {
 /// reconnects (§9.2.6 "retry": ASCII digits only).
 pub fn retry(out: &mut Vec<u8>, ms: u64) {
     out.extend_from_slice(b"retry: ");
-    let mut digits = [0u8; 20];
-    let mut n = ms;
-    let mut start = digits.len();
-    for slot in digits.iter_mut().rev() {
-        // `n % 10` is below 10, so the cast is exact.
-        *slot = b'0' + (n % 10) as u8;
-        n /= 10;
-        start -= 1;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(digits.get(start..).unwrap_or_default());
+    super::response::push_decimal(out, ms);
     out.extend_from_slice(b"\n\n");
 }
 
