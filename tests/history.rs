@@ -4,8 +4,6 @@
 mod util;
 
 use std::path::Path;
-use std::thread;
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use util::binary::ServerProcess;
@@ -30,18 +28,9 @@ fn relay_with_state(path: &Path, extra: &[&str]) -> ServerProcess {
 /// SIGTERM, then waits for a clean exit.
 fn stop(server: &mut ServerProcess) {
     server.signal(libc::SIGTERM);
-    let deadline = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(status) = server.try_wait() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no exit after SIGTERM:\n{}",
-            server.stderr_tail(20)
-        );
-        thread::sleep(Duration::from_millis(10));
-    };
+    let status = server
+        .wait_exit(DEADLINE)
+        .unwrap_or_else(|| panic!("no exit after SIGTERM:\n{}", server.stderr_tail(20)));
     assert!(status.success(), "{status}:\n{}", server.stderr_tail(20));
 }
 

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use emberws::{Config, Server, ServerHandle};
 use tungstenite::Message;
@@ -36,18 +36,12 @@ fn signal_shuts_down(signal: &str) {
     for ws in &mut clients {
         assert_eq!(read_close_code(ws), 1001);
     }
-    let deadline = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(status) = server.try_wait() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
+    let status = server.wait_exit(DEADLINE).unwrap_or_else(|| {
+        panic!(
             "emberws did not exit after SIG{signal}; stderr:\n{}",
             server.stderr_tail(20)
-        );
-        thread::sleep(Duration::from_millis(20));
-    };
+        )
+    });
     assert!(
         status.success(),
         "emberws exited with {status} after SIG{signal}; stderr:\n{}",

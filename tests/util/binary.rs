@@ -242,6 +242,21 @@ impl ServerProcess {
         self.child.try_wait().ok().flatten()
     }
 
+    /// Waits up to `timeout` for the server to exit: its status, or `None` if it is still
+    /// running then.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Kills the server (if still running) and waits for it.
     pub fn kill(&mut self) -> Option<ExitStatus> {
         let _ = self.child.kill();
