@@ -149,9 +149,9 @@ workload_servers() {
     for s in $SERVERS; do
         case $w in
             tls-*)
-                # wss://: emberws and the TLS peer (emberws-base, an older build, may not have
-                # the TLS flags).
-                case $s in emberws | tokio-tungstenite-tls) echo "$s:tls-echo:-" ;; esac
+                # wss://: emberws (and emberws-base: a build older than its TLS flags fails
+                # these runs, and says so in the errors row) and the TLS peer.
+                case $s in emberws | emberws-base | tokio-tungstenite-tls) echo "$s:tls-echo:-" ;; esac
                 continue
                 ;;
         esac
@@ -253,6 +253,7 @@ server_cmd() {
         emberws-base/echo) echo "$BASE_BIN echo --listen $addr --max-connections 20000" ;;
         emberws-base/relay) echo "$BASE_BIN --listen $addr --max-connections 20000" ;;
         emberws/tls-echo) echo "$EMBERWS echo --tls-listen $addr --tls-cert $TLS_CERT --tls-key $TLS_KEY --max-connections 20000" ;;
+        emberws-base/tls-echo) echo "$BASE_BIN echo --tls-listen $addr --tls-cert $TLS_CERT --tls-key $TLS_KEY --max-connections 20000" ;;
         tokio-tungstenite/echo | tokio-tungstenite/broadcast) echo "$TT $kind --listen $addr" ;;
         tokio-tungstenite-tls/tls-echo) echo "$TTT echo --listen $addr --cert $TLS_CERT --key $TLS_KEY" ;;
         node-ws/echo | node-ws/broadcast) echo "node $NODE_DIR/server.mjs $kind --listen $addr" ;;

@@ -156,6 +156,83 @@ fn the_relay_and_its_pages_work_over_wss_and_https_beside_a_plain_listener() {
 }
 
 /// A ClientHello offering TLS 1.0 only (record and handshake version 3.1).
+/// The cipher suite a client offering `suites` (in its order) gets, over TLS 1.3 or 1.2.
+fn negotiated(
+    addr: SocketAddr,
+    cert: &TestCert,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    suites: &[rustls::SupportedCipherSuite],
+) -> rustls::CipherSuite {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der.clone()).unwrap();
+    let provider = rustls::crypto::CryptoProvider {
+        cipher_suites: suites.to_vec(),
+        ..rustls::crypto::ring::default_provider()
+    };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut stream = tls_connect(addr, Arc::new(config));
+    while stream.conn.is_handshaking() {
+        stream
+            .conn
+            .complete_io(&mut stream.sock)
+            .expect("a handshake");
+    }
+    stream.conn.negotiated_cipher_suite().unwrap().suite()
+}
+
+#[test]
+fn the_server_picks_the_suite_cheapest_for_its_own_cpu_whatever_the_clients_order() {
+    use rustls::crypto::ring::cipher_suite as cs;
+    use rustls::version::{TLS12, TLS13};
+    let cert = TestCert::new("tls-suites");
+    let server = echo_tls(&cert, &[]);
+    let addr = server.tls_addr();
+    #[cfg(target_arch = "x86_64")]
+    let aes = std::arch::is_x86_feature_detected!("aes")
+        && std::arch::is_x86_feature_detected!("pclmulqdq");
+    #[cfg(target_arch = "aarch64")]
+    let aes = std::arch::is_aarch64_feature_detected!("aes")
+        && std::arch::is_aarch64_feature_detected!("pmull");
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let aes = false;
+    let (first13, first12) = if aes {
+        (
+            cs::TLS13_AES_128_GCM_SHA256,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        )
+    } else {
+        (
+            cs::TLS13_CHACHA20_POLY1305_SHA256,
+            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        )
+    };
+    // rustls's own order (AES-256 first, as OpenSSL's): the server's first choice wins.
+    let all = rustls::crypto::ring::DEFAULT_CIPHER_SUITES;
+    assert_eq!(negotiated(addr, &cert, &[&TLS13], all), first13.suite());
+    assert_eq!(negotiated(addr, &cert, &[&TLS12], all), first12.suite());
+    let reversed: Vec<_> = all.iter().rev().copied().collect();
+    assert_eq!(
+        negotiated(addr, &cert, &[&TLS13], &reversed),
+        first13.suite()
+    );
+    // A client offering one suite gets it.
+    for only in [
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+    ] {
+        assert_eq!(negotiated(addr, &cert, &[&TLS13], &[only]), only.suite());
+    }
+    let only12 = cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384;
+    assert_eq!(
+        negotiated(addr, &cert, &[&TLS12], &[only12]),
+        only12.suite()
+    );
+}
+
 fn tls10_client_hello() -> Vec<u8> {
     let mut body = vec![0x03, 0x01];
     body.extend_from_slice(&[7u8; 32]); // random
@@ -226,9 +303,18 @@ fn bad_tls_input_gets_an_alert_or_a_close_and_the_bystander_is_served() {
     round(&mut bystander, Message::text("after a reset"));
 }
 
-#[test]
-fn a_slow_client_hello_is_dropped_at_the_handshake_timeout() {
-    use emberws::{Config, Ctx, Decision, Handler, HttpRequest, Message as Msg, Server};
+/// The library's echo server over TLS on its own thread, with `cfg`: its address, its
+/// handle and the thread.
+fn library_echo_tls(
+    cert: &TestCert,
+    cfg: emberws::Config,
+) -> (
+    SocketAddr,
+    emberws::ServerHandle,
+    std::thread::JoinHandle<()>,
+) {
+    use emberws::{Ctx, Decision, Handler, HttpRequest, Message as Msg, Server};
+    use rustls::pki_types::pem::PemObject;
     struct Echo;
     impl Handler for Echo {
         type State = ();
@@ -239,10 +325,8 @@ fn a_slow_client_hello_is_dropped_at_the_handshake_timeout() {
             ctx.send(msg);
         }
     }
-    let cert = TestCert::new("tls-slow");
     let certs = vec![cert.der.clone()];
     let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&cert.key_path).unwrap();
-    use rustls::pki_types::pem::PemObject;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -252,7 +336,6 @@ fn a_slow_client_hello_is_dropped_at_the_handshake_timeout() {
         .unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
-        let cfg = Config::default().handshake_timeout(Duration::from_millis(300));
         let mut server = Server::unbound(cfg, Echo).unwrap();
         let addr = server
             .listen_tls("127.0.0.1:0".parse().unwrap(), Arc::new(tls))
@@ -260,7 +343,63 @@ fn a_slow_client_hello_is_dropped_at_the_handshake_timeout() {
         tx.send((addr, server.handle())).unwrap();
         server.run().unwrap();
     });
-    let (addr, handle): (SocketAddr, _) = rx.recv().unwrap();
+    let (addr, handle) = rx.recv().unwrap();
+    (addr, handle, thread)
+}
+
+#[test]
+fn a_read_buffer_smaller_than_a_record_hands_out_every_byte() {
+    // A 1 KiB read buffer: each 16 KiB record decrypts into more than a read takes, so the
+    // rest waits in the session; the loop must read it out before waiting for the socket.
+    let cert = TestCert::new("tls-small-read");
+    let cfg = emberws::Config::default()
+        .read_buffer_size(1024)
+        .max_message_size(256 * 1024)
+        .max_send_size(256 * 1024);
+    let (addr, handle, thread) = library_echo_tls(&cert, cfg);
+    let config = client_config(&cert.der);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let client = std::thread::spawn(move || {
+        let mut ws = wss_client(addr, config, "/");
+        for size in [
+            1,
+            1023,
+            1024,
+            1025,
+            16 * 1024,
+            16 * 1024 + 5,
+            100_000,
+            200_000,
+        ] {
+            let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+            round(&mut ws, Message::binary(data));
+        }
+        // Pipelined: many messages in one flight, answered in order.
+        for i in 0..200 {
+            ws.send(Message::text(format!("m{i}"))).unwrap();
+        }
+        for i in 0..200 {
+            assert_eq!(ws.read().unwrap(), Message::text(format!("m{i}")));
+        }
+        ws.close(None).unwrap();
+        while ws.read().is_ok() {}
+        let _ = done_tx.send(());
+    });
+    // Bytes left in the session with no event to come would stall the echo: a generous
+    // bound turns that into a failure.
+    if done_rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        panic!("the echo stalled (or the client failed): decrypted bytes were left unread");
+    }
+    client.join().unwrap();
+    handle.shutdown().unwrap();
+    thread.join().unwrap();
+}
+
+#[test]
+fn a_slow_client_hello_is_dropped_at_the_handshake_timeout() {
+    let cert = TestCert::new("tls-slow");
+    let cfg = emberws::Config::default().handshake_timeout(Duration::from_millis(300));
+    let (addr, handle, thread) = library_echo_tls(&cert, cfg);
     let mut slow = TcpStream::connect(addr).unwrap();
     let hello = tls10_client_hello();
     let started = Instant::now();

@@ -807,7 +807,7 @@ impl<H: Handler> Server<H> {
         let Some(slot) = self.core.live(id) else {
             return;
         };
-        let drain = slot.has(flag::DRAIN) || !slot.io.short_read_is_empty();
+        let drain = slot.has(flag::DRAIN);
         let frames_at_start = slot.conn.frames();
         let mut left = self.core.cfg.read_budget;
         let frame_budget = self.core.cfg.frame_budget;
@@ -832,7 +832,7 @@ impl<H: Handler> Server<H> {
                     // A short read emptied the socket. With edge-triggered epoll, bytes or a
                     // FIN arriving later raise a new event, so the read that would say
                     // WouldBlock is skipped, unless this event already reported the FIN.
-                    if cfg!(target_os = "linux") && !drain && n < cap {
+                    if cfg!(target_os = "linux") && !drain && slot.io.emptied(n, cap) {
                         break;
                     }
                 }
@@ -1638,7 +1638,10 @@ mod tests {
         let debug_extra = if cfg!(debug_assertions) { 8 } else { 0 };
         for (what, bytes) in claims {
             let bytes = match what {
-                "idle connection" | "TLS session record" | "worst case" => bytes - debug_extra,
+                "idle connection" | "worst case" => bytes - debug_extra,
+                // The session record holds the socket, and its 8 debug bytes cost 16 with
+                // the record's alignment.
+                "TLS session record" => bytes - 2 * debug_extra,
                 _ => bytes,
             };
             let line = format!("<!-- {what}: {bytes} B -->");

@@ -58,14 +58,15 @@ impl Transport {
         }
     }
 
-    /// True if a read shorter than the buffer means the transport is empty (a plain socket:
-    /// with edge-triggered readiness a later byte raises a new event). A TLS session may
-    /// hold decrypted bytes, or the socket more records, after a short read.
-    pub(crate) fn short_read_is_empty(&self) -> bool {
+    /// True if a read of `n` bytes into `cap` emptied the transport, so that with
+    /// edge-triggered readiness a later byte raises a new event and the read that would say
+    /// `WouldBlock` can be skipped. A plain socket: a read shorter than the buffer. A TLS
+    /// session: its own socket read was short and no decrypted bytes wait.
+    pub(crate) fn emptied(&self, n: usize, cap: usize) -> bool {
         match self {
-            Transport::Tcp(_) | Transport::Memory(_) => true,
+            Transport::Tcp(_) | Transport::Memory(_) => n < cap,
             #[cfg(feature = "tls")]
-            Transport::Tls(_) => false,
+            Transport::Tls(t) => t.emptied(),
         }
     }
 

@@ -124,6 +124,8 @@ pub(crate) struct Tls<S = TcpStream> {
     failed: bool,
     /// `close_notify` was queued.
     sent_close: bool,
+    /// The last socket read was shorter than the room it had: the socket was empty then.
+    short: bool,
 }
 
 impl<S: fmt::Debug> fmt::Debug for Tls<S> {
@@ -209,13 +211,26 @@ fn gather<'a>(
     };
     let first = first.get(done..).unwrap_or_default();
     let mut rest = rest.filter(|b| !b.is_empty()).peekable();
-    if first.len() >= max || rest.peek().is_none() {
+    let Some(next) = rest.peek().map(|b| b.len()) else {
         return first.get(..first.len().min(max)).unwrap_or_default();
+    };
+    if first.len() >= max {
+        return first.get(..max).unwrap_or_default();
+    }
+    // A small slice before a large one (a frame's head before its payload) takes only the
+    // large one's remainder past whole records: the records after it are then encrypted
+    // straight from the large slice, as many as gathering would make, with no copy.
+    let limit = match next % max {
+        tail if next >= max && first.len() + tail <= max => first.len() + tail,
+        _ => max,
+    };
+    if limit == first.len() {
+        return first;
     }
     pbuf.clear();
     pbuf.extend_from_slice(first);
     for b in rest {
-        let room = max - pbuf.len();
+        let room = limit - pbuf.len();
         if room == 0 {
             break;
         }
@@ -237,7 +252,14 @@ impl<S: Socket> Tls<S> {
             eof: false,
             failed: false,
             sent_close: false,
+            short: false,
         })
+    }
+
+    /// True if the last socket read emptied the socket and every decrypted byte was handed
+    /// out: until a new readiness event, a read would say `WouldBlock`.
+    pub(crate) fn emptied(&self) -> bool {
+        self.short && self.plain.is_none()
     }
 
     /// True while encrypted bytes wait for the socket.
@@ -498,11 +520,10 @@ impl<S: Socket> Tls<S> {
             if let (Some(p), Some(dst)) = (&self.incoming, s.rbuf.get_mut(..plen)) {
                 dst.copy_from_slice(p);
             }
+            let room = s.rbuf.get_mut(plen..cap).unwrap_or_default();
+            let want = room.len();
             let n = loop {
-                match self
-                    .sock
-                    .read(s.rbuf.get_mut(plen..cap).unwrap_or_default())
-                {
+                match self.sock.read(room) {
                     Ok(n) => break n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
@@ -512,6 +533,7 @@ impl<S: Socket> Tls<S> {
                     }
                 }
             };
+            self.short = n < want;
             if n == 0 {
                 // The TCP stream ended: an EOF. The undiscarded bytes stay: rustls may be
                 // driven once more (for close_notify), and only with them.
@@ -691,6 +713,51 @@ mod tests {
     use super::*;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     use std::time::{Duration, Instant};
+
+    /// The records `gather` cuts from `parts`, as their lengths, checked to carry exactly the
+    /// parts' bytes in order.
+    fn records(parts: &[&[u8]], max: usize) -> Vec<usize> {
+        let bufs: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let (mut done, mut pbuf, mut out, mut lens) = (0, Vec::new(), Vec::new(), Vec::new());
+        while done < total {
+            let chunk = gather(&bufs, done, max, &mut pbuf);
+            assert!(!chunk.is_empty() && chunk.len() <= max);
+            out.extend_from_slice(chunk);
+            lens.push(chunk.len());
+            done += chunk.len();
+        }
+        assert_eq!(out, parts.concat());
+        lens
+    }
+
+    #[test]
+    fn a_frame_head_before_a_large_payload_is_not_copied_and_adds_no_record() {
+        let c = CHUNK;
+        let head = [0x82u8, 126, 0x40, 0];
+        let body: Vec<u8> = (0..3 * c + 100).map(|i| i as u8).collect();
+        // 16 KiB: the head alone, then the payload straight from its slice (two records,
+        // as gathering made).
+        assert_eq!(records(&[&head, &body[..c]], c), [4, c]);
+        // The payload's remainder past whole records rides with the head.
+        assert_eq!(records(&[&head, &body[..c + 100]], c), [104, c]);
+        assert_eq!(records(&[&head, &body[..3 * c + 100]], c), [104, c, c, c]);
+        // A remainder that does not fit beside the head: gathered as before.
+        assert_eq!(records(&[&head, &body[..2 * c - 2]], c), [c, c, 2]);
+        // Small messages are gathered into one record.
+        assert_eq!(records(&[&head[..2], &body[..64]], c), [66]);
+        assert_eq!(
+            records(&[&head[..2], &body[..64], &head, &body[..10]], c),
+            [80]
+        );
+        // Any split carries the bytes in order (checked inside `records`).
+        for cut in [0, 1, 3, 4, 5, 100] {
+            for max in [7, 64, c] {
+                let b = &body[..c + 37];
+                records(&[&b[..cut], &b[cut..cut + 9], &b[cut + 9..]], max);
+            }
+        }
+    }
 
     fn config() -> Arc<ServerConfig> {
         let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();

@@ -9,6 +9,49 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 
+/// ring's provider with its cipher suites in the server's order: AES-128-GCM first where the
+/// CPU has AES and carry-less multiply instructions, ChaCha20-Poly1305 first where it has
+/// not (most small ARM boards), each TLS version's suites in that order.
+fn provider() -> rustls::crypto::CryptoProvider {
+    use rustls::crypto::ring::cipher_suite as cs;
+    let aes = [
+        cs::TLS13_AES_128_GCM_SHA256,
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    ];
+    let chacha = [
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ];
+    let mut suites: Vec<_> = if aes_in_hardware() {
+        aes.iter().chain(chacha.iter()).copied().collect()
+    } else {
+        chacha.iter().chain(aes.iter()).copied().collect()
+    };
+    // TLS 1.3 suites first, each version in the order above.
+    suites.sort_by_key(|s| s.tls13().is_none());
+    rustls::crypto::CryptoProvider {
+        cipher_suites: suites,
+        ..rustls::crypto::ring::default_provider()
+    }
+}
+
+/// True where AES-GCM runs in hardware: AES and carry-less multiply instructions.
+fn aes_in_hardware() -> bool {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    return std::arch::is_x86_feature_detected!("aes")
+        && std::arch::is_x86_feature_detected!("pclmulqdq");
+    #[cfg(target_arch = "aarch64")]
+    return std::arch::is_aarch64_feature_detected!("aes")
+        && std::arch::is_aarch64_feature_detected!("pmull");
+    #[allow(unreachable_code)]
+    false
+}
+
 /// Where the certificate and key are read from.
 #[derive(Clone, Debug)]
 pub struct Files {
@@ -37,7 +80,7 @@ impl Files {
         let certs = read_certs(&self.cert)?;
         let key = PrivateKeyDer::from_pem_file(&self.key)
             .map_err(|e| format!("{}: no usable private key ({e})", self.key.display()))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(provider());
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS: {e}"))?
@@ -45,6 +88,7 @@ impl Files {
             .with_single_cert(certs, key)
             .map_err(|e| format!("{} and {}: {e}", self.cert.display(), self.key.display()))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.ignore_client_order = true;
         Ok(Arc::new(config))
     }
 }
