@@ -422,6 +422,34 @@ fn deadlines_run_on_the_time_passed_in() {
     assert_eq!(h.stats().timeouts, 1);
 }
 
+#[test]
+fn a_finished_shutdown_leaves_nothing_to_wake_for() {
+    let cfg = Config::default().close_timeout(Duration::from_secs(5));
+    let mut h = Harness::new(cfg, Order::default());
+    let mut peer = h.connect("/1").unwrap();
+    h.server_mut().shutdown();
+    h.turn();
+    let got = h.received(&mut peer);
+    assert!(
+        matches!(got.as_slice(), [Frame::Close(Some(1001), _)]),
+        "{got:?}"
+    );
+    // The peer never answers: the loop waits for the close timeout, no longer.
+    let wait = h.turn().expect("the close timeout is due");
+    assert!(
+        wait > Duration::ZERO && wait <= Duration::from_secs(5),
+        "{wait:?}"
+    );
+    assert!(!h.server_mut().is_finished());
+    h.advance(Duration::from_secs(5));
+    assert!(h.server_mut().is_finished());
+    // Finished: no deadline and no work, so a loop that polls on sleeps instead of spinning.
+    for _ in 0..3 {
+        assert_eq!(h.turn(), None);
+        h.advance(Duration::from_secs(60));
+    }
+}
+
 /// Refuses `/locked` with a full response, and tells the time it saw.
 #[derive(Default)]
 struct Gate {

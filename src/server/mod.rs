@@ -607,7 +607,8 @@ impl<H: Handler> Server<H> {
     /// for writable sockets, new connections, commands from other threads, every
     /// connection waiting to be read (each once, within its budget), then due deadlines.
     /// Returns how long the poll may sleep: until the next deadline, zero if work is left
-    /// over, `None` when nothing is due (an idle server does not wake).
+    /// over, `None` when nothing is due (an idle server does not wake) and once a shutdown
+    /// has finished ([`Server::is_finished`]): a loop that goes on polling then sleeps.
     ///
     /// Performs a bounded amount of work: [`Config::read_budget`] bytes (and about
     /// [`Config::frame_budget`] frames) per waiting connection, a bounded number of accepts
@@ -660,6 +661,11 @@ impl<H: Handler> Server<H> {
             || self.listeners.iter().any(|l| l.ready);
         if busy {
             return Some(Duration::ZERO);
+        }
+        // A finished shutdown has nothing left to wait for (superseded deadlines of closed
+        // connections may still sit in the wheel: they would only wake the loop for nothing).
+        if self.is_finished() {
+            return None;
         }
         let next = self.core.timers.next_expiry();
         let next = match (next, self.core.shutdown_at) {
