@@ -412,8 +412,11 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 for w in $WORKLOADS; do
     for r in $(seq 1 "$RUNS"); do
-        # Servers interleaved within each run, so drift on a shared machine hits all alike.
-        for entry in $(workload_servers "$w"); do
+        # Servers interleaved within each run, so drift on a shared machine hits all alike,
+        # and in reverse order on even runs, so that no server always goes first.
+        entries=$(workload_servers "$w")
+        if [ $((r % 2)) -eq 0 ]; then entries=$(printf '%s\n' $entries | tac); fi
+        for entry in $entries; do
             IFS=: read -r label kind proto <<<"$entry"
             run_one "$w" "$r" "$label" "$kind" "$proto"
         done
@@ -718,7 +721,7 @@ head = [
     f"Node {sh('node', '--version')}, ws {ws_version}.",
     "",
     f"Server on core 0, generator (`examples/load`) on core 1, a fresh server process per run, servers "
-    f"interleaved within each run; median of {env['RUNS']} run(s). Echo: {env['WARMUP']} s warm-up + "
+    f"interleaved within each run (in reverse order on even runs); median of {env['RUNS']} run(s). Echo: {env['WARMUP']} s warm-up + "
     f"{env['DURATION']} s; fan-out: {env['FANOUT_DURATION']} s of publishing (16-byte binary messages; "
     f"relay: JSON), {env['GRACE']} s grace; idle: hold {env['HOLD']} s, server VmRSS read before "
     f"connecting and 1 s into the hold. Server CPU = utime + stime from /proc/PID/stat over the "
