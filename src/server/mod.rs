@@ -1475,6 +1475,15 @@ impl Core {
         }
         if let Some(at) = slot.conn.next_deadline(&self.cfg) {
             if at < slot.scheduled {
+                // The later entry goes: a connection holds one place in the wheel, and one
+                // that closes leaves none behind.
+                if slot.scheduled != NOT_SCHEDULED {
+                    self.timers.remove(Entry {
+                        at: slot.scheduled,
+                        key: key as u32,
+                        gen: slot.gen,
+                    });
+                }
                 slot.scheduled = at;
                 self.timers.insert(Entry {
                     at,
@@ -1594,8 +1603,9 @@ mod tests {
         );
     }
 
-    /// A connection that goes takes its deadline out of the wheel: a flood of short
-    /// connections leaves nothing behind to wait for a ping 30 s away.
+    /// A connection that goes takes its deadline out of the wheel, and an earlier deadline
+    /// replaces a later one: a flood of short connections leaves nothing behind to wait for a
+    /// ping 30 s away.
     #[test]
     fn closed_connections_leave_no_timer_entries() {
         struct Nothing;
@@ -1616,6 +1626,17 @@ mod tests {
         let half_open = h.open_raw(b"GET / HTTP/1.1\r\n").unwrap();
         h.disconnect(&half_open);
         h.turn();
+        // Closed by the server (a protocol error: an unmasked frame), which then waits for
+        // the peer's close: the close deadline, earlier than the one scheduled, takes that
+        // one's place rather than leaving it behind.
+        for _ in 0..500 {
+            let mut p = h.connect("/").unwrap();
+            h.send_bytes(&mut p, &[0x81, 0x01, b'x']);
+            h.turn();
+            h.received(&mut p);
+            h.disconnect(&p);
+            h.turn();
+        }
         assert_eq!(h.server_mut().core.conns.len(), 1);
         assert_eq!(
             h.server_mut().core.timers.len(),

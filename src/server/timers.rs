@@ -1,7 +1,9 @@
 //! A hashed timing wheel: per-tick cost in proportion to what expires, not to connections.
 //!
-//! Each connection keeps at most one live entry (the loop schedules only a deadline earlier
-//! than the one it already has); a stale entry fires, finds nothing due, and is rescheduled.
+//! Each connection keeps at most one entry: the loop schedules a deadline only when it is
+//! earlier than the one it already has, and takes that one out first; a connection that goes
+//! takes its entry with it. An entry that fires and finds its deadline moved later (a ping
+//! put off by traffic) finds nothing due and the next one is scheduled.
 //!
 //! The entries of all slots share one table, each slot a list through it, and an expired
 //! entry's place is reused by the next insert. The wheel therefore holds as many places as
@@ -129,8 +131,9 @@ impl TimerWheel {
         self.next = None;
     }
 
-    /// Takes `entry` out of the wheel before it is due (its connection is gone), so that a
-    /// flood of short connections leaves no entries behind to wait for deadlines minutes away.
+    /// Takes `entry` out of the wheel before it is due (its connection is gone, or has an
+    /// earlier deadline), so that a flood of short connections leaves no entries behind to
+    /// wait for deadlines minutes away.
     /// Walks the one slot the entry went to: the entries due within the same 50 ms of every
     /// turn, a few per thousand connections. False if it is not there: an entry that was
     /// already due when inserted sits in the slot of that moment and fires at the next
