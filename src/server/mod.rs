@@ -92,8 +92,8 @@ pub(crate) struct Slot {
     /// The listener that accepted it, an index into `Server::listeners`; [`IN_MEMORY`] for
     /// a connection of the test harness.
     listener: u8,
-    /// The deadline entered in the timer wheel; [`NOT_SCHEDULED`] for none.
-    scheduled: Millis,
+    /// Its place in the timer wheel (which holds the deadline); `timers::NIL` for none.
+    place: u32,
     /// The queued bytes last counted in `Stats::queued_bytes`.
     accounted: u32,
 }
@@ -136,9 +136,6 @@ impl Peer {
 
 /// `Slot::listener` of an in-memory connection ([`crate::testing`]).
 const IN_MEMORY: u8 = u8::MAX;
-
-/// `Slot::scheduled` when nothing is in the wheel (an `Option` would cost 8 more bytes).
-const NOT_SCHEDULED: Millis = Millis(u64::MAX);
 
 /// What to tell the handler once the current callback has returned.
 enum Notice {
@@ -709,6 +706,15 @@ impl<H: Handler> Server<H> {
         let now = self.core.now;
         let mut due = std::mem::take(&mut self.core.due);
         self.core.timers.expire(now, &mut due);
+        // A fired entry has left its place (which a reschedule below may take): each
+        // connection's is cleared before any is handled.
+        for entry in &due {
+            if let Some(slot) = self.core.conns.get_mut(entry.key as usize) {
+                if slot.gen == entry.gen {
+                    slot.place = timers::NIL;
+                }
+            }
+        }
         for entry in due.drain(..) {
             self.core.on_timer(entry);
         }
@@ -1350,7 +1356,7 @@ impl Core {
             protocol: 0,
             flags: if refuse.is_none() { flag::ADMITTED } else { 0 },
             listener,
-            scheduled: NOT_SCHEDULED,
+            place: timers::NIL,
             accounted: 0,
         });
         trace!("[{key}.{gen}] accepted from {peer}");
@@ -1474,18 +1480,12 @@ impl Core {
             }
         }
         if let Some(at) = slot.conn.next_deadline(&self.cfg) {
-            if at < slot.scheduled {
+            let scheduled = self.timers.at(slot.place);
+            if scheduled.is_none_or(|s| at < s) {
                 // The later entry goes: a connection holds one place in the wheel, and one
                 // that closes leaves none behind.
-                if slot.scheduled != NOT_SCHEDULED {
-                    self.timers.remove(Entry {
-                        at: slot.scheduled,
-                        key: key as u32,
-                        gen: slot.gen,
-                    });
-                }
-                slot.scheduled = at;
-                self.timers.insert(Entry {
+                self.timers.remove(slot.place);
+                slot.place = self.timers.insert(Entry {
                     at,
                     key: key as u32,
                     gen: slot.gen,
@@ -1499,10 +1499,9 @@ impl Core {
         let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
-        if slot.gen != entry.gen || slot.scheduled != entry.at {
-            return; // superseded by an earlier entry
+        if slot.gen != entry.gen {
+            return; // its connection is gone
         }
-        slot.scheduled = NOT_SCHEDULED;
         let id = ConnId {
             key: entry.key,
             gen: slot.gen,
@@ -1551,13 +1550,7 @@ impl Core {
             self.admission.release(slot.peer.addr().ip());
         }
         self.topics.remove_conn(id);
-        if slot.scheduled != NOT_SCHEDULED {
-            self.timers.remove(Entry {
-                at: slot.scheduled,
-                key: id.key,
-                gen: id.gen,
-            });
-        }
+        self.timers.remove(slot.place);
         slot.io.deregister(&self.registry);
         if self.current == Some(key) {
             self.batch.clear();

@@ -20,12 +20,18 @@ pub(crate) const WHEEL_SLOTS: usize = 1024;
 /// The wheel's own memory per slot: the index of its first entry.
 pub(crate) const SLOT_BYTES: usize = std::mem::size_of::<u32>();
 
-/// What one scheduled deadline takes in the wheel: its entry and its link. Every open
+/// What one scheduled deadline takes in the wheel: its entry and its two links. Every open
 /// connection has one (at least its ping or handshake deadline): part of the idle cost.
-pub(crate) const PLACE_BYTES: usize = std::mem::size_of::<Entry>() + std::mem::size_of::<u32>();
+pub(crate) const PLACE_BYTES: usize = std::mem::size_of::<Place>();
 
-/// No entry: the end of a slot's list or of the free list.
-const NIL: u32 = u32::MAX;
+/// No entry: the end of a slot's list or of the free list; a connection with no place.
+pub(crate) const NIL: u32 = u32::MAX;
+/// `Place::prev` of a free place.
+const FREE: u32 = u32::MAX - 1;
+/// `Place::prev` of a slot's first place: this bit and the slot's index.
+const HEAD: u32 = 1 << 31;
+/// At most this many slots, so that a slot's index never reaches [`FREE`] with [`HEAD`].
+const MAX_SLOTS: usize = 1 << 20;
 
 /// One scheduled deadline: the connection's slab key and generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,15 +44,24 @@ pub struct Entry {
     pub gen: u32,
 }
 
+/// One place of the wheel's table: an entry and its links in its slot's list, 24 bytes.
+#[derive(Clone, Copy, Debug)]
+struct Place {
+    entry: Entry,
+    /// The next (older) place of the slot, or the next free place; [`NIL`]: none.
+    next: u32,
+    /// The place before it ([`HEAD`] and the slot's index when it is the first), so that a
+    /// place is taken out where it is, whatever else its slot holds; [`FREE`] when free.
+    prev: u32,
+}
+
 /// The wheel: `heads.len()` buckets of `tick` milliseconds each.
 #[derive(Debug)]
 pub struct TimerWheel {
-    /// Per slot, the index of its newest entry in `entries` ([`NIL`]: none).
+    /// Per slot, the index of its newest place in `places` ([`NIL`]: none).
     heads: Vec<u32>,
-    /// Every place, live or free; `next[i]` is the next entry of `entries[i]`'s slot (older),
-    /// or the next free place. Two tables, so that a place takes 20 bytes, not 24.
-    entries: Vec<Entry>,
-    next_of: Vec<u32>,
+    /// Every place, live or free.
+    places: Vec<Place>,
     /// The first free place ([`NIL`]: none; the tables grow).
     free: u32,
     tick: u64,
@@ -61,9 +76,8 @@ impl TimerWheel {
     /// A wheel of `slots` buckets of `tick_ms` each (one turn = `slots × tick_ms`).
     pub fn new(slots: usize, tick_ms: u64) -> Self {
         TimerWheel {
-            heads: vec![NIL; slots.max(1)],
-            entries: Vec::new(),
-            next_of: Vec::new(),
+            heads: vec![NIL; slots.clamp(1, MAX_SLOTS)],
+            places: Vec::new(),
             free: NIL,
             tick: tick_ms.max(1),
             cur: 0,
@@ -87,94 +101,100 @@ impl TimerWheel {
     /// Places in the tables, live or free: the most entries ever scheduled at once.
     #[cfg(test)]
     pub fn places(&self) -> usize {
-        self.entries.len()
+        self.places.len()
     }
 
-    /// Schedules an entry; one already due fires at the next [`TimerWheel::expire`].
-    pub fn insert(&mut self, entry: Entry) {
+    /// Schedules an entry; one already due fires at the next [`TimerWheel::expire`]. Returns
+    /// its place, for [`TimerWheel::remove`] and [`TimerWheel::at`] ([`NIL`] if the tables
+    /// cannot grow: 4 billion places, 96 GiB, are never reached).
+    pub fn insert(&mut self, entry: Entry) -> u32 {
         let tick = (entry.at.0 / self.tick).max(self.cur);
         let n = self.heads.len() as u64;
-        let Some(head) = self.heads.get_mut((tick % n) as usize) else {
-            return;
+        let slot = (tick % n) as u32;
+        let Some(&head) = self.heads.get(slot as usize) else {
+            return NIL;
+        };
+        let new = Place {
+            entry,
+            next: head,
+            prev: HEAD | slot,
         };
         let place = if self.free != NIL {
             let place = self.free;
-            let (Some(e), Some(next)) = (
-                self.entries.get_mut(place as usize),
-                self.next_of.get_mut(place as usize),
-            ) else {
-                return;
+            let Some(p) = self.places.get_mut(place as usize) else {
+                return NIL;
             };
-            self.free = *next;
-            *e = entry;
-            *next = *head;
+            self.free = p.next;
+            *p = new;
             place
         } else {
-            // An index must stay below NIL: 4 billion entries (80 GiB) are never reached.
-            let Ok(place) = u32::try_from(self.entries.len()) else {
-                return;
+            let Ok(place) = u32::try_from(self.places.len()) else {
+                return NIL;
             };
-            if place == NIL {
-                return;
+            if place >= FREE {
+                return NIL;
             }
-            self.entries.push(entry);
-            self.next_of.push(*head);
+            self.places.push(new);
             place
         };
-        *head = place;
+        if let Some(p) = self.places.get_mut(head as usize) {
+            p.prev = place;
+        }
+        if let Some(h) = self.heads.get_mut(slot as usize) {
+            *h = place;
+        }
         self.len += 1;
-        if let Some(Some(next)) = self.next {
-            if entry.at >= next {
-                return; // the cached answer still holds
-            }
+        if !matches!(self.next, Some(Some(next)) if entry.at >= next) {
+            self.next = None;
         }
-        self.next = None;
+        place
     }
 
-    /// Takes `entry` out of the wheel before it is due (its connection is gone, or has an
-    /// earlier deadline), so that a flood of short connections leaves no entries behind to
-    /// wait for deadlines minutes away.
-    /// Walks the one slot the entry went to: the entries due within the same 50 ms of every
-    /// turn, a few per thousand connections. False if it is not there: an entry that was
-    /// already due when inserted sits in the slot of that moment and fires at the next
-    /// [`TimerWheel::expire`] anyway.
-    pub fn remove(&mut self, entry: Entry) -> bool {
-        let n = self.heads.len() as u64;
-        let slot = ((entry.at.0 / self.tick) % n) as usize;
-        let mut prev = NIL;
-        let mut at = self.heads.get(slot).copied().unwrap_or(NIL);
-        while at != NIL {
-            let i = at as usize;
-            let (Some(&e), Some(&next)) = (self.entries.get(i), self.next_of.get(i)) else {
-                return false;
-            };
-            if e == entry {
-                self.unlink(slot, prev, at, next);
-                if self.next == Some(Some(entry.at)) {
-                    self.next = None;
-                }
-                return true;
-            }
-            prev = at;
-            at = next;
+    /// When the entry at `place` is due; `None` if the place holds none ([`NIL`], or an entry
+    /// that has fired or was removed).
+    pub fn at(&self, place: u32) -> Option<Millis> {
+        match self.places.get(place as usize) {
+            Some(p) if p.prev != FREE => Some(p.entry.at),
+            _ => None,
         }
-        false
     }
 
-    /// Takes place `at` (after `prev` in `slot`'s list, [`NIL`] if first; followed by `next`)
-    /// out of its slot and onto the free list.
-    fn unlink(&mut self, slot: usize, prev: u32, at: u32, next: u32) {
-        let link = match prev {
-            NIL => self.heads.get_mut(slot),
-            p => self.next_of.get_mut(p as usize),
+    /// Takes the entry at `place` out of the wheel before it is due (its connection is gone,
+    /// or has an earlier deadline), so that a flood of short connections leaves no entries
+    /// behind to wait for deadlines minutes away. Constant time, whatever else its slot
+    /// holds. False if the place holds no entry.
+    pub fn remove(&mut self, place: u32) -> bool {
+        let Some(at) = self.at(place) else {
+            return false;
+        };
+        self.unlink(place);
+        if self.next == Some(Some(at)) {
+            self.next = None;
+        }
+        true
+    }
+
+    /// Takes live place `place` out of its slot and onto the free list.
+    fn unlink(&mut self, place: u32) {
+        let Some(&Place { next, prev, .. }) = self.places.get(place as usize) else {
+            return;
+        };
+        let link = if prev & HEAD != 0 {
+            self.heads.get_mut((prev & !HEAD) as usize)
+        } else {
+            self.places.get_mut(prev as usize).map(|p| &mut p.next)
         };
         if let Some(link) = link {
             *link = next;
         }
-        if let Some(own) = self.next_of.get_mut(at as usize) {
-            *own = self.free;
+        if let Some(p) = self.places.get_mut(next as usize) {
+            p.prev = prev;
         }
-        self.free = at;
+        if let Some(own) = self.places.get_mut(place as usize) {
+            own.next = self.free;
+            own.prev = FREE;
+        }
+        self.free = place;
         self.len -= 1;
     }
 
@@ -191,18 +211,14 @@ impl TimerWheel {
         for t in self.cur..=self.cur + steps {
             let slot = (t % n) as usize;
             let start = due.len();
-            let mut prev = NIL;
             let mut at = self.heads.get(slot).copied().unwrap_or(NIL);
             while at != NIL {
-                let i = at as usize;
-                let (Some(&entry), Some(&next)) = (self.entries.get(i), self.next_of.get(i)) else {
+                let Some(&Place { entry, next, .. }) = self.places.get(at as usize) else {
                     break;
                 };
                 if entry.at <= now {
-                    self.unlink(slot, prev, at, next);
+                    self.unlink(at);
                     due.push(entry);
-                } else {
-                    prev = at;
                 }
                 at = next;
             }
@@ -243,9 +259,7 @@ impl TimerWheel {
             let mut soonest: Option<Millis> = None;
             let mut at = self.heads.get((t % n) as usize).copied().unwrap_or(NIL);
             while at != NIL {
-                let (Some(entry), Some(&next)) =
-                    (self.entries.get(at as usize), self.next_of.get(at as usize))
-                else {
+                let Some(&Place { entry, next, .. }) = self.places.get(at as usize) else {
                     break;
                 };
                 if entry.at.0 / self.tick <= t && soonest.is_none_or(|s| entry.at < s) {
@@ -274,25 +288,24 @@ mod tests {
     }
 
     #[test]
-    fn a_place_is_an_entry_and_a_link_without_padding() {
-        assert_eq!(
-            std::mem::size_of::<Entry>() + std::mem::size_of::<u32>(),
-            20
-        );
+    fn a_place_is_an_entry_and_two_links_without_padding() {
+        assert_eq!(PLACE_BYTES, 24);
+        assert_eq!(std::mem::size_of::<Entry>(), 16);
         assert_eq!(SLOT_BYTES, 4);
     }
 
     #[test]
     fn a_removed_entry_never_fires_and_its_place_is_reused() {
         let mut w = TimerWheel::new(1024, 50);
-        for k in 0..4 {
-            w.insert(e(1_000, k));
-        }
-        w.insert(e(60_000, 9)); // past one turn: same slot arithmetic, a later round
-        assert!(w.remove(e(1_000, 2)));
-        assert!(!w.remove(e(1_000, 2)), "only once");
-        assert!(!w.remove(e(1_000, 7)), "never inserted");
-        assert!(w.remove(e(60_000, 9)));
+        let places: Vec<u32> = (0..4).map(|k| w.insert(e(1_000, k))).collect();
+        let far = w.insert(e(60_000, 9)); // past one turn: same slot arithmetic, a later round
+        assert_eq!(w.at(places[2]), Some(Millis(1_000)));
+        assert!(w.remove(places[2]));
+        assert_eq!(w.at(places[2]), None);
+        assert!(!w.remove(places[2]), "only once");
+        assert!(!w.remove(77), "never a place");
+        assert!(!w.remove(NIL));
+        assert!(w.remove(far));
         assert_eq!(w.len(), 3);
         w.insert(e(2_000, 5));
         assert_eq!(w.places(), 5, "a removed entry's place is taken again");
@@ -301,6 +314,37 @@ mod tests {
         let keys: Vec<u32> = due.iter().map(|d| d.key).collect();
         assert_eq!(keys, [0, 1, 3, 5]);
         assert!(w.is_empty());
+        assert!(
+            places.iter().all(|&p| w.at(p).is_none()),
+            "fired entries leave their places"
+        );
+    }
+
+    #[test]
+    fn removing_anywhere_in_a_crowded_slot_keeps_the_rest_in_order() {
+        // 1,000 entries in one slot (a burst of connections), removed first, last, middle
+        // and in between; then the rest of them, new ones in freed places among them.
+        let mut w = TimerWheel::new(1024, 50);
+        let places: Vec<u32> = (0..1_000).map(|k| w.insert(e(10_000, k))).collect();
+        let gone: Vec<u32> = (0..1_000)
+            .filter(|k| k % 3 == 0 || *k == 999 || *k == 500)
+            .collect();
+        for &k in gone.iter().rev() {
+            assert!(w.remove(places[k as usize]), "{k}");
+        }
+        for k in 1_000..1_010 {
+            w.insert(e(10_000, k));
+        }
+        assert_eq!(w.len(), 1_000 - gone.len() + 10);
+        assert_eq!(w.places(), 1_000);
+        let mut due = Vec::new();
+        w.expire(Millis(10_000), &mut due);
+        let keys: Vec<u32> = due.iter().map(|d| d.key).collect();
+        let mut kept: Vec<u32> = (0..1_000).filter(|k| !gone.contains(k)).collect();
+        kept.extend(1_000..1_010);
+        assert_eq!(keys, kept);
+        assert!(w.is_empty());
+        assert_eq!(w.next_expiry(), None);
     }
 
     #[test]
