@@ -105,8 +105,8 @@ impl TimerWheel {
     }
 
     /// Schedules an entry; one already due fires at the next [`TimerWheel::expire`]. Returns
-    /// its place, for [`TimerWheel::remove`] and [`TimerWheel::at`] ([`NIL`] if the tables
-    /// cannot grow: 4 billion places, 96 GiB, are never reached).
+    /// its place, for [`TimerWheel::remove`] and [`TimerWheel::at`] ([`NIL`] if the table
+    /// cannot grow: 2 billion places, 48 GiB, are never reached).
     pub fn insert(&mut self, entry: Entry) -> u32 {
         let tick = (entry.at.0 / self.tick).max(self.cur);
         let n = self.heads.len() as u64;
@@ -131,7 +131,8 @@ impl TimerWheel {
             let Ok(place) = u32::try_from(self.places.len()) else {
                 return NIL;
             };
-            if place >= FREE {
+            // A place's index must not look like a slot's head in `prev`.
+            if place >= HEAD {
                 return NIL;
             }
             self.places.push(new);
