@@ -479,6 +479,16 @@ impl World {
         }
     }
 
+    /// How much has been seen so far: every peer's messages and the distinct messages.
+    fn received_so_far(&self) -> usize {
+        self.slots
+            .iter()
+            .flatten()
+            .map(|s| s.seen.len())
+            .sum::<usize>()
+            + self.messages.len()
+    }
+
     /// Reads every peer (the root first: it learns the newest id) and checks the bounds.
     fn read_all(&mut self) {
         self.read(Reader::Root);
@@ -722,21 +732,9 @@ impl World {
         }
         let mut quiet = 0;
         for _ in 0..10_000 {
-            let before: usize = self
-                .slots
-                .iter()
-                .flatten()
-                .map(|s| s.seen.len())
-                .sum::<usize>()
-                + self.messages.len();
+            let before = self.received_so_far();
             self.read_all();
-            let after: usize = self
-                .slots
-                .iter()
-                .flatten()
-                .map(|s| s.seen.len())
-                .sum::<usize>()
-                + self.messages.len();
+            let after = self.received_so_far();
             quiet = if after == before { quiet + 1 } else { 0 };
             if quiet == 3 {
                 return;

@@ -1562,6 +1562,16 @@ impl Core {
 mod tests {
     use super::*;
 
+    /// Accepts every upgrade and does nothing with messages.
+    struct Nothing;
+    impl Handler for Nothing {
+        type State = ();
+        fn on_upgrade(&mut self, _: &HttpRequest<'_>) -> Decision<()> {
+            Decision::Accept(())
+        }
+        fn on_message(&mut self, _: &mut Ctx<'_>, _: &mut (), _: Message<'_>) {}
+    }
+
     /// Accepted connections carry the configured kernel buffer sizes (Linux reports twice
     /// the value set, its bookkeeping included).
     #[test]
@@ -1569,14 +1579,6 @@ mod tests {
         let cfg = Config::default()
             .socket_send_buffer(Some(16 * 1024))
             .socket_recv_buffer(Some(8 * 1024));
-        struct Nothing;
-        impl Handler for Nothing {
-            type State = ();
-            fn on_upgrade(&mut self, _: &HttpRequest<'_>) -> Decision<()> {
-                Decision::Accept(())
-            }
-            fn on_message(&mut self, _: &mut Ctx<'_>, _: &mut (), _: Message<'_>) {}
-        }
         let mut server = Server::bind("127.0.0.1:0".parse().unwrap(), cfg, Nothing).unwrap();
         let _client = std::net::TcpStream::connect(server.local_addr()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -1601,14 +1603,6 @@ mod tests {
     /// ping 30 s away.
     #[test]
     fn closed_connections_leave_no_timer_entries() {
-        struct Nothing;
-        impl Handler for Nothing {
-            type State = ();
-            fn on_upgrade(&mut self, _: &HttpRequest<'_>) -> Decision<()> {
-                Decision::Accept(())
-            }
-            fn on_message(&mut self, _: &mut Ctx<'_>, _: &mut (), _: Message<'_>) {}
-        }
         let mut h = crate::testing::Harness::new(Config::default(), Nothing);
         let kept = h.connect("/").unwrap();
         for _ in 0..500 {
