@@ -491,9 +491,15 @@ impl<H: Handler> Harness<H> {
 
     /// The peer's TCP connection ends (EOF) without a close frame.
     pub fn disconnect(&mut self, peer: &Peer) {
+        self.end_inbound(peer);
+        self.turn();
+    }
+
+    /// As [`Harness::disconnect`], without a turn running (see [`Harness::turn`]): many
+    /// peers can leave in the same turn.
+    pub fn end_inbound(&mut self, peer: &Peer) {
         peer.wire.borrow_mut().inbound_closed = true;
         self.server.mark_ready(peer.id, true);
-        self.turn();
     }
 
     /// Limits how many unread bytes the peer's side takes before its "socket" is full: a
