@@ -116,7 +116,8 @@ pub struct Config {
     pub protocols: Vec<String>,
     /// Topic subscriptions per connection at most. Default 64. Each costs the pattern's bytes
     /// plus about 70 bytes of table entries (32 when other connections hold the same pattern,
-    /// and the pattern's bytes once more when none does); the table of each connection's patterns takes
+    /// and the pattern's bytes once more when none does; a wildcard pattern's levels that no
+    /// other pattern has, about 100 bytes each); the table of each connection's patterns takes
     /// 32 bytes per connection slot, up to the highest slot that subscribed.
     pub max_subscriptions: usize,
     /// Origins allowed to upgrade (exact match on the `Origin` header); empty = any.
