@@ -181,6 +181,19 @@ fn room(ctx: &mut Ctx<'_>, len: usize, sent: usize) -> bool {
     true
 }
 
+/// The levels of `pattern` before its first wildcard level, without the `/` after them:
+/// every topic the pattern matches begins with them (`dev/7/#` → `dev/7`, `+/x` → ``).
+fn literal_prefix(pattern: &str) -> &str {
+    let mut end = 0usize;
+    for level in pattern.split('/') {
+        if level == "+" || level == "#" {
+            return pattern.get(..end.saturating_sub(1)).unwrap_or_default();
+        }
+        end += level.len() + 1;
+    }
+    pattern
+}
+
 impl Relay {
     /// Begins (or joins) the catch-up of `pattern` from `since`; `whole` if the ack said no
     /// gap. Call [`Relay::pump`] next.
@@ -301,8 +314,18 @@ impl Relay {
         };
         let mut passed: Option<&str> = None;
         let mut stop = Stop::Done;
-        let from = Bound::Excluded(job.after.as_str());
+        // Only topics that begin with the pattern's levels before its first wildcard can
+        // match, and the store is in topic order: the scan starts at them and ends past them.
+        let prefix = job.pattern.as_deref().map_or("", literal_prefix);
+        let from = if job.after.as_str() < prefix {
+            Bound::Included(prefix)
+        } else {
+            Bound::Excluded(job.after.as_str())
+        };
         for (topic, value) in self.retained.map.range::<str, _>((from, Bound::Unbounded)) {
+            if !topic.starts_with(prefix) {
+                break;
+            }
             let send = wanted(topic)
                 && value.touched <= job.started
                 && who.rules.may_read(topic)
@@ -571,6 +594,98 @@ mod tests {
 
     /// One read of what the socket holds.
     use super::super::tests::heard as drain_once;
+
+    #[test]
+    fn a_pattern_begins_with_its_literal_levels() {
+        for (pattern, prefix) in [
+            ("dev/7/#", "dev/7"),
+            ("dev/+/temp", "dev"),
+            ("+/x", ""),
+            ("#", ""),
+            ("a/b", "a/b"),
+            ("/+", ""),
+            ("a//+", "a/"),
+            ("a+/b/#", "a+/b"),
+        ] {
+            assert_eq!(literal_prefix(pattern), prefix, "{pattern}");
+        }
+        // Every topic a pattern matches begins with it.
+        let levels = ["a", "b", "", "$s", "a+", "+", "#"];
+        let mut texts = vec![String::new()];
+        for _ in 0..3 {
+            let longer: Vec<String> = texts
+                .iter()
+                .flat_map(|t| {
+                    levels.iter().map(move |l| match t.is_empty() {
+                        true => (*l).to_owned(),
+                        false => format!("{t}/{l}"),
+                    })
+                })
+                .collect();
+            texts.extend(longer);
+        }
+        for p in &texts {
+            for t in &texts {
+                if matches(p, t) {
+                    assert!(t.starts_with(literal_prefix(p)), "{p} matches {t}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_replay_reads_only_the_topics_its_literal_levels_allow_and_misses_none() {
+        // Retained values around the prefix `dev/7`, before and after it in topic order, and
+        // readers whose socket takes 100 bytes at a time, so that each replay pauses and
+        // resumes many times within and at the edge of its range.
+        let mut h = relay_with(Config::default(), Policy::default());
+        let p = h.connect("/").unwrap();
+        let mut topics = vec![
+            "de",
+            "dev",
+            "dev/6/a",
+            "dev/7",
+            "dev/7/a",
+            "dev/7/a/b",
+            "dev/70/a",
+        ];
+        topics.extend(["dev/7!", "dev/8/a", "dew/7/a", "x/7/a", "dev/7/b"]);
+        let many: Vec<String> = (0..50).map(|i| format!("dev/7/m/{i:02}")).collect();
+        topics.extend(many.iter().map(String::as_str));
+        for t in &topics {
+            publish(&mut h, &p, t, json!(t), true);
+        }
+        for pattern in [
+            "dev/7/#",
+            "dev/7",
+            "dev/+/a",
+            "dev/7/+",
+            "+/7/a",
+            "#",
+            "dev/7/m/+",
+        ] {
+            let mut s = h.connect("/").unwrap();
+            h.set_window(&s, 100);
+            let req = json!({"type": "subscribe", "topic": pattern, "id": 1});
+            say(&mut h, &s, &req.to_string());
+            let got = drain(&mut h, &mut s);
+            assert_eq!(got[0], json!({"type": "ack", "id": 1}), "{pattern}");
+            let replayed: Vec<&str> = got[1..]
+                .iter()
+                .map(|m| m["topic"].as_str().unwrap())
+                .collect();
+            let mut want: Vec<&str> = topics
+                .iter()
+                .copied()
+                .filter(|t| matches(pattern, t))
+                .collect();
+            want.sort_unstable();
+            assert_eq!(
+                replayed, want,
+                "{pattern}: every match, in topic order, once"
+            );
+        }
+    }
 
     #[test]
     fn many_retained_values_reach_a_prompt_reader_within_backpressure() {
