@@ -8,6 +8,11 @@ use std::time::Duration;
 /// The most header lines a request head may carry; the parser's table lives on the loop's stack.
 pub const MAX_HEADERS: usize = 64;
 
+/// Levels a subscription pattern may have at most (MQTT topics in use have a handful): the
+/// topic table walks a wildcard pattern's levels recursively, so their depth is bounded
+/// whatever a peer sends. A deeper pattern is refused with [`crate::Subscribed::Limit`].
+pub const MAX_PATTERN_LEVELS: usize = 256;
+
 /// What happens to a connection whose write queue would pass `max_backpressure`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlowConsumer {

@@ -54,7 +54,8 @@ pub enum Subscribed {
     Added,
     /// It was subscribed to this pattern already.
     Already,
-    /// It holds [`Config::max_subscriptions`] patterns already.
+    /// It holds [`Config::max_subscriptions`] patterns already, or the pattern has more than
+    /// [`crate::config::MAX_PATTERN_LEVELS`] levels.
     Limit,
     /// The connection is not open.
     Closed,

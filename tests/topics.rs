@@ -720,3 +720,29 @@ fn slow_consumer_with_drop_policy_stays_open_and_loses_only_its_own_messages() {
         "a connection was closed as a slow consumer: {codes:?}"
     );
 }
+
+#[test]
+fn a_pattern_deeper_than_the_level_bound_is_refused_and_the_rest_go_on() {
+    let (server, _) = start(Config::default());
+    let mut ws = connect(&server);
+    let levels = |n: usize, last: &str| {
+        let mut p = vec!["a"; n - 1];
+        p.push(last);
+        p.join("/")
+    };
+    let deepest = levels(emberws::config::MAX_PATTERN_LEVELS, "#");
+    subscribe(&mut ws, &deepest);
+    for too_deep in [
+        levels(emberws::config::MAX_PATTERN_LEVELS + 1, "#"),
+        levels(emberws::config::MAX_PATTERN_LEVELS + 1, "a"),
+        levels(20_000, "+"),
+    ] {
+        send(&mut ws, &format!("sub:{too_deep}"));
+        assert_eq!(recv_text(&mut ws), format!("subscribed:{too_deep}:false"));
+    }
+    // The deepest pattern allowed is matched as any other, and the server serves on.
+    let mut publisher = connect(&server);
+    let topic = levels(emberws::config::MAX_PATTERN_LEVELS + 40, "x");
+    assert_eq!(publish(&mut publisher, &topic, "deep"), 1);
+    assert_eq!(recv_text(&mut ws), "deep");
+}

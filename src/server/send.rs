@@ -281,7 +281,12 @@ impl Core {
         if !self.live(id).is_some_and(|s| s.conn.is_open()) {
             return Subscribed::Closed;
         }
-        if self.topics.count(id) >= self.cfg.max_subscriptions {
+        if self.topics.count(id) >= self.cfg.max_subscriptions
+            || pattern
+                .split('/')
+                .nth(crate::config::MAX_PATTERN_LEVELS)
+                .is_some()
+        {
             return Subscribed::Limit;
         }
         if self.topics.subscribe(id, pattern) {
