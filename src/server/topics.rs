@@ -177,19 +177,6 @@ struct Sub {
     at: u32,
 }
 
-/// The subscribers of `pattern`, in whichever table holds it.
-fn list_mut<'a>(
-    subs: &'a mut HashMap<Box<str>, Vec<ConnId>>,
-    wild: &'a mut Tree,
-    pattern: &str,
-) -> Option<&'a mut Vec<ConnId>> {
-    if is_wild(pattern) {
-        wild.get_mut(pattern).map(|node| &mut node.subs)
-    } else {
-        subs.get_mut(pattern)
-    }
-}
-
 impl Topics {
     /// Subscribes `id` to `pattern`; false if it already was.
     pub(crate) fn subscribe(&mut self, id: ConnId, pattern: &str) -> bool {
@@ -251,7 +238,13 @@ impl Topics {
     /// Takes one subscription out of its pattern's list. The last subscriber moves into its
     /// place, and that subscriber's own record of the place follows.
     fn remove_sub(&mut self, id: ConnId, sub: &Sub) {
-        let Some(subs) = list_mut(&mut self.subs, &mut self.wild, &sub.pattern) else {
+        let wild = is_wild(&sub.pattern);
+        let subs = if wild {
+            self.wild.get_mut(&sub.pattern).map(|node| &mut node.subs)
+        } else {
+            self.subs.get_mut(&sub.pattern)
+        };
+        let Some(subs) = subs else {
             return;
         };
         let mut at = sub.at as usize;
@@ -264,18 +257,15 @@ impl Topics {
             }
         }
         subs.swap_remove(at);
-        if let Some(&moved) = subs.get(at) {
-            let place = self
-                .by_conn
-                .get_mut(moved.key as usize)
-                .filter(|held| held.gen == moved.gen)
-                .and_then(|held| held.patterns.iter_mut().find(|s| s.pattern == sub.pattern));
-            if let Some(place) = place {
-                place.at = u32::try_from(at).unwrap_or(u32::MAX);
-            }
+        let (moved, emptied) = (subs.get(at).copied(), subs.is_empty());
+        let place = moved
+            .and_then(|moved| self.held_mut(moved))
+            .and_then(|held| held.iter_mut().find(|s| s.pattern == sub.pattern));
+        if let Some(place) = place {
+            place.at = u32::try_from(at).unwrap_or(u32::MAX);
         }
-        if subs.is_empty() {
-            if is_wild(&sub.pattern) {
+        if emptied {
+            if wild {
                 self.wild.prune(&sub.pattern);
             } else {
                 self.subs.remove(&sub.pattern);
@@ -368,7 +358,7 @@ mod tests {
         assert!(topic_matches("+", "x$"));
     }
 
-    fn id(key: u32) -> ConnId {
+    pub(super) fn id(key: u32) -> ConnId {
         ConnId { key, gen: 1 }
     }
 
@@ -584,6 +574,7 @@ mod properties {
     use proptest::sample::select;
     use proptest::test_runner::RngSeed;
 
+    use super::tests::{assert_places, id};
     use super::*;
 
     /// Levels of generated patterns and topics: names, a `$` name, an empty level, both
@@ -592,10 +583,6 @@ mod properties {
 
     fn text() -> impl Strategy<Value = String> {
         vec(select(&LEVELS[..]), 1..=4).prop_map(|levels| levels.join("/"))
-    }
-
-    fn id(key: u32) -> ConnId {
-        ConnId { key, gen: 1 }
     }
 
     proptest! {
@@ -635,7 +622,7 @@ mod properties {
                     }
                 }
             }
-            super::tests::assert_places(&t);
+            assert_places(&t);
             for topic in topics.iter().chain(held.iter().map(|(_, p)| p)) {
                 let mut got = Vec::new();
                 t.matching(topic, &mut got);
