@@ -303,6 +303,34 @@ fn bad_tls_input_gets_an_alert_or_a_close_and_the_bystander_is_served() {
     round(&mut bystander, Message::text("after a reset"));
 }
 
+/// The library's echo handler.
+struct Echo;
+
+impl emberws::Handler for Echo {
+    type State = ();
+    fn on_upgrade(&mut self, _: &emberws::HttpRequest<'_>) -> emberws::Decision<()> {
+        emberws::Decision::Accept(())
+    }
+    fn on_message(&mut self, ctx: &mut emberws::Ctx<'_>, _: &mut (), msg: emberws::Message<'_>) {
+        ctx.send(msg);
+    }
+}
+
+/// A server configuration with `cert`, for the library.
+fn server_config(cert: &TestCert) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let certs = vec![cert.der.clone()];
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&cert.key_path).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    Arc::new(tls)
+}
+
 /// The library's echo server over TLS on its own thread, with `cfg`: its address, its
 /// handle and the thread.
 fn library_echo_tls(
@@ -313,32 +341,12 @@ fn library_echo_tls(
     emberws::ServerHandle,
     std::thread::JoinHandle<()>,
 ) {
-    use emberws::{Ctx, Decision, Handler, HttpRequest, Message as Msg, Server};
-    use rustls::pki_types::pem::PemObject;
-    struct Echo;
-    impl Handler for Echo {
-        type State = ();
-        fn on_upgrade(&mut self, _: &HttpRequest<'_>) -> Decision<()> {
-            Decision::Accept(())
-        }
-        fn on_message(&mut self, ctx: &mut Ctx<'_>, _: &mut (), msg: Msg<'_>) {
-            ctx.send(msg);
-        }
-    }
-    let certs = vec![cert.der.clone()];
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&cert.key_path).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
+    let tls = server_config(cert);
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
-        let mut server = Server::unbound(cfg, Echo).unwrap();
+        let mut server = emberws::Server::unbound(cfg, Echo).unwrap();
         let addr = server
-            .listen_tls("127.0.0.1:0".parse().unwrap(), Arc::new(tls))
+            .listen_tls("127.0.0.1:0".parse().unwrap(), tls)
             .unwrap();
         tx.send((addr, server.handle())).unwrap();
         server.run().unwrap();
@@ -393,6 +401,138 @@ fn a_read_buffer_smaller_than_a_record_hands_out_every_byte() {
     client.join().unwrap();
     handle.shutdown().unwrap();
     thread.join().unwrap();
+}
+
+/// A server driven from the test's own mio loop (as an embedder drives it), so that the
+/// test decides what reaches the socket between two turns.
+struct Stepped {
+    poll: mio::Poll,
+    events: mio::Events,
+    server: emberws::Server<Echo>,
+}
+
+impl Stepped {
+    /// Waits up to `wait` for events, hands them to the server, and runs one turn.
+    fn step(&mut self, wait: Duration) {
+        self.poll.poll(&mut self.events, Some(wait)).unwrap();
+        for event in self.events.iter() {
+            self.server.handle_event(event);
+        }
+        self.server.turn(Instant::now());
+    }
+}
+
+/// A non-blocking TLS client whose records the test sends one at a time.
+struct RecordClient {
+    session: rustls::ClientConnection,
+    sock: TcpStream,
+    got: Vec<u8>,
+}
+
+impl RecordClient {
+    /// Queues `data` as one record (at most 16 KiB) and writes what the session has.
+    fn send(&mut self, data: &[u8]) {
+        self.session.writer().write_all(data).unwrap();
+        self.io();
+    }
+
+    /// Writes what the session holds, then reads and decrypts what the server sent.
+    fn io(&mut self) {
+        while self.session.wants_write() {
+            match self.session.write_tls(&mut self.sock) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("writing to the server: {e}"),
+            }
+        }
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match self.session.read_tls(&mut self.sock) {
+                Ok(0) => break,
+                Ok(_) => {
+                    self.session.process_new_packets().unwrap();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("reading from the server: {e}"),
+            }
+            loop {
+                match self.session.reader().read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => self.got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("decrypting: {e}"),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_record_that_arrives_while_an_earlier_one_is_handed_out_over_several_turns_is_read() {
+    // A read budget of 1,000 B hands a 15,500 B record out over 16 turns, the rest kept in
+    // the session. The next record reaches the socket after the first turn: its readiness
+    // event comes while the connection waits in the ready queue, and no other will come for
+    // it. The turn that hands out the last 500 B must not take the socket to be empty.
+    let cert = TestCert::new("tls-handout");
+    let poll = mio::Poll::new().unwrap();
+    let registry = poll.registry().try_clone().unwrap();
+    let cfg = emberws::Config::default().read_budget(1000);
+    let mut server =
+        emberws::Server::unbound_with_registry(cfg, Echo, registry, mio::Token(0)).unwrap();
+    let addr = server
+        .listen_tls("127.0.0.1:0".parse().unwrap(), server_config(&cert))
+        .unwrap();
+    let mut loop_ = Stepped {
+        poll,
+        events: mio::Events::with_capacity(64),
+        server,
+    };
+    let sock = TcpStream::connect(addr).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let session = rustls::ClientConnection::new(client_config(&cert.der), name).unwrap();
+    let mut client = RecordClient {
+        session,
+        sock,
+        got: Vec::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    client.send(
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    while !client.got.windows(4).any(|w| w == b"\r\n\r\n") {
+        assert!(Instant::now() < deadline, "no answer to the upgrade");
+        loop_.step(Duration::from_millis(10));
+        client.io();
+    }
+    assert!(client.got.starts_with(b"HTTP/1.1 101"), "{:?}", client.got);
+    client.got.clear();
+
+    // One masked text frame of 20,000 B, sent as two records: 15,500 B, then the rest.
+    let payload: Vec<u8> = (0..20_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let mask = [0x11u8, 0x22, 0x33, 0x44];
+    let mut frame = vec![0x81, 0x80 | 126, (20_000u16 >> 8) as u8, 20_000u16 as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let (first, second) = frame.split_at(15_500);
+    client.send(first);
+    // The turn that reads the first record (the wait ends at its readiness event).
+    loop_.step(Duration::from_secs(10));
+    client.send(second);
+    let mut expected = vec![0x81, 126, (20_000u16 >> 8) as u8, 20_000u16 as u8];
+    expected.extend_from_slice(&payload);
+    while client.got.len() < expected.len() {
+        assert!(
+            Instant::now() < deadline,
+            "the echo stalled after {} of {} B: the second record was left in the socket",
+            client.got.len(),
+            expected.len()
+        );
+        loop_.step(Duration::from_millis(10));
+        client.io();
+    }
+    assert!(client.got == expected, "the echo differs from the message");
 }
 
 #[test]

@@ -61,7 +61,8 @@ impl Transport {
     /// True if a read of `n` bytes into `cap` emptied the transport, so that with
     /// edge-triggered readiness a later byte raises a new event and the read that would say
     /// `WouldBlock` can be skipped. A plain socket: a read shorter than the buffer. A TLS
-    /// session: its own socket read was short and no decrypted bytes wait.
+    /// session: this read went to the socket, got less than it asked for, and no decrypted
+    /// bytes wait (bytes handed out from memory say nothing of the socket now).
     pub(crate) fn emptied(&self, n: usize, cap: usize) -> bool {
         match self {
             Transport::Tcp(_) | Transport::Memory(_) => n < cap,

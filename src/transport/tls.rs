@@ -124,7 +124,8 @@ pub(crate) struct Tls<S = TcpStream> {
     failed: bool,
     /// `close_notify` was queued.
     sent_close: bool,
-    /// The last socket read was shorter than the room it had: the socket was empty then.
+    /// The last read read the socket, and got less than the room it had: the socket was
+    /// empty then (false after a read served from `plain`).
     short: bool,
 }
 
@@ -256,8 +257,8 @@ impl<S: Socket> Tls<S> {
         })
     }
 
-    /// True if the last socket read emptied the socket and every decrypted byte was handed
-    /// out: until a new readiness event, a read would say `WouldBlock`.
+    /// True if the last read went to the socket and emptied it, and every decrypted byte
+    /// was handed out: until a new readiness event, a read would say `WouldBlock`.
     pub(crate) fn emptied(&self) -> bool {
         self.short && self.plain.is_none()
     }
@@ -600,6 +601,10 @@ impl<S: Socket> Read for Tls<S> {
             return Ok(0);
         }
         if let Some(p) = self.plain.as_mut() {
+            // Handed out from memory, this read says nothing of the socket: bytes may have
+            // come since the last socket read, their readiness event taken by the loop while
+            // the connection waited for this turn. Only a socket read may say it is empty.
+            self.short = false;
             let n = p.len().min(buf.len());
             if let (Some(dst), Some(src)) = (buf.get_mut(..n), p.get(..n)) {
                 dst.copy_from_slice(src);
@@ -712,6 +717,7 @@ impl Probe {
 mod tests {
     use super::*;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use std::rc::Rc;
     use std::time::{Duration, Instant};
 
     /// The records `gather` cuts from `parts`, as their lengths, checked to carry exactly the
@@ -760,19 +766,108 @@ mod tests {
     }
 
     fn config() -> Arc<ServerConfig> {
+        configs().0
+    }
+
+    /// A certificate for `localhost`: a server configuration with it, and a client's that
+    /// trusts it.
+    fn configs() -> (Arc<ServerConfig>, Arc<rustls::ClientConfig>) {
         let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
         let cert = CertificateDer::from(certified.cert.der().to_vec());
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
             certified.signing_key.serialize_der(),
         ));
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ServerConfig::builder_with_provider(provider)
+        let server = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
-            .with_single_cert(vec![cert], key)
+            .with_single_cert(vec![cert.clone()], key)
             .unwrap();
-        Arc::new(config)
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (Arc::new(server), Arc::new(client))
+    }
+
+    /// A server session over memory and a client session, handshaken.
+    fn connected() -> (Tls<super::super::Pipe>, Peer) {
+        let (server, client) = configs();
+        let wire = Rc::new(RefCell::new(super::super::memory::Wire {
+            window: usize::MAX,
+            ..Default::default()
+        }));
+        let mut tls = Tls::accept(super::super::Pipe(wire.clone()), server).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let client = rustls::ClientConnection::new(client, name).unwrap();
+        let mut peer = Peer { client, wire };
+        let mut buf = [0u8; 64];
+        while peer.client.is_handshaking() {
+            peer.send(&[]);
+            assert!(
+                matches!(tls.read(&mut buf), Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+                "only the handshake so far"
+            );
+            let out = std::mem::take(&mut peer.wire.borrow_mut().outbound);
+            let mut rd: &[u8] = &out;
+            while !rd.is_empty() {
+                peer.client.read_tls(&mut rd).unwrap();
+                peer.client.process_new_packets().unwrap();
+            }
+        }
+        (tls, peer)
+    }
+
+    /// The client end of [`connected`]'s wire.
+    struct Peer {
+        client: rustls::ClientConnection,
+        wire: Rc<RefCell<super::super::memory::Wire>>,
+    }
+
+    impl Peer {
+        /// Sends `data` (one record when it is at most 16 KiB) and whatever else the client
+        /// session has to send.
+        fn send(&mut self, data: &[u8]) {
+            self.client.writer().write_all(data).unwrap();
+            let mut out = Vec::new();
+            while self.client.wants_write() {
+                self.client.write_tls(&mut out).unwrap();
+            }
+            self.wire.borrow_mut().inbound.extend(out);
+        }
+    }
+
+    /// Only a read that looked at the socket may say it emptied it. Bytes handed out from
+    /// what an earlier read decrypted say nothing of the socket now: in the loop, a record
+    /// that arrived since raised its readiness event while the connection waited for its
+    /// next turn, and no other event will come for it.
+    #[test]
+    fn bytes_handed_out_from_memory_never_say_the_socket_is_empty() {
+        let (mut tls, mut peer) = connected();
+        let mut buf = [0u8; 1000];
+        // One record of 3,500 B: a read of 1,000 decrypts it all (the socket read is short)
+        // and keeps the rest.
+        peer.send(&[7; 3500]);
+        assert_eq!(tls.read(&mut buf).unwrap(), 1000);
+        assert!(!tls.emptied(), "2,500 B wait in the session");
+        // A second record arrives while the first is handed out.
+        peer.send(&[8; 100]);
+        assert_eq!(tls.read(&mut buf).unwrap(), 1000);
+        assert_eq!(tls.read(&mut buf).unwrap(), 1000);
+        assert!(!tls.emptied());
+        assert_eq!(tls.read(&mut buf).unwrap(), 500);
+        assert!(
+            !tls.emptied(),
+            "the last of the first record came from memory: the socket was not looked at"
+        );
+        assert_eq!(tls.read(&mut buf).unwrap(), 100);
+        assert_eq!(buf[..100], [8; 100]);
+        assert!(tls.emptied(), "this read found the socket empty");
+        assert!(matches!(tls.read(&mut buf), Err(e) if e.kind() == io::ErrorKind::WouldBlock));
     }
 
     /// A handshake record holding the start of a ClientHello that claims 100 bytes, then a
