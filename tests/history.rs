@@ -366,3 +366,133 @@ fn messages_from_another_relay_get_local_ids_and_enter_history() {
         (data == want).then_some(())
     });
 }
+
+/// Makes a FIFO where the relay writes its state file's temporary file (`.NAME.tmp` beside
+/// it): opening it for writing waits for a reader, as a write to a disk that stopped
+/// answering waits for the disk.
+fn stuck_disk(path: &Path) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let name = path.file_name().unwrap().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let c = std::ffi::CString::new(tmp.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path; mkfifo reads it and keeps nothing.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    assert_eq!(rc, 0, "mkfifo {}", tmp.display());
+    tmp
+}
+
+/// Waits until one of the server's threads waits to open a FIFO, and returns that thread's
+/// id.
+fn thread_waiting_on_the_disk(server: &ServerProcess) -> u32 {
+    let pid = server.pid();
+    util::eventually("a thread of the relay waits to open the state file", || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()?
+            .flatten()
+            .find_map(|task| {
+                let wchan = std::fs::read_to_string(task.path().join("wchan")).ok()?;
+                (wchan.trim() == "wait_for_partner")
+                    .then(|| task.file_name().to_string_lossy().parse().ok())
+                    .flatten()
+            })
+    })
+}
+
+#[test]
+fn a_state_write_that_never_returns_leaves_the_relay_serving_and_the_changes_wait_for_it() {
+    let files = Files::new("history-stuck-disk");
+    let path = files.path("state.json");
+    let quiet = ["--sys-interval", "0"];
+    let mut server = relay_with_state(&path, &quiet);
+    assert!(
+        path.is_file(),
+        "the file is marked as in use before anyone is served"
+    );
+    let tmp = stuck_disk(&path);
+    let mut p = Peer::anonymous(server.addr(), "publisher");
+    p.retain("r/1", json!("first"));
+    let waiting = thread_waiting_on_the_disk(&server);
+    assert_ne!(
+        waiting,
+        server.pid(),
+        "the loop thread is not the one waiting"
+    );
+
+    // The write does not return; the relay serves on: messages, a retained publish, a new
+    // connection and its replay.
+    let mut sub = Peer::anonymous(server.addr(), "subscriber");
+    sub.subscribe("live/#");
+    for i in 0..5 {
+        publish_seen(&mut p, &mut sub, "live/x", json!(i));
+    }
+    p.retain("r/2", json!("second"));
+    let mut late = Peer::anonymous(server.addr(), "late");
+    late.subscribe("r/#");
+    let got: Vec<Value> = (0..2).map(|_| late.recv()["data"].clone()).collect();
+    assert_eq!(got, [json!("first"), json!("second")]);
+
+    // A write this long is reported, once.
+    server.wait_for_stderr("a write has taken more than 10 s", 1, util::DEADLINE);
+
+    // The disk answers, here with an error (a FIFO cannot be synced): the write on its way
+    // is reported once, and the changes made meanwhile are written after it.
+    let held = std::fs::read_to_string(&tmp).expect("the write on its way");
+    assert!(
+        held.contains("\"first\"") && !held.contains("\"second\""),
+        "{held}"
+    );
+    let text = util::eventually("the changes made meanwhile are written", || {
+        let text = std::fs::read_to_string(&path).ok()?;
+        text.contains("\"second\"").then_some(text)
+    });
+    assert!(text.contains("\"clean\":false"), "{text}");
+    server.wait_for_stderr("state.json: written again", 1, util::DEADLINE);
+    stop(&mut server);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains("\"clean\":true") && text.contains("\"second\""),
+        "{text}"
+    );
+    let warnings: Vec<String> = server
+        .stderr_lines()
+        .into_iter()
+        .filter(|l| l.contains("WARN"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0].contains("the disk may be failing"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[1].contains("cannot write the state file"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn at_shutdown_a_state_write_that_never_returns_is_given_up_and_the_file_stays_not_clean() {
+    let files = Files::new("history-stuck-stop");
+    let path = files.path("state.json");
+    let mut server = relay_with_state(&path, &["--sys-interval", "0"]);
+    let _tmp = stuck_disk(&path);
+    let mut p = Peer::anonymous(server.addr(), "publisher");
+    p.retain("r", json!("kept"));
+    thread_waiting_on_the_disk(&server);
+    drop(p);
+    // The shutdown waits for the disk for a bounded time (10 s), then exits.
+    stop(&mut server);
+    let lines: Vec<String> = server
+        .stderr_lines()
+        .into_iter()
+        .filter(|l| l.contains("state.json") && l.contains("WARN"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("not written at this stop"),
+        "{}",
+        lines[0]
+    );
+    // The file is the one written at start: not clean, so the next start takes a new epoch.
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"clean\":false"), "{text}");
+}

@@ -7,6 +7,7 @@
 #[cfg(feature = "redis")]
 mod bridge;
 mod config;
+mod keeper;
 mod relay;
 mod secret;
 #[cfg(feature = "tls")]
@@ -314,8 +315,10 @@ const SIGNALS: Token = Token(0);
 /// The Redis bridge's command and subscriber links.
 #[cfg(feature = "redis")]
 const REDIS: [Token; 2] = [Token(1), Token(2)];
+/// The state file's writer thread says a write is done.
+const STATE: Token = Token(3);
 /// The server's first token: it takes every one from here up.
-const SERVER: Token = Token(3);
+const SERVER: Token = Token(4);
 
 /// What runs in the loop beside the server: the relay's `$SYS` figures, its Redis
 /// bridge and the state file's writer, or nothing.
@@ -378,104 +381,18 @@ impl<H: Handler, A: Beside<H>, B: Beside<H>> Beside<H> for (A, B) {
     }
 }
 
-/// How long the state file may lag behind a change, at most: it is written at most this
-/// often, while changes come.
-const STATE_INTERVAL: Duration = Duration::from_secs(2);
-
-/// The state file's writer (`--state`): shortly after changes, and at shutdown as clean.
-struct Keeper {
-    path: PathBuf,
-    /// `Relay::changes` when the file was last written.
-    written: u64,
-    /// When the changes since are due to be written.
-    due: Option<Instant>,
-    buf: Vec<u8>,
-    /// The last write failed (logged once until one succeeds).
-    failing: bool,
-}
-
-impl Keeper {
-    fn write(&mut self, relay: &relay::Relay, clean: bool) {
-        let changes = relay.changes();
-        match relay::state::save(relay, &self.path, clean, &mut self.buf) {
-            Ok(()) => {
-                self.written = changes;
-                if self.failing {
-                    info!("{}: written again", self.path.display());
-                }
-                self.failing = false;
-            }
-            Err(e) if !self.failing => {
-                log::warn!("{}: cannot write the state file: {e}", self.path.display());
-                self.failing = true;
-            }
-            Err(_) => {}
-        }
-        self.due = None;
-        // What does not fit in the file's buffer's usual size is given back.
-        if self.buf.capacity() > 4 << 20 {
-            self.buf = Vec::new();
-        }
+impl Beside<relay::Relay> for keeper::Keeper {
+    fn handle_event(&mut self, event: &mio::event::Event) -> bool {
+        keeper::Keeper::handle_event(self, event)
     }
-}
 
-impl Beside<relay::Relay> for Keeper {
     fn turn(&mut self, server: &mut Server<relay::Relay>, now: Instant) -> Option<Instant> {
-        if server.handler_mut().changes() == self.written {
-            return None;
-        }
-        let due = *self.due.get_or_insert(now + STATE_INTERVAL);
-        if now < due {
-            return Some(due);
-        }
-        self.write(server.handler_mut(), false);
-        None
+        keeper::Keeper::turn(self, server.handler_mut(), now)
     }
 
     fn finish(&mut self, server: &mut Server<relay::Relay>) {
-        self.write(server.handler_mut(), true);
-        if !self.failing {
-            info!("{}: state written", self.path.display());
-        }
+        keeper::Keeper::finish(self, server.handler_mut());
     }
-}
-
-/// The state file of `--state`, loaded into `relay` and marked as in use; its writer. A file
-/// that cannot be read is reported in one line and ignored.
-fn keeper(relay: &mut relay::Relay, path: &Path) -> Keeper {
-    let shown = path.display();
-    match relay::state::load(relay, path) {
-        Ok(None) => info!("{shown}: no state file yet, starting empty"),
-        Ok(Some(l)) => {
-            let how = if l.clean {
-                format!("epoch {} goes on", relay.epoch())
-            } else {
-                format!(
-                    "not written at a clean stop: history dropped, new epoch {}",
-                    relay.epoch()
-                )
-            };
-            info!(
-                "{shown}: {} retained values, {} messages of history ({} left out); {how}",
-                l.retained, l.history, l.left_out
-            );
-        }
-        Err(e) => log::warn!("{shown}: ignored, starting empty: {e}"),
-    }
-    let mut keeper = Keeper {
-        path: path.to_owned(),
-        written: relay.changes(),
-        due: None,
-        buf: Vec::new(),
-        failing: false,
-    };
-    // From now on the file on disk says "not clean" until the shutdown writes it: a crash
-    // of this run must not let the next one reuse this epoch's ids.
-    keeper.write(relay, false);
-    if keeper.failing {
-        relay.forget_epoch();
-    }
-    keeper
 }
 
 impl Beside<relay::Relay> for relay::sys::Sys {
@@ -674,10 +591,10 @@ fn reload_clients(server: &mut Server<relay::Relay>, path: Option<&std::path::Pa
 /// `redis.url` is set and the state file with `state`.
 fn serve_relay(settings: &Settings, policy: relay::Policy) -> Result<(), String> {
     let mut handler = relay::Relay::new(policy);
-    let keeper = settings
+    let mut keeper = settings
         .state
         .as_deref()
-        .map(|path| keeper(&mut handler, path));
+        .map(|path| keeper::Keeper::open(&mut handler, path));
     info!("message ids: epoch {}", handler.epoch());
     let on_hup = |server: &mut Server<relay::Relay>| {
         reload_clients(server, settings.auth.clients.as_deref());
@@ -687,8 +604,17 @@ fn serve_relay(settings: &Settings, policy: relay::Policy) -> Result<(), String>
             .sys_interval()
             .map(|every| relay::sys::Sys::new(every, Instant::now()))
     };
+    let mut start_keeper = move |registry: &mio::Registry| -> Result<_, String> {
+        if let Some(k) = keeper.as_mut() {
+            k.start(registry, STATE)?;
+        }
+        Ok(keeper.take())
+    };
     let Some(target) = settings.redis_target() else {
-        return serve(settings, handler, true, |_, _| Ok((sys(), keeper)), on_hup);
+        let beside = |registry: &mio::Registry, _: &mut Server<relay::Relay>| {
+            Ok((sys(), start_keeper(registry)?))
+        };
+        return serve(settings, handler, true, beside, on_hup);
     };
     #[cfg(not(feature = "redis"))]
     {
@@ -712,6 +638,7 @@ fn serve_relay(settings: &Settings, policy: relay::Policy) -> Result<(), String>
             target.addr, target.db, settings.redis.prefix
         );
         let beside = |registry: &mio::Registry, server: &mut Server<relay::Relay>| {
+            let keeper = start_keeper(registry)?;
             let registry = registry.try_clone().map_err(|e| e.to_string())?;
             let bridged = bridge::local::Bridged::new(bridge_settings, registry, REDIS, server);
             Ok(((sys(), bridged), keeper))

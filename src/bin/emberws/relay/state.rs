@@ -1,9 +1,10 @@
 //! The state file (`--state FILE`): the retained values and history, with the epoch and the
 //! last `seq`, kept across restarts.
 //!
-//! In: the relay, to [`save`]; a file, to [`load`] (its text, to [`parse`]). Out: one JSON document, written whole to a
-//! temporary file beside the target, synced, then renamed over it, so a reader (or a crash)
-//! finds the old file or the new one, never half of one. It holds what was published (never a
+//! In: the relay, to [`encode`], and those bytes, to [`write_file`]; a file, to [`load`]
+//! (its text, to [`parse`]). Out: one JSON document, written whole to a temporary file
+//! beside the target, synced, then renamed over it, so a reader (or a crash) finds the old
+//! file or the new one, never half of one. It holds what was published (never a
 //! token or a hash) and is created readable by its owner only.
 //!
 //! A file written at a clean shutdown says so (`"clean":true`), and the relay that loads it
@@ -71,12 +72,23 @@ struct Entry<'a> {
 }
 
 /// Writes the relay's state to `path` atomically; `clean` at shutdown. `buf` is reused.
+/// (The program encodes on the loop thread and writes on the keeper's: `crate::keeper`.)
 ///
 /// # Errors
-/// Creating, writing, syncing or renaming the temporary file failed; `path` is unchanged.
+/// As [`write_file`].
+#[cfg(test)]
 pub fn save(relay: &Relay, path: &Path, clean: bool, buf: &mut Vec<u8>) -> io::Result<()> {
     buf.clear();
     encode(relay, clean, buf);
+    write_file(path, buf)
+}
+
+/// Writes `bytes` (an [`encode`]d state) to `path` atomically: a temporary file beside it,
+/// synced, renamed over it, and the directory synced.
+///
+/// # Errors
+/// Creating, writing, syncing or renaming the temporary file failed; `path` is unchanged.
+pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = temporary(path);
     let written = (|| {
         let mut file = OpenOptions::new()
@@ -85,7 +97,7 @@ pub fn save(relay: &Relay, path: &Path, clean: bool, buf: &mut Vec<u8>) -> io::R
             .truncate(true)
             .mode_owner_only()
             .open(&tmp)?;
-        file.write_all(buf)?;
+        file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);
         std::fs::rename(&tmp, path)
