@@ -717,7 +717,6 @@ impl Probe {
 mod tests {
     use super::*;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-    use std::rc::Rc;
     use std::time::{Duration, Instant};
 
     /// The records `gather` cuts from `parts`, as their lengths, checked to carry exactly the
@@ -794,51 +793,39 @@ mod tests {
         (Arc::new(server), Arc::new(client))
     }
 
-    /// A server session over memory and a client session, handshaken.
-    fn connected() -> (Tls<super::super::Pipe>, Peer) {
+    /// A server session over memory (the fuzzer's [`Probe`]) and a client session,
+    /// handshaken.
+    fn connected() -> (Probe, rustls::ClientConnection) {
         let (server, client) = configs();
-        let wire = Rc::new(RefCell::new(super::super::memory::Wire {
-            window: usize::MAX,
-            ..Default::default()
-        }));
-        let mut tls = Tls::accept(super::super::Pipe(wire.clone()), server).unwrap();
+        let mut probe = Probe::new(server, usize::MAX).unwrap();
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let client = rustls::ClientConnection::new(client, name).unwrap();
-        let mut peer = Peer { client, wire };
+        let mut client = rustls::ClientConnection::new(client, name).unwrap();
         let mut buf = [0u8; 64];
-        while peer.client.is_handshaking() {
-            peer.send(&[]);
+        while client.is_handshaking() {
+            send(&mut client, &mut probe, &[]);
             assert!(
-                matches!(tls.read(&mut buf), Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+                matches!(probe.read(&mut buf), Err(e) if e.kind() == io::ErrorKind::WouldBlock),
                 "only the handshake so far"
             );
-            let out = std::mem::take(&mut peer.wire.borrow_mut().outbound);
+            let out = probe.take_output();
             let mut rd: &[u8] = &out;
             while !rd.is_empty() {
-                peer.client.read_tls(&mut rd).unwrap();
-                peer.client.process_new_packets().unwrap();
+                client.read_tls(&mut rd).unwrap();
+                client.process_new_packets().unwrap();
             }
         }
-        (tls, peer)
+        (probe, client)
     }
 
-    /// The client end of [`connected`]'s wire.
-    struct Peer {
-        client: rustls::ClientConnection,
-        wire: Rc<RefCell<super::super::memory::Wire>>,
-    }
-
-    impl Peer {
-        /// Sends `data` (one record when it is at most 16 KiB) and whatever else the client
-        /// session has to send.
-        fn send(&mut self, data: &[u8]) {
-            self.client.writer().write_all(data).unwrap();
-            let mut out = Vec::new();
-            while self.client.wants_write() {
-                self.client.write_tls(&mut out).unwrap();
-            }
-            self.wire.borrow_mut().inbound.extend(out);
+    /// The client sends `data` (one record when it is at most 16 KiB) and whatever else its
+    /// session has to send.
+    fn send(client: &mut rustls::ClientConnection, probe: &mut Probe, data: &[u8]) {
+        client.writer().write_all(data).unwrap();
+        let mut out = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut out).unwrap();
         }
+        probe.feed(&out);
     }
 
     /// Only a read that looked at the socket may say it emptied it. Bytes handed out from
@@ -847,27 +834,27 @@ mod tests {
     /// next turn, and no other event will come for it.
     #[test]
     fn bytes_handed_out_from_memory_never_say_the_socket_is_empty() {
-        let (mut tls, mut peer) = connected();
+        let (mut probe, mut client) = connected();
         let mut buf = [0u8; 1000];
         // One record of 3,500 B: a read of 1,000 decrypts it all (the socket read is short)
         // and keeps the rest.
-        peer.send(&[7; 3500]);
-        assert_eq!(tls.read(&mut buf).unwrap(), 1000);
-        assert!(!tls.emptied(), "2,500 B wait in the session");
+        send(&mut client, &mut probe, &[7; 3500]);
+        assert_eq!(probe.read(&mut buf).unwrap(), 1000);
+        assert!(!probe.tls.emptied(), "2,500 B wait in the session");
         // A second record arrives while the first is handed out.
-        peer.send(&[8; 100]);
-        assert_eq!(tls.read(&mut buf).unwrap(), 1000);
-        assert_eq!(tls.read(&mut buf).unwrap(), 1000);
-        assert!(!tls.emptied());
-        assert_eq!(tls.read(&mut buf).unwrap(), 500);
+        send(&mut client, &mut probe, &[8; 100]);
+        assert_eq!(probe.read(&mut buf).unwrap(), 1000);
+        assert_eq!(probe.read(&mut buf).unwrap(), 1000);
+        assert!(!probe.tls.emptied());
+        assert_eq!(probe.read(&mut buf).unwrap(), 500);
         assert!(
-            !tls.emptied(),
+            !probe.tls.emptied(),
             "the last of the first record came from memory: the socket was not looked at"
         );
-        assert_eq!(tls.read(&mut buf).unwrap(), 100);
+        assert_eq!(probe.read(&mut buf).unwrap(), 100);
         assert_eq!(buf[..100], [8; 100]);
-        assert!(tls.emptied(), "this read found the socket empty");
-        assert!(matches!(tls.read(&mut buf), Err(e) if e.kind() == io::ErrorKind::WouldBlock));
+        assert!(probe.tls.emptied(), "this read found the socket empty");
+        assert!(matches!(probe.read(&mut buf), Err(e) if e.kind() == io::ErrorKind::WouldBlock));
     }
 
     /// A handshake record holding the start of a ClientHello that claims 100 bytes, then a
