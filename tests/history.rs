@@ -275,11 +275,7 @@ fn a_corrupt_state_file_is_ignored_with_one_log_line() {
     sub.nothing_pending();
     let id = publish_seen(&mut p, &mut sub, "x", json!(1));
     assert_ne!(epoch_of(&id), "0011aabb");
-    let lines: Vec<String> = server
-        .stderr_lines()
-        .into_iter()
-        .filter(|l| l.contains("state.json"))
-        .collect();
+    let lines = server.stderr_lines_with("state.json");
     assert_eq!(lines.len(), 1, "one line about the file: {lines:?}");
     assert!(
         lines[0].contains("WARN") && lines[0].contains("ignored, starting empty"),
@@ -453,11 +449,7 @@ fn a_state_write_that_never_returns_leaves_the_relay_serving_and_the_changes_wai
         text.contains("\"clean\":true") && text.contains("\"second\""),
         "{text}"
     );
-    let warnings: Vec<String> = server
-        .stderr_lines()
-        .into_iter()
-        .filter(|l| l.contains("WARN"))
-        .collect();
+    let warnings = server.stderr_lines_with("WARN");
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     assert!(
         warnings[0].contains("the disk may be failing"),
@@ -481,14 +473,10 @@ fn at_shutdown_a_state_write_that_never_returns_is_given_up_and_the_file_stays_n
     drop(p);
     // The shutdown waits for the disk for a bounded time (10 s), then exits.
     stop(&mut server);
-    let lines: Vec<String> = server
-        .stderr_lines()
-        .into_iter()
-        .filter(|l| l.contains("state.json") && l.contains("WARN"))
-        .collect();
+    let lines = server.stderr_lines_with("WARN");
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(
-        lines[0].contains("not written at this stop"),
+        lines[0].contains("state.json") && lines[0].contains("not written at this stop"),
         "{}",
         lines[0]
     );

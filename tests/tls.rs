@@ -592,11 +592,7 @@ fn sighup_reloads_the_certificate_and_keeps_open_connections() {
     let mut again = wss_client(addr, new, "/");
     round(&mut again, Message::text("same certificate"));
     round(&mut before, Message::text("and still here"));
-    let kept: Vec<String> = server
-        .stderr_lines()
-        .into_iter()
-        .filter(|l| l.contains("kept the current certificate"))
-        .collect();
+    let kept = server.stderr_lines_with("kept the current certificate");
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert!(
         !kept[0].contains("not a key"),

@@ -187,10 +187,14 @@ impl ServerProcess {
 
     /// How many stderr lines captured so far contain `needle`.
     pub fn count_stderr(&self, needle: &str) -> usize {
-        self.stderr_lines()
-            .iter()
-            .filter(|l| l.contains(needle))
-            .count()
+        self.stderr_lines_with(needle).len()
+    }
+
+    /// The stderr lines captured so far that contain `needle`, in order.
+    pub fn stderr_lines_with(&self, needle: &str) -> Vec<String> {
+        let mut lines = self.stderr_lines();
+        lines.retain(|l| l.contains(needle));
+        lines
     }
 
     /// Waits until at least `count` stderr lines contain `needle` (at most `timeout`);
